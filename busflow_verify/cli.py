@@ -1,0 +1,119 @@
+"""`busflow-verify`: run the backup verify for one date through the Dagster definitions.
+
+    busflow-verify verify --date YYYY-MM-DD [--json]
+
+Exit status: 0 verified, 1 not verified (a failure was found), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import warnings
+
+EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_USAGE = 0, 1, 2
+REQUIRED_ENV = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busflow-verify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="verify the newest dump of one date (a partition)")
+    verify.add_argument("--date", required=True, help="the dump's date, YYYY-MM-DD (UTC)")
+    verify.add_argument("--json", action="store_true", help="print the JSON verdict only")
+    verify.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="Dagster run log level on stderr (default INFO)")
+    return parser
+
+
+def _preflight(date_text: str) -> str:
+    """Everything that is a usage or configuration error, before a run is launched."""
+    from busflow_verify.core import config as cfg
+    from busflow_verify.defs.partitions import nightly_dump_partitions
+
+    try:
+        date = dt.date.fromisoformat(date_text)
+    except ValueError:
+        raise UsageError(f"--date {date_text!r} is not a date (YYYY-MM-DD)") from None
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        raise UsageError(f"environment variable(s) not set: {', '.join(missing)} "
+                         "(see README: Configuration)")
+    if not os.path.isabs(os.environ["DAGSTER_HOME"]):
+        raise UsageError(f"DAGSTER_HOME must be an absolute path, got {os.environ['DAGSTER_HOME']!r}")
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    folder = cfg.config_dir()
+    try:
+        cfg.load_verify_config(folder)
+        cfg.load_allowlist(folder)
+    except cfg.ConfigError as exc:
+        raise UsageError(f"configuration error: {exc}") from None
+    key = date.isoformat()
+    if not nightly_dump_partitions.has_partition_key(key):
+        first = nightly_dump_partitions.get_first_partition_key()
+        last = nightly_dump_partitions.get_last_partition_key()
+        raise UsageError(f"--date {key} is outside the partitions {first} .. {last}")
+    return key
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so the disposable Postgres is removed on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_verify(partition: str, log_level: str) -> dict:
+    import dagster as dg
+
+    from busflow_verify.definitions import defs
+    from busflow_verify.defs.records import JOB_NAME, verdict_for_run
+
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(
+        partition_key=partition,
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        tags={"busflow/launched_by": "cli"},
+    )
+    return verdict_for_run(instance, result.run_id)
+
+
+def verify(args) -> int:
+    from busflow_verify.core.verdict import format_verdict
+
+    partition = _preflight(args.date)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # stdout carries only the verdict; Dagster's own output goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        verdict = run_verify(partition, args.log_level)
+    print(json.dumps(verdict, indent=2, default=str) if args.json else format_verdict(verdict))
+    return EXIT_VERIFIED if verdict["verified"] else EXIT_NOT_VERIFIED
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, a usage error 2
+        return int(exc.code or 0)
+    try:
+        return verify(args)
+    except UsageError as exc:
+        print(f"busflow-verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

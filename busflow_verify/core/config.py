@@ -1,0 +1,208 @@
+"""`verify.yaml` and `soft-fk-allowlist.yaml`, validated at load.
+
+Unknown keys and bad values are rejected with the file, the key path and its line named, so a
+typo in a tolerance can never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+VERIFY_FILE = "verify.yaml"
+ALLOWLIST_FILE = "soft-fk-allowlist.yaml"
+CONFIG_DIR_ENV = "BUSFLOW_VERIFY_CONFIG_DIR"
+DEFAULT_CONFIG_DIR = Path("config") / "backup-verify"
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
+_TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")
+_COLUMN = re.compile(rf"^{_IDENT}\.{_IDENT}\.{_IDENT}$")
+
+Ratio = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SizeGuardConfig(_Strict):
+    min_bytes: Annotated[int, Field(ge=0)] = 10_000_000_000
+    max_median_ratio: Annotated[float, Field(gt=1)] = 2.0
+    trailing_days: Annotated[int, Field(ge=1, le=90)] = 7
+
+
+class Tolerance(_Strict):
+    max_drop_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_growth_ratio: Ratio | None = None
+
+
+class RowCountConfig(_Strict):
+    max_drop_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_growth_ratio: Ratio = 0.50
+    tables: dict[str, Tolerance] = {}
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, tables: dict[str, Tolerance]) -> dict[str, Tolerance]:
+        for name in tables:
+            if not _TABLE.match(name):
+                raise ValueError(f"table {name!r} is not schema.table")
+        return tables
+
+    def tolerance_for(self, table: str) -> tuple[float, float]:
+        """(max_drop_ratio, max_growth_ratio) for a table, overrides first."""
+        override = self.tables.get(table, Tolerance())
+        drop = override.max_drop_ratio if override.max_drop_ratio is not None else self.max_drop_ratio
+        growth = (override.max_growth_ratio if override.max_growth_ratio is not None
+                  else self.max_growth_ratio)
+        return drop, growth
+
+
+class VerifyConfig(_Strict):
+    size_guard: SizeGuardConfig = SizeGuardConfig()
+    row_counts: RowCountConfig = RowCountConfig()
+
+
+class ColumnRef(_Strict):
+    schema_name: str
+    table: str
+    column: str
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnRef:
+        if not isinstance(text, str) or not _COLUMN.match(text):
+            raise ValueError(f"{text!r} is not schema.table.column")
+        schema, table, column = text.split(".")
+        return cls(schema_name=schema, table=table, column=column)
+
+    def __str__(self) -> str:
+        return f"{self.schema_name}.{self.table}.{self.column}"
+
+    @property
+    def table_name(self) -> str:
+        return f"{self.schema_name}.{self.table}"
+
+
+class SoftFK(_Strict):
+    child: str
+    parent: str
+    max_orphans: Annotated[int, Field(ge=0)]
+
+    @field_validator("child", "parent")
+    @classmethod
+    def _column_ref(cls, value: str) -> str:
+        ColumnRef.parse(value)
+        return value
+
+    @property
+    def child_ref(self) -> ColumnRef:
+        return ColumnRef.parse(self.child)
+
+    @property
+    def parent_ref(self) -> ColumnRef:
+        return ColumnRef.parse(self.parent)
+
+
+class SoftFKAllowlist(_Strict):
+    soft_fks: list[SoftFK] = []
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> SoftFKAllowlist:
+        seen = set()
+        for fk in self.soft_fks:
+            if (fk.child, fk.parent) in seen:
+                raise ValueError(f"duplicate soft FK {fk.child} -> {fk.parent}")
+            seen.add((fk.child, fk.parent))
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration file or variable is wrong; the message names the file, key and line."""
+
+
+def config_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The config folder: explicit, $BUSFLOW_VERIFY_CONFIG_DIR, or config/backup-verify.
+
+    The default is looked up in the working directory first, then in the checkout this package
+    lives in, so `dagster dev` and the CLI find it from anywhere in the project.
+    """
+    chosen = explicit or os.environ.get(CONFIG_DIR_ENV)
+    if chosen:
+        return Path(chosen)
+    here = Path.cwd() / DEFAULT_CONFIG_DIR
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG_DIR
+
+
+def load_verify_config(folder: Path) -> VerifyConfig:
+    return _load(folder / VERIFY_FILE, VerifyConfig)
+
+
+def load_allowlist(folder: Path) -> SoftFKAllowlist:
+    return _load(folder / ALLOWLIST_FILE, SoftFKAllowlist)
+
+
+def _load(path: Path, model: type[BaseModel]):
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (set {CONFIG_DIR_ENV} to the folder holding "
+                          f"{VERIFY_FILE} and {ALLOWLIST_FILE})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: line 1: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, text, exc)) from None
+
+
+def _describe(path: Path, text: str, exc: ValidationError) -> str:
+    problems = []
+    root = yaml.compose(text)
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        key = _key_path(loc)
+        line = _line_of(root, loc)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        where = f"line {line}: " if line else ""
+        problems.append(f"{path}: {where}key {key}: {msg}")
+    return "; ".join(problems)
+
+
+def _key_path(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(node, loc) -> int | None:
+    """The 1-based line of the YAML node at `loc`, as deep as the path can be followed."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                break
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,255 @@
+"""A disposable PostgreSQL cluster: initdb in a temp dir, started, thrown away.
+
+The restore target of the runbook's step 3. It is tuned for a throwaway restore (no durability,
+autovacuum off: the pipeline runs VACUUM ANALYZE itself) and listens only on a Unix socket in its
+own directory. PostgreSQL refuses to run as root, so when we are root the server runs as the
+unprivileged `postgres` OS user, in a directory that user owns.
+
+A cluster whose owning process died without cleaning up (SIGKILL, power loss) is found and
+removed by the next cluster that starts (`sweep_stale_clusters`).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DIR_PREFIX = "busflow-verify-pg-"
+OWNER_FILE = "owner.json"
+
+# Settings for a cluster that is thrown away after the run: nothing needs to survive a crash.
+THROWAWAY_SETTINGS = {
+    "listen_addresses": "''",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "synchronous_commit": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "autovacuum": "off",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "1h",
+    "maintenance_work_mem": "512MB",
+    "work_mem": "64MB",
+}
+
+
+class PostgresBinariesNotFound(RuntimeError):
+    pass
+
+
+class ClusterStartError(RuntimeError):
+    pass
+
+
+def find_bin_dir(explicit: str | None = None) -> Path:
+    """The PostgreSQL server bin dir: explicit, `pg_config --bindir`, or the newest Debian one."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    )
+    candidates += [Path(p) for p in debian]
+    for cand in candidates:
+        if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
+            return cand
+    raise PostgresBinariesNotFound(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found via pg_config or "
+        "/usr/lib/postgresql/*/bin; run `make install` (installs Debian's postgresql)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_user() -> str | None:
+    """The OS user the server runs as: `postgres` when we are root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise ClusterStartError(
+            "running as root but there is no `postgres` OS user to run the disposable server; "
+            "install Debian's postgresql package (make install) or run as an unprivileged user"
+        ) from exc
+    return "postgres"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class ConnInfo:
+    """How to reach a database in the cluster (socket dir as host)."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+    def kwargs(self) -> dict:
+        return {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname}
+
+    def libpq_args(self) -> list[str]:
+        return ["-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.dbname]
+
+
+class DisposablePostgres:
+    """A fresh cluster in its own temp dir. Use as a context manager; `stop()` removes it all."""
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, bin_dir: str | None = None, base_dir: str | None = None):
+        self.bin_dir = find_bin_dir(bin_dir)
+        self.base_dir = base_dir or tempfile.gettempdir()
+        self.run_as = _server_user()
+        self.root: Path | None = None
+        self.port: int | None = None
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def scratch_dir(self) -> Path:
+        """A directory for the run's downloads, removed with the cluster."""
+        path = self.root / "scratch"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def conninfo(self, dbname: str = "postgres") -> ConnInfo:
+        return ConnInfo(host=str(self.root), port=self.port, user=self.SUPERUSER, dbname=dbname)
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def major_version(self) -> int:
+        out = subprocess.run([self.tool("pg_ctl"), "--version"], capture_output=True, text=True)
+        return int(out.stdout.split()[-1].split(".")[0])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> DisposablePostgres:
+        sweep_stale_clusters(self.base_dir)
+        self.root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.base_dir))
+        (self.root / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}))
+        if self.run_as:
+            shutil.chown(self.root, user=self.run_as)
+        try:
+            self._initdb()
+            self._start_server()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else argv
+
+    def _run(self, argv: list[str], what: str) -> None:
+        proc = subprocess.run(self._as_server_user(argv), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ClusterStartError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
+    def _initdb(self) -> None:
+        self._run(
+            [self.tool("initdb"), "-D", str(self.data_dir), "-U", self.SUPERUSER, "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"],
+            "initdb",
+        )
+
+    def _start_server(self, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            self.port = free_port()
+            opts = " ".join(f"-c {k}={v}" for k, v in THROWAWAY_SETTINGS.items())
+            opts += f" -p {self.port} -k {self.root}"
+            try:
+                self._run(
+                    [self.tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                     "-o", opts, "-w", "-t", "60", "start"],
+                    "pg_ctl start",
+                )
+                return
+            except ClusterStartError:
+                if attempt == attempts - 1:
+                    log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+                    raise ClusterStartError(f"disposable Postgres did not start: {log}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server (immediate: nothing in it is worth a clean shutdown) and remove it."""
+        if self.root is None:
+            return
+        _stop_and_remove(self.root, self.bin_dir, self.run_as)
+        self.root = None
+
+    def __enter__(self) -> DisposablePostgres:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
+    data = root / "data"
+    pidfile = data / "postmaster.pid"
+    if pidfile.exists():
+        argv = [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+        if run_as:
+            argv = ["runuser", "-u", run_as, "--", *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:  # pg_ctl could not stop it: kill the postmaster directly
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep_stale_clusters(base_dir: str) -> list[str]:
+    """Remove clusters left behind by a process that no longer exists. Returns what was removed."""
+    removed = []
+    for root in Path(base_dir).glob(DIR_PREFIX + "*"):
+        try:
+            owner = json.loads((root / OWNER_FILE).read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if owner == os.getpid() or _pid_alive(owner):
+            continue
+        _stop_and_remove(root, find_bin_dir(), _server_user())
+        removed.append(str(root))
+    return removed
+
+
+def live_clusters(base_dir: str | None = None) -> list[str]:
+    """Cluster dirs under base_dir (for tests and operators: nothing should be left after a run)."""
+    return sorted(str(p) for p in Path(base_dir or tempfile.gettempdir()).glob(DIR_PREFIX + "*"))

@@ -1,0 +1,111 @@
+"""Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from busflow_verify.core.config import RowCountConfig
+from busflow_verify.core.failures import Finding
+
+# Ordinary and partitioned tables of user schemas; partitions are counted through their parent.
+_USER_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def vacuum_analyze(conn) -> None:
+    """VACUUM cannot run in a transaction block: the connection must be in autocommit."""
+    conn.autocommit = True
+    conn.execute("VACUUM ANALYZE")
+
+
+def count_rows(conn) -> dict[str, int]:
+    """Exact count(*) of every user table, keyed `schema.table`."""
+    counts = {}
+    for schema, table in conn.execute(_USER_TABLES).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
+                                                             sql.Identifier(table))
+        counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+@dataclass
+class TableDelta:
+    table: str
+    previous: int | None
+    current: int | None
+    delta: int | None
+    ratio: float | None  # (current - previous) / previous
+    max_drop_ratio: float
+    max_growth_ratio: float
+    status: str  # ok | dropped | grew | missing | new
+
+
+@dataclass
+class DriftReport:
+    baseline_partition: str | None
+    baseline_run_id: str | None
+    tables: list[TableDelta] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [asdict(t) for t in self.tables]
+
+
+def compare(current: dict[str, int], previous: dict[str, int] | None, cfg: RowCountConfig, *,
+            baseline_partition: str | None = None, baseline_run_id: str | None = None) -> DriftReport:
+    """ROW_COUNT_DRIFT for each table that dropped or grew beyond its tolerance, or vanished.
+
+    Without a previous verified dump there is nothing to compare: every table is `new` and the
+    report passes, saying so. A table that was empty before has no ratio and is not drift.
+    """
+    report = DriftReport(baseline_partition, baseline_run_id)
+    previous = previous or {}
+    for table in sorted(set(current) | set(previous)):
+        drop_tol, growth_tol = cfg.tolerance_for(table)
+        cur, prev = current.get(table), previous.get(table)
+        delta = ratio = None
+        if cur is None:
+            status = "missing"
+        elif prev is None:
+            status = "new"
+        else:
+            delta = cur - prev
+            ratio = delta / prev if prev else None
+            status = "ok"
+            if ratio is not None and -ratio > drop_tol:
+                status = "dropped"
+            elif ratio is not None and ratio > growth_tol:
+                status = "grew"
+        report.tables.append(TableDelta(table, prev, cur, delta, ratio, drop_tol, growth_tol, status))
+    drifted = [t for t in report.tables if t.status in ("dropped", "grew", "missing")]
+    if drifted:
+        report.findings.append(Finding(
+            "ROW_COUNT_DRIFT",
+            f"{len(drifted)} table(s) outside tolerance vs the last verified dump "
+            f"({baseline_partition}): " + "; ".join(_describe(t) for t in drifted[:5]),
+            {"baseline_partition": baseline_partition, "baseline_run_id": baseline_run_id,
+             "tables": [asdict(t) for t in drifted]},
+        ))
+    return report
+
+
+def _describe(t: TableDelta) -> str:
+    if t.status == "missing":
+        return f"{t.table} is missing (had {t.previous} rows)"
+    limit = t.max_drop_ratio if t.status == "dropped" else t.max_growth_ratio
+    return (f"{t.table} {t.status} {t.previous} -> {t.current} ({t.ratio:+.1%}, limit "
+            f"{'-' if t.status == 'dropped' else '+'}{limit:.0%})")

@@ -1,0 +1,153 @@
+"""Finding, sizing and downloading dumps in an S3-compatible bucket (boto3 client passed in).
+
+Sizes come from listings and HEAD only: the size guard never downloads. The one download is
+streamed to a local file in bounded chunks (multipart ranges), because a parallel restore needs a
+seekable file and reading the stream three times for the section split would triple the cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from busflow_verify.core.failures import Finding, FindingError
+from busflow_verify.core.naming import DumpName, day_prefix, parse_dump_key
+
+# Chunked, bounded-memory download: at most CHUNK * CONCURRENCY bytes in flight.
+DOWNLOAD_CHUNK = 16 * 1024 * 1024
+DOWNLOAD_CONCURRENCY = 4
+
+
+@dataclass
+class DumpObject:
+    bucket: str
+    key: str
+    size_bytes: int
+    last_modified: str  # ISO 8601
+    endpoint: str  # "primary" or "fallback"
+    endpoint_url: str
+    taken_at: str  # ISO 8601, from the name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ListedDump:
+    name: DumpName
+    size_bytes: int
+    last_modified: dt.datetime
+
+
+def list_day(client, bucket: str, prefix: str, date: dt.date) -> list[ListedDump]:
+    """Every nightly dump of one date (by name), oldest first."""
+    found = []
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix(prefix, date)):
+        for obj in page.get("Contents", []):
+            name = parse_dump_key(obj["Key"], prefix)
+            if name is not None and name.date == date:
+                found.append(ListedDump(name, int(obj["Size"]), obj["LastModified"]))
+    return sorted(found, key=lambda d: d.name)
+
+
+def newest_of_day(client, bucket: str, prefix: str, date: dt.date) -> ListedDump | None:
+    dumps = list_day(client, bucket, prefix, date)
+    return dumps[-1] if dumps else None
+
+
+def locate_dump(client, bucket: str, prefix: str, date: dt.date, endpoint: str,
+                endpoint_url: str) -> DumpObject:
+    """The newest dump of `date`, confirmed by HEAD. DUMP_MISSING when there is none."""
+    newest = newest_of_day(client, bucket, prefix, date)
+    if newest is None:
+        raise FindingError(Finding(
+            "DUMP_MISSING",
+            f"no pg_dump_{date:%Y%m%d}_HHMM.dump for {date} in bucket {bucket!r} under prefix "
+            f"{prefix!r} at the {endpoint} endpoint",
+            {"bucket": bucket, "prefix": prefix, "date": date.isoformat(), "endpoint": endpoint},
+        ))
+    head = client.head_object(Bucket=bucket, Key=newest.name.key)
+    return DumpObject(
+        bucket=bucket,
+        key=newest.name.key,
+        size_bytes=int(head["ContentLength"]),
+        last_modified=head["LastModified"].isoformat(),
+        endpoint=endpoint,
+        endpoint_url=endpoint_url,
+        taken_at=newest.name.taken_at.isoformat(),
+    )
+
+
+def trailing_history(client, bucket: str, prefix: str, date: dt.date,
+                     days: int) -> dict[str, dict[str, Any]]:
+    """The newest dump of each of the `days` days before `date` that has one: {date: {key, size}}."""
+    history = {}
+    for back in range(days, 0, -1):
+        day = date - dt.timedelta(days=back)
+        newest = newest_of_day(client, bucket, prefix, day)
+        if newest is not None:
+            history[day.isoformat()] = {"key": newest.name.key, "size_bytes": newest.size_bytes}
+    return history
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def download(client, dump: DumpObject, dest: Path) -> Path:
+    """Stream the object to `dest` in bounded chunks; the file must end up the size HEAD said."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        multipart_threshold=DOWNLOAD_CHUNK,
+        multipart_chunksize=DOWNLOAD_CHUNK,
+        max_concurrency=DOWNLOAD_CONCURRENCY,
+        io_chunksize=1024 * 1024,
+    )
+    client.download_file(dump.bucket, dump.key, str(dest), Config=config)
+    got = os.path.getsize(dest)
+    if got != dump.size_bytes:
+        raise DownloadError(
+            f"downloaded {got} bytes of s3://{dump.bucket}/{dump.key} but HEAD said "
+            f"{dump.size_bytes}: the object changed or the transfer was cut; re-run the date"
+        )
+    return dest
+
+
+def store_error_finding(exc: Exception, endpoint: str, bucket: str) -> Finding | None:
+    """A finding for an S3 error that is about the endpoint rather than the dump, else None.
+
+    Unreachable (connection refused, timeout, 5xx) is the runbook's F5; 403 is a credential
+    problem, not an outage, and says so.
+    """
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    details = {"endpoint": endpoint, "bucket": bucket, "error": type(exc).__name__}
+    if isinstance(exc, (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError)):
+        return Finding("OFFSITE_ENDPOINT_DOWN",
+                       f"the {endpoint} backup endpoint cannot be reached ({type(exc).__name__}): "
+                       "the dump is inaccessible", {**details, "cause": "unreachable"})
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        details.update(http_status=status, s3_error=code)
+        if status >= 500:
+            return Finding("OFFSITE_ENDPOINT_DOWN",
+                           f"the {endpoint} backup endpoint answers HTTP {status} ({code}): "
+                           "the dump is inaccessible", {**details, "cause": "server_error"})
+        if status in (401, 403):
+            return Finding("VERIFY_JOB_ERROR",
+                           f"the {endpoint} backup endpoint rejected the credentials for bucket "
+                           f"{bucket!r} (HTTP {status} {code}): check BACKUP_ACCESS_KEY_ID / "
+                           "BACKUP_SECRET_ACCESS_KEY (rotated?); this is not an outage",
+                           {**details, "cause": "credentials_rejected"})
+        if code == "NoSuchBucket":
+            return Finding("VERIFY_JOB_ERROR",
+                           f"bucket {bucket!r} does not exist at the {endpoint} endpoint: check "
+                           "BACKUP_BUCKET", {**details, "cause": "no_such_bucket"})
+    return None

@@ -1,0 +1,109 @@
+"""The JSON verdict other tools read (design notes: `busflow-verify verify --json`).
+
+Built from what a run recorded: its check evaluations, step failures and asset metadata. A
+partition is verified only when the run completed and every expected check has an evaluation
+that passed; a check that did not run is not a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from busflow_verify.core.failures import Finding
+
+
+@dataclass
+class CheckOutcome:
+    check: str  # "asset:check_name"
+    passed: bool | None  # None: did not run
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    description: str | None = None
+
+
+@dataclass
+class RunFacts:
+    partition: str
+    run_id: str
+    run_status: str
+    checks: list[CheckOutcome]
+    step_failures: list[dict[str, Any]]  # finding dicts (already in the catalogue's shape)
+    dump: dict[str, Any] | None = None
+    row_counts: dict[str, int] | None = None
+    row_count_deltas: list[dict[str, Any]] | None = None
+    baseline_partition: str | None = None
+    orphans: list[dict[str, Any]] | None = None
+    restore: dict[str, Any] | None = None
+    size_guard: dict[str, Any] | None = None
+
+
+def is_verified(facts: RunFacts) -> bool:
+    return (facts.run_status == "SUCCESS" and not facts.step_failures
+            and all(c.passed is True for c in facts.checks))
+
+
+def build_verdict(facts: RunFacts) -> dict[str, Any]:
+    failures = list(facts.step_failures)
+    for check in facts.checks:
+        if check.passed is False:
+            failures += check.findings
+    if not failures and not is_verified(facts):
+        missing = [c.check for c in facts.checks if c.passed is None]
+        failures.append(Finding(
+            "VERIFY_JOB_ERROR",
+            f"run {facts.run_id} ended {facts.run_status} without evaluating "
+            f"{', '.join(missing) or 'all checks'}: the day is not verified",
+            {"missing_checks": missing, "run_id": facts.run_id},
+        ).to_dict())
+    dump = facts.dump or {}
+    return {
+        "partition": facts.partition,
+        "verified": is_verified(facts),
+        "dump": {k: dump.get(k) for k in ("key", "size_bytes", "endpoint", "bucket",
+                                          "last_modified")} if dump else None,
+        "failures": failures,
+        "row_counts": facts.row_counts or {},
+        "orphans": facts.orphans or [],
+        "row_count_baseline": facts.baseline_partition,
+        "row_count_deltas": facts.row_count_deltas or [],
+        "size_guard": facts.size_guard,
+        "restore": facts.restore,
+        "checks": [{"check": c.check, "passed": c.passed} for c in facts.checks],
+        "run_id": facts.run_id,
+        "run_status": facts.run_status,
+    }
+
+
+def format_verdict(verdict: dict[str, Any]) -> str:
+    """The verdict for a person reading a terminal (or, later, #ops)."""
+    head = "VERIFIED" if verdict["verified"] else "NOT VERIFIED"
+    lines = [f"backup verify {verdict['partition']}: {head}"]
+    dump = verdict.get("dump")
+    if dump:
+        lines.append(f"  dump      s3://{dump.get('bucket')}/{dump['key']}  "
+                     f"{dump['size_bytes']:,} bytes  ({dump['endpoint']} endpoint)")
+    for check in verdict.get("checks", []):
+        mark = {True: "pass", False: "FAIL", None: "did not run"}[check["passed"]]
+        lines.append(f"  check     {check['check']:<52} {mark}")
+    for f in verdict["failures"]:
+        lines.append(f"  FAILURE   {f['code']} {f['name']}  severity {f['severity']}  "
+                     f"page {' '.join(f['escalate_to'])}")
+        lines.append(f"            {f['summary']}")
+        if f.get("next_step"):
+            lines.append(f"            next: {f['next_step']}")
+    counts = verdict.get("row_counts") or {}
+    if counts:
+        base = verdict.get("row_count_baseline")
+        lines.append(f"  row counts (vs last verified dump: {base or 'none yet'})")
+        deltas = {d["table"]: d for d in verdict.get("row_count_deltas") or []}
+        for table, n in counts.items():
+            d = deltas.get(table, {})
+            change = f"  {d['ratio']:+.2%}" if d.get("ratio") is not None else ""
+            lines.append(f"            {table:<40} {n:>12,}{change}  {d.get('status', '')}")
+    for o in verdict.get("orphans") or []:
+        state = "ok" if o["passed"] else "OVER"
+        found = o["orphans"] if o["orphans"] is not None else o.get("error")
+        lines.append(f"  orphans   {o['child']} -> {o['parent']}: {found} "
+                     f"(max {o['max_orphans']}) {state}")
+    lines.append(f"  run       {verdict.get('run_id')}")
+    return "\n".join(lines)

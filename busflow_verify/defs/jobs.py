@@ -1,0 +1,14 @@
+import dagster as dg
+
+from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.records import JOB_NAME
+
+# In-process: the disposable Postgres is a run-scoped resource, so every stage of one run must
+# share one process (a multiprocess executor would start a cluster per step).
+backup_verify_job = dg.define_asset_job(
+    JOB_NAME,
+    selection=dg.AssetSelection.groups("backup_verify"),
+    partitions_def=nightly_dump_partitions,
+    executor_def=dg.in_process_executor,
+    description="The daily backup verify: locate, size-guard, restore, count, sweep (runbook).",
+)

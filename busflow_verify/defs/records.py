@@ -1,0 +1,104 @@
+"""Reading what runs recorded in the Dagster instance: check evaluations, metadata, verdicts.
+
+The instance is the record of truth: the last verified dump (the row-count baseline), the CLI's
+JSON verdict and, later, alerts and promotion all read it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from busflow_verify.core.failures import Finding
+from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, is_verified
+from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
+from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
+
+JOB_NAME = "backup_verify_job"
+PARTITION_TAG = "dagster/partition"
+_COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+_BLOCKED_BY_CHECK = "DagsterAssetCheckFailedError"
+
+
+def _plain(metadata: dict) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
+    run = instance.get_run_by_id(run_id)
+    events = instance.all_logs(run_id, of_type={
+        DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.STEP_FAILURE,
+    })
+    evaluations, assets, failures = {}, {}, []
+    for entry in events:
+        event = entry.dagster_event
+        data = event.event_specific_data
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluations[data.asset_check_key] = data
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            assets[data.materialization.asset_key.to_user_string()] = _plain(
+                data.materialization.metadata)
+        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            failures.append(_step_failure(event.step_key, data))
+    checks = []
+    for key in EXPECTED_CHECK_KEYS:
+        ev = evaluations.get(key)
+        findings = _plain(ev.metadata).get(FINDINGS_KEY, []) if ev else []
+        checks.append(CheckOutcome(key.to_user_string(), ev.passed if ev else None, findings,
+                                   ev.description if ev else None))
+    rows = assets.get("row_count_report", {})
+    return RunFacts(
+        partition=run.tags.get(PARTITION_TAG, ""),
+        run_id=run_id,
+        run_status=run.status.value,
+        checks=checks,
+        step_failures=[f for f in failures if f is not None],
+        dump=assets.get("dump_object", {}).get("dump"),
+        row_counts=rows.get("row_counts"),
+        row_count_deltas=rows.get("deltas"),
+        baseline_partition=rows.get("baseline", {}).get("partition") if rows else None,
+        orphans=assets.get("orphan_report", {}).get("orphans"),
+        restore=assets.get("restored_db", {}).get("restore"),
+        size_guard=assets.get("size_check", {}).get("size_guard"),
+    )
+
+
+def _step_failure(step_key: str, data) -> dict[str, Any] | None:
+    """The finding a step failed with; None when a blocking check failed (reported by the check)."""
+    user = data.user_failure_data
+    if user and FINDING_KEY in user.metadata:
+        return user.metadata[FINDING_KEY].value
+    error = data.error
+    if error and error.cls_name == _BLOCKED_BY_CHECK:
+        return None
+    message = (error.message.strip().splitlines() or [""])[0] if error else "unknown error"
+    return Finding("VERIFY_JOB_ERROR", f"step {step_key} crashed: {message[:500]}",
+                   {"step": step_key, "error": error.cls_name if error else None}).to_dict()
+
+
+def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    return build_verdict(run_facts(instance, run_id))
+
+
+def last_verified(instance: dg.DagsterInstance, before_partition: str,
+                  limit: int = 1000) -> RunFacts | None:
+    """The newest earlier partition whose latest completed run verified it, or None.
+
+    A partition's state is its latest completed run: a later failed re-run of a date un-verifies
+    it, so it cannot serve as the row-count baseline.
+    """
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit)
+    latest: dict[str, str] = {}
+    for run in runs:  # newest first
+        partition = run.tags.get(PARTITION_TAG)
+        if partition and partition < before_partition and partition not in latest:
+            latest[partition] = run.run_id
+    for partition in sorted(latest, reverse=True):
+        facts = run_facts(instance, latest[partition])
+        if is_verified(facts):
+            return facts
+    return None

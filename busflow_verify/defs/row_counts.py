@@ -1,0 +1,62 @@
+"""Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
+
+import dagster as dg
+
+from busflow_verify.core.rowcounts import compare, count_rows, vacuum_analyze
+from busflow_verify.defs.checks import row_count_check
+from busflow_verify.defs.findings import check_result
+from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.records import last_verified
+from busflow_verify.defs.resources import EphemeralRestoreTarget, VerifySettings
+
+
+@dg.asset(
+    partitions_def=nightly_dump_partitions,
+    group_name="backup_verify",
+    kinds={"postgres"},
+    deps=["restored_db"],
+    check_specs=[row_count_check],
+    description="Runbook step (4): VACUUM ANALYZE the restored database, count every user table "
+                "exactly (schema.table) and compare with the last verified dump (the newest "
+                "earlier partition whose checks all passed) within verify.yaml's row_counts "
+                "tolerances.",
+)
+def row_count_report(context: dg.AssetExecutionContext, restore_target: EphemeralRestoreTarget,
+                     verify_settings: VerifySettings):
+    tolerances = verify_settings.verify_config().row_counts
+    with restore_target.session.connect() as conn:
+        vacuum_analyze(conn)
+        counts = count_rows(conn)
+    context.log.info(f"counted {len(counts)} tables, {sum(counts.values()):,} rows")
+    baseline = last_verified(context.instance, context.partition_key)
+    report = compare(
+        counts, baseline.row_counts if baseline else None, tolerances,
+        baseline_partition=baseline.partition if baseline else None,
+        baseline_run_id=baseline.run_id if baseline else None,
+    )
+    baseline_note = (f"compared with the last verified dump of {baseline.partition} "
+                     f"(run {baseline.run_id})" if baseline else
+                     "no previous verified dump: nothing to compare, counts recorded as the "
+                     "first baseline")
+    yield dg.Output(counts, metadata={
+        "row_counts": dg.MetadataValue.json(counts),
+        "total_rows": sum(counts.values()),
+        "tables": len(counts),
+        "baseline": dg.MetadataValue.json({
+            "partition": report.baseline_partition, "run_id": report.baseline_run_id,
+            "note": baseline_note}),
+        "deltas": dg.MetadataValue.json(report.rows()),
+        "deltas_table": dg.MetadataValue.md(_deltas_table(report.rows())),
+    })
+    yield check_result(row_count_check, report.findings,
+                       {"baseline": baseline_note}, passed_note=baseline_note)
+
+
+def _deltas_table(rows: list) -> str:
+    out = ["| table | previous | current | delta | change | status |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        change = f"{r['ratio']:+.2%}" if r["ratio"] is not None else ""
+        out.append(f"| {r['table']} | {r['previous'] if r['previous'] is not None else ''} | "
+                   f"{r['current'] if r['current'] is not None else ''} | "
+                   f"{r['delta'] if r['delta'] is not None else ''} | {change} | {r['status']} |")
+    return "\n".join(out)

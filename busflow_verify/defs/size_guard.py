@@ -1,0 +1,59 @@
+"""Runbook step 2 and F1: the size guard, from listing/HEAD sizes only."""
+
+import dagster as dg
+
+from busflow_verify.core.sizeguard import evaluate
+from busflow_verify.core.store import DumpObject, trailing_history
+from busflow_verify.defs.checks import size_guard_check
+from busflow_verify.defs.findings import check_result
+from busflow_verify.defs.locate import partition_date
+from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.resources import BackupStore, VerifySettings
+
+
+@dg.asset(
+    partitions_def=nightly_dump_partitions,
+    group_name="backup_verify",
+    check_specs=[size_guard_check],
+    description="Runbook step (2), F1: the dump must be > size_guard.min_bytes (10 GB) and < "
+                "max_median_ratio (2x) the median of the newest dump of each of the previous "
+                "trailing_days (7) days. Sizes from HEAD/listing only. Runbook section: F1.",
+)
+def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
+               backup_store: BackupStore, verify_settings: VerifySettings):
+    guard = verify_settings.verify_config().size_guard
+    client = backup_store.primary.client()
+    history = trailing_history(client, dump_object.bucket, backup_store.prefix,
+                               partition_date(context), guard.trailing_days)
+    result = evaluate(dump_object.key, dump_object.size_bytes, history,
+                      min_bytes=guard.min_bytes, max_median_ratio=guard.max_median_ratio)
+    summary = {
+        "size_bytes": result.size_bytes,
+        "min_bytes": result.min_bytes,
+        "median_bytes": result.median_bytes,
+        "ratio": result.ratio,
+        "max_median_ratio": result.max_median_ratio,
+        "history": result.history,
+        "passed": result.passed,
+    }
+    metadata = {
+        "size_bytes": result.size_bytes,
+        "median_bytes": dg.MetadataValue.float(result.median_bytes) if result.median_bytes
+        else "no trailing history: only the floor applies",
+        "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4)) if result.ratio
+        else "n/a",
+        "history": dg.MetadataValue.md(_history_table(result.history, dump_object)),
+        "size_guard": dg.MetadataValue.json(summary),
+    }
+    yield dg.Output(summary, metadata=metadata)
+    yield check_result(size_guard_check, result.findings, {
+        "size_bytes": result.size_bytes, "min_bytes": result.min_bytes,
+        "median_bytes": result.median_bytes or 0.0, "ratio": result.ratio or 0.0,
+    }, passed_note="size within the floor and the trailing-median ratio")
+
+
+def _history_table(history: dict, dump: DumpObject) -> str:
+    rows = ["| date | key | bytes |", "|---|---|---|"]
+    rows += [f"| {day} | {h['key']} | {h['size_bytes']:,} |" for day, h in history.items()]
+    rows.append(f"| **this dump** | {dump.key} | {dump.size_bytes:,} |")
+    return "\n".join(rows)
