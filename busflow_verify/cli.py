@@ -75,29 +75,32 @@ def _terminate_as_interrupt(signum, frame):
 def run_verify(partition: str, log_level: str) -> dict:
     import dagster as dg
 
-    from busflow_verify.definitions import defs
+    from busflow_verify.definitions import build_defs
     from busflow_verify.defs.records import JOB_NAME, verdict_for_run
 
-    instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def(JOB_NAME)
-    result = job.execute_in_process(
-        partition_key=partition,
-        instance=instance,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        tags={"busflow/launched_by": "cli"},
-    )
-    return verdict_for_run(instance, result.run_id)
+    job = build_defs().resolve_job_def(JOB_NAME)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            partition_key=partition,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            tags={"busflow/launched_by": "cli"},
+        )
+        return verdict_for_run(instance, result.run_id)
 
 
 def verify(args) -> int:
     from busflow_verify.core.verdict import format_verdict
 
     partition = _preflight(args.date)
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    # stdout carries only the verdict; Dagster's own output goes to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        verdict = run_verify(partition, args.log_level)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        # stdout carries only the verdict; Dagster's own output goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            verdict = run_verify(partition, args.log_level)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps(verdict, indent=2, default=str) if args.json else format_verdict(verdict))
     return EXIT_VERIFIED if verdict["verified"] else EXIT_NOT_VERIFIED
 

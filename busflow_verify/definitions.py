@@ -10,9 +10,18 @@ from busflow_verify.defs.row_counts import row_count_report
 from busflow_verify.defs.size_guard import size_check
 from busflow_verify.defs.soft_fk import orphan_report
 
-defs = dg.Definitions(
-    assets=[dump_object, size_check, restored_db, row_count_report, orphan_report],
-    jobs=[backup_verify_job],
-    resources=build_resources(),
-    executor=dg.in_process_executor,
-)
+ASSETS = [dump_object, size_check, restored_db, row_count_report, orphan_report]
+
+
+def build_defs() -> dg.Definitions:
+    """Definitions with resources from the environment as it is now (the CLI builds them per
+    call, so a changed environment is honoured)."""
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[backup_verify_job],
+        resources=build_resources(),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

@@ -11,6 +11,7 @@ removed by the next cluster that starts (`sweep_stale_clusters`).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -95,13 +96,18 @@ def _server_user() -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped by init) is not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
-    return True
+    return state != "Z"
 
 
 @dataclass
@@ -176,9 +182,9 @@ class DisposablePostgres:
         return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else argv
 
     def _run(self, argv: list[str], what: str) -> None:
-        proc = subprocess.run(self._as_server_user(argv), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ClusterStartError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        returncode, stderr = run_in_own_group(self._as_server_user(argv))
+        if returncode != 0:
+            raise ClusterStartError(f"{what} failed ({returncode}): {stderr.strip()[-2000:]}")
 
     def _initdb(self) -> None:
         self._run(
@@ -219,6 +225,24 @@ class DisposablePostgres:
         self.stop()
 
 
+def run_in_own_group(argv: list[str]) -> tuple[int, str]:
+    """Run a command in its own process group; if we are interrupted, kill the whole group.
+
+    `runuser` does not pass SIGKILL on to initdb, so killing only our direct child would leave
+    initdb writing into a directory that is being removed.
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc.returncode, stderr
+
+
 def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
     data = root / "data"
     pidfile = data / "postmaster.pid"
@@ -232,7 +256,11 @@ def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
                 os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
             except (OSError, ValueError, IndexError):
                 pass
-    shutil.rmtree(root, ignore_errors=True)
+    for _ in range(5):  # a process killed a moment ago may still be letting go of its files
+        shutil.rmtree(root, ignore_errors=True)
+        if not root.exists():
+            break
+        time.sleep(0.1)
 
 
 def sweep_stale_clusters(base_dir: str) -> list[str]:

@@ -20,6 +20,7 @@ JOB_NAME = "backup_verify_job"
 PARTITION_TAG = "dagster/partition"
 _COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 _BLOCKED_BY_CHECK = "DagsterAssetCheckFailedError"
+_INTERRUPTED = "DagsterExecutionInterruptedError"
 
 
 def _plain(metadata: dict) -> dict[str, Any]:
@@ -74,6 +75,11 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
     error = data.error
     if error and error.cls_name == _BLOCKED_BY_CHECK:
         return None
+    if error and error.cls_name == _INTERRUPTED:
+        return Finding("VERIFY_JOB_ERROR",
+                       f"step {step_key} was interrupted (the run was terminated): the day is not "
+                       "verified; re-run the date", {"step": step_key, "error": error.cls_name}
+                       ).to_dict()
     message = (error.message.strip().splitlines() or [""])[0] if error else "unknown error"
     return Finding("VERIFY_JOB_ERROR", f"step {step_key} crashed: {message[:500]}",
                    {"step": step_key, "error": error.cls_name if error else None}).to_dict()

