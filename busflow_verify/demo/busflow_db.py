@@ -1,0 +1,173 @@
+"""A small Busflow-shaped database, night by night, for the demo and the tests.
+
+Tenants are skewed (Zipf-like: tenant 1 is far bigger than tenant 20), messages per booking are
+skewed (most bookings have a few, some have dozens), some messages are broadcasts with no booking
+(never orphans), and a past GDPR scrub of one small tenant tombstoned a few bookings, leaving a
+small, expected baseline of orphans with a matching tenant_scrub_logs entry. The soft FKs are
+deliberately not constraints: that is what the sweep is for.
+
+Everything is deterministic from the seed and set-based SQL (no per-row round trips).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from busflow_verify.core.pgcluster import DisposablePostgres
+
+TENANTS = 20
+BASE_BOOKINGS = 2000  # night 0, scale 1
+DAILY_GROWTH = 0.02
+SCRUBBED_TENANT = 17  # a small tenant whose data a GDPR scrub tombstoned
+
+SCHEMA = """
+DROP SCHEMA IF EXISTS commerce, communications, operations CASCADE;
+DROP TABLE IF EXISTS public.tenant_scrub_logs;
+CREATE SCHEMA commerce;
+CREATE SCHEMA communications;
+CREATE SCHEMA operations;
+CREATE TABLE commerce.bookings (
+    id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_ref text, amount_cents int,
+    status text, created_at timestamptz);
+CREATE TABLE communications.messages (
+    id bigint PRIMARY KEY,
+    booking_id bigint,  -- soft FK -> commerce.bookings.id
+    tenant_id int, channel text, body text, sent_at timestamptz);
+CREATE TABLE operations.service_legs (
+    id bigint PRIMARY KEY,
+    booking_id bigint,  -- soft FK -> commerce.bookings.id
+    tenant_id int, leg_no int, origin text, destination text, depart_at timestamptz);
+CREATE TABLE public.tenant_scrub_logs (
+    id uuid PRIMARY KEY, tenant_id int, scrubbed_at timestamptz, reason text,
+    rows_tombstoned int);
+"""
+
+# Tenant of booking g: a Zipf-like draw from a deterministic hash of (seed, g).
+_TENANT_OF = f"""
+    (1 + floor({TENANTS} * power(
+        ((hashtext(%(seed)s || ':' || g)::bigint & 2147483647) / 2147483647.0), 2.5))::int)
+"""
+
+POPULATE = f"""
+INSERT INTO commerce.bookings
+SELECT g, least({TENANTS}, {_TENANT_OF}), 'cust-' || (g %% 997), 1000 + (g * 37) %% 90000,
+       (ARRAY['confirmed', 'completed', 'cancelled'])[1 + g %% 3],
+       timestamptz '2025-01-01' + g * interval '7 minutes'
+FROM generate_series(1, %(bookings)s) g;
+
+-- messages per booking: mostly 1-3, every 50th booking 30+ (group trips)
+INSERT INTO communications.messages
+SELECT row_number() OVER (), b.id, b.tenant_id,
+       (ARRAY['sms', 'email', 'push'])[1 + (b.id + n) %% 3], 'message ' || n || ' for ' || b.id,
+       b.created_at + n * interval '1 hour'
+FROM commerce.bookings b
+CROSS JOIN LATERAL generate_series(1, CASE WHEN b.id %% 50 = 0 THEN 30 + b.id %% 7
+                                           ELSE 1 + b.id %% 3 END) n;
+
+-- broadcasts: no booking, never orphans
+INSERT INTO communications.messages
+SELECT (SELECT max(id) FROM communications.messages) + g, NULL, 1 + g %% {TENANTS}, 'push',
+       'service update ' || g, timestamptz '2025-01-01' + g * interval '1 day'
+FROM generate_series(1, greatest(5, %(bookings)s / 100)) g;
+
+INSERT INTO operations.service_legs
+SELECT row_number() OVER (), b.id, b.tenant_id, n,
+       (ARRAY['Berlin', 'Hamburg', 'Munich', 'Cologne'])[1 + b.id %% 4],
+       (ARRAY['Prague', 'Vienna', 'Zurich', 'Paris'])[1 + (b.id + n) %% 4],
+       b.created_at + n * interval '1 day'
+FROM commerce.bookings b CROSS JOIN LATERAL generate_series(1, 1 + b.id %% 2) n;
+
+CREATE INDEX ON communications.messages (booking_id);
+CREATE INDEX ON operations.service_legs (booking_id);
+CREATE INDEX ON commerce.bookings (tenant_id);
+"""
+
+# The GDPR scrub of a small tenant: its oldest bookings are tombstoned (deleted), their messages
+# stay behind as expected orphans, justified by the scrub-log entry.
+SCRUB = f"""
+WITH gone AS (
+    DELETE FROM commerce.bookings
+    WHERE id IN (SELECT id FROM commerce.bookings WHERE tenant_id = {SCRUBBED_TENANT}
+                 ORDER BY id LIMIT 8)
+    RETURNING id)
+INSERT INTO public.tenant_scrub_logs
+SELECT md5(%(seed)s || ':scrub')::uuid, {SCRUBBED_TENANT}, timestamptz '2025-06-01',
+       'GDPR erasure request', count(*)::int FROM gone;
+"""
+
+# Planted problems for the demo and the tests.
+PLANTED = {
+    # an application bug deleted referenced bookings across tenants, with no scrub-log entry
+    "orphan_surge": """
+        DELETE FROM commerce.bookings WHERE id IN (
+            SELECT b.id FROM commerce.bookings b
+            WHERE b.tenant_id <> %(scrubbed)s
+              AND EXISTS (SELECT 1 FROM communications.messages m WHERE m.booking_id = b.id)
+            ORDER BY b.id DESC LIMIT 150)
+    """,
+    # 40% of the messages are gone
+    "mass_delete": "DELETE FROM communications.messages WHERE id %% 5 IN (1, 3)",
+}
+
+TABLES = ["commerce.bookings", "communications.messages", "operations.service_legs",
+          "public.tenant_scrub_logs"]
+
+
+def bookings_on(day_index: int, scale: int = 1) -> int:
+    return int(BASE_BOOKINGS * scale * (1 + DAILY_GROWTH) ** day_index)
+
+
+def build_day(conn: psycopg.Connection, day_index: int, *, scale: int = 1, seed: int = 7,
+              planted: str | None = None) -> dict[str, int]:
+    """(Re)build the database as it was on night `day_index`; returns its row counts."""
+    if planted and planted not in PLANTED:
+        raise ValueError(f"unknown planted problem {planted!r}; known: {sorted(PLANTED)}")
+    params = {"seed": str(seed), "bookings": bookings_on(day_index, scale),
+              "scrubbed": SCRUBBED_TENANT}
+    # client-side binding: the scripts are several statements each
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(SCHEMA)
+        cur.execute(POPULATE, params)
+        cur.execute(SCRUB, params)
+        if planted:
+            cur.execute(PLANTED[planted], params)
+    return row_counts(conn)
+
+
+def row_counts(conn: psycopg.Connection) -> dict[str, int]:
+    counts = {}
+    for name in TABLES:
+        schema, table = name.split(".")
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
+                                                             sql.Identifier(table))
+        counts[name] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def write_nightly_dumps(dest_dir: Path, dates: list[dt.date], *, scale: int = 1, seed: int = 7,
+                        planted: dict[dt.date, str] | None = None, fmt: str = "custom",
+                        hhmm: str = "0100") -> list[Path]:
+    """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    planted = planted or {}
+    paths = []
+    with DisposablePostgres() as pg:
+        with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE busflow")
+        target = pg.conninfo("busflow")
+        for index, date in enumerate(dates):
+            with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
+                build_day(conn, index, scale=scale, seed=seed, planted=planted.get(date))
+            path = dest_dir / f"pg_dump_{date:%Y%m%d}_{hhmm}.dump"
+            flag = {"custom": "-Fc", "plain": "-Fp"}[fmt]
+            proc = subprocess.run([pg.tool("pg_dump"), flag, *target.libpq_args(), "-f", str(path)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pg_dump for {date} failed: {proc.stderr.strip()}")
+            paths.append(path)
+    return paths
