@@ -102,7 +102,6 @@ def test_interrupted_run_removes_its_cluster(harness, make_dump):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    Path("/tmp/interrupt-err.log").write_text(err)
     assert not root.exists(), err[-2000:]
     if out.strip():
         verdict = json.loads(out)
@@ -124,3 +123,15 @@ def _wait_for_cluster_of(pid: int, timeout: float) -> Path | None:
                 continue
         time.sleep(0.05)
     return None
+
+
+def test_an_unowned_leftover_dir_is_swept_once_old(tmp_path):
+    from busflow_verify.core.pgcluster import ORPHAN_AGE_SECONDS, sweep_stale_clusters
+
+    old, fresh = tmp_path / (DIR_PREFIX + "old"), tmp_path / (DIR_PREFIX + "fresh")
+    old.mkdir()
+    fresh.mkdir()
+    an_hour_ago = time.time() - ORPHAN_AGE_SECONDS - 60
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert sweep_stale_clusters(str(tmp_path)) == [str(old)]
+    assert fresh.exists() and not old.exists()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 DIR_PREFIX = "busflow-verify-pg-"
 OWNER_FILE = "owner.json"
+ORPHAN_AGE_SECONDS = 3600
 
 # Settings for a cluster that is thrown away after the run: nothing needs to survive a crash.
 THROWAWAY_SETTINGS = {
@@ -270,12 +271,22 @@ def sweep_stale_clusters(base_dir: str) -> list[str]:
         try:
             owner = json.loads((root / OWNER_FILE).read_text())["pid"]
         except (OSError, ValueError, KeyError):
+            if _untouched_for(root, ORPHAN_AGE_SECONDS):  # a start killed before it was owned
+                shutil.rmtree(root, ignore_errors=True)
+                removed.append(str(root))
             continue
         if owner == os.getpid() or _pid_alive(owner):
             continue
         _stop_and_remove(root, find_bin_dir(), _server_user())
         removed.append(str(root))
     return removed
+
+
+def _untouched_for(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
 
 
 def live_clusters(base_dir: str | None = None) -> list[str]:
