@@ -10,7 +10,7 @@ import pytest
 from busflow_verify.core import config as cfg
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
 from busflow_verify.core.naming import day_prefix, dump_key, parse_dump_key
-from busflow_verify.core.restore import sniff_format
+from busflow_verify.core.dumpformat import read_custom_header, sniff, writer_of
 from busflow_verify.core.rowcounts import compare
 from busflow_verify.core.sizeguard import evaluate
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, format_verdict
@@ -158,16 +158,24 @@ def test_sniff_rejects_non_dumps(tmp_path, content, cause):
     path = tmp_path / "obj"
     path.write_bytes(content)
     with pytest.raises(FindingError) as err:
-        sniff_format(path, "pg_dump_20261120_0100.dump")
+        sniff(path, "pg_dump_20261120_0100.dump")
     assert err.value.finding.details["cause"] == cause
     assert err.value.finding.name == "RESTORE_FAILED"
 
 
 def test_sniff_accepts_custom_and_plain(tmp_path):
-    (tmp_path / "c").write_bytes(b"PGDMP\x01\x0f\x00")
+    (tmp_path / "c").write_bytes(b"PGDMP\x01\x0f\x00\x04\x08\x01" + bytes(64))
     (tmp_path / "p").write_bytes(b"--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET x = 1;\n")
-    assert sniff_format(tmp_path / "c", "k") == "custom"
-    assert sniff_format(tmp_path / "p", "k") == "plain"
+    assert sniff(tmp_path / "c", "k").kind == "custom"
+    assert sniff(tmp_path / "c", "k").archive_version == "1.15"
+    assert sniff(tmp_path / "p", "k").kind == "plain"
+
+
+def test_archive_versions_name_their_writer():
+    assert writer_of("1.14") == "PostgreSQL 12-15"
+    assert writer_of("1.16") == "PostgreSQL 17 or newer"
+    assert writer_of("1.32") == "a pg_dump newer than PostgreSQL 17"
+    assert read_custom_header(b"PGDMP") == (None, None)
 
 
 # -- catalogue and verdict ------------------------------------------------------------------------

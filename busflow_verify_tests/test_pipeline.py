@@ -259,3 +259,22 @@ def test_size_guard_reads_sizes_without_downloading(harness):
     assert guard["size_bytes"] == 11 * 10**9
     assert guard["median_bytes"] == 10 * 10**9 + 16 * 10**7
     assert len(guard["history"]) == 7
+
+
+def test_copy_corruption_reaches_the_verdict_as_p1_with_table_and_line(harness, make_dump):
+    dump = make_dump(bookings=1000, fmt="plain")
+    text = dump.read_text()
+    start = text.index("COPY commerce.bookings")
+    row = text.index("\n42\t", start) + 1  # the 42nd row of commerce.bookings' data
+    end = text.index("\n", row)
+    corrupted = text[:row] + "42\tnot-a-tenant\t294" + text[end:]
+    harness.put(KEY, corrupted.encode())
+    code, verdict = harness.verify(DAY)
+    assert code == 1
+    [failure] = verdict["failures"]
+    assert (failure["code"], failure["severity"]) == ("F2", "P1")
+    details = failure["details"]
+    assert (details["cause"], details["table"], details["line"], details["column"]) == (
+        "copy_failed", "commerce.bookings", 42, "tenant_id")
+    assert "Ubicloud" in failure["next_step"]
+    assert verdict["restore"]["format"] == "plain"

@@ -103,6 +103,7 @@ class Finding:
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
     severity: str | None = None  # overrides the default (e.g. F2 P1 when corruption is suspected)
+    next_step: str | None = None  # overrides the mode's step where the cause says more
 
     @property
     def mode(self) -> FailureMode:
@@ -118,7 +119,7 @@ class Finding:
             "summary": self.summary,
             "details": self.details,
             "runbook_section": mode.runbook_section,
-            "next_step": mode.next_step,
+            "next_step": self.next_step or mode.next_step,
         }
 
 

@@ -1,12 +1,14 @@
 """Runbook step 3 and F2: download once, restore section by section into the disposable Postgres."""
 
+import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 
 from busflow_verify.core.failures import Finding, FindingError
-from busflow_verify.core.restore import restore
+from busflow_verify.core.restore import Restorer
 from busflow_verify.core.store import DownloadError, DumpObject, download, store_error_finding
 from busflow_verify.defs.checks import restore_check
 from busflow_verify.defs.findings import check_result, fail_step
@@ -32,26 +34,24 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject,
     local = cluster.scratch_dir() / Path(dump_object.key).name
     download_seconds = _download(context, backup_store, dump_object, local)
     target = session.create_database()
-    findings, report = [], None
+    restorer = Restorer(local, dump_object.key, target, cluster.bin_dir, cluster.scratch_dir(),
+                        jobs=restore_target.parallel_jobs(), log=context.log.info)
+    findings = []
     try:
-        report = restore(local, dump_object.key, target, cluster.bin_dir,
-                         jobs=restore_target.parallel_jobs(), log=context.log.info)
+        restorer.run()
         session.mark_restored(target)
     except FindingError as exc:
         findings.append(exc.finding)
     finally:
-        local.unlink(missing_ok=True)
-    sections = report.to_dict()["sections"] if report else \
-        findings[0].details.get("sections", [])
+        _clear(cluster.scratch_dir())
+    report = restorer.report
+    sections = [asdict(s) for s in report.sections]
     summary = {
-        "restored": report is not None,
-        "dbname": target.dbname,
-        "format": report.format if report else findings[0].details.get("format"),
+        **report.to_dict(),
+        "restored": not findings,
         "postgres_major": cluster.major_version(),
-        "jobs": restore_target.parallel_jobs(),
         "download_seconds": download_seconds,
-        "restore_seconds": report.seconds if report else None,
-        "sections": sections,
+        "restore_seconds": report.seconds,
     }
     yield dg.Output(summary, metadata={
         "restored": summary["restored"],
@@ -83,6 +83,12 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
     context.log.info(f"downloaded {dump.size_bytes:,} bytes of {dump.key} in {seconds} s "
                      f"({rate:.1f} MB/s)")
     return seconds
+
+
+def _clear(scratch: Path) -> None:
+    """The downloaded dump and anything unpacked from it are not needed after the restore."""
+    for entry in scratch.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _sections_table(sections: list) -> str:
