@@ -40,7 +40,7 @@ def s3(tmp_path_factory):
 
 
 def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, legs: int = 1500,
-                nulls: int = 5) -> str:
+                nulls: int = 5, padding: int = 0) -> str:
     """A small Busflow-shaped database with an exact number of orphan messages."""
     return f"""
     CREATE SCHEMA commerce; CREATE SCHEMA communications; CREATE SCHEMA operations;
@@ -57,14 +57,20 @@ def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, le
     CREATE TABLE operations.service_legs(id bigint PRIMARY KEY, booking_id bigint, leg_no int);
     INSERT INTO operations.service_legs SELECT g, 1 + g % {bookings}, g % 4 FROM generate_series(1, {legs}) g;
     CREATE TABLE public.tenant_scrub_logs(id uuid PRIMARY KEY, tenant_id int);
+    CREATE TABLE public.attachments(id int, blob text);
+    INSERT INTO public.attachments
+        SELECT g, (SELECT string_agg(md5(g::text || ':' || i), '') FROM generate_series(1, 20) i)
+        FROM generate_series(1, {padding}) g;
     """
 
 
-def expected_counts(bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5) -> dict:
+def expected_counts(bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5,
+                    padding=0) -> dict:
     return {
         "commerce.bookings": bookings,
         "communications.messages": messages + orphans + nulls,
         "operations.service_legs": legs,
+        "public.attachments": padding,
         "public.tenant_scrub_logs": 0,
     }
 

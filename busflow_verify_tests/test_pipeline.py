@@ -278,3 +278,45 @@ def test_copy_corruption_reaches_the_verdict_as_p1_with_table_and_line(harness, 
         "copy_failed", "commerce.bookings", 42, "tenant_id")
     assert "Ubicloud" in failure["next_step"]
     assert verdict["restore"]["format"] == "plain"
+
+
+def _f1_outlier(harness, make_dump, **bigger):
+    harness.put("pg_dump_20261118_0100.dump", make_dump())
+    assert harness.verify("2026-11-18")[0] == 0
+    harness.put(KEY, make_dump(**bigger))
+    code, verdict = harness.verify(DAY)
+    assert code == 1
+    [failure] = [f for f in verdict["failures"] if f["code"] == "F1"]
+    assert failure["name"] == "SIZE_EXCEEDED"
+    return failure
+
+
+def test_f1_outlier_whose_rows_grew_in_proportion_is_step_2(harness, make_dump):
+    failure = _f1_outlier(harness, make_dump, bookings=3000, messages=9000, legs=4500)
+    triage = failure["details"]["triage"]
+    assert triage["proportional"] is True
+    assert triage["tables"]["commerce.bookings"] == {"previous": 1000, "current": 3000}
+    assert triage["tables"]["communications.messages"] == {"previous": 3012, "current": 9012}
+    assert 2.5 < triage["rows_ratio"] < 3.1
+    assert "F1 step 2" in failure["summary"] and "evidence in the PR" in failure["summary"]
+
+
+def test_f1_outlier_whose_rows_did_not_grow_is_step_3_corrupt(harness, make_dump):
+    failure = _f1_outlier(harness, make_dump, padding=3000)
+    triage = failure["details"]["triage"]
+    assert triage["proportional"] is False
+    assert triage["rows_ratio"] == 1.0 and triage["size_ratio"] >= 2.0
+    assert "F1 step 3" in failure["summary"] and "re-run pg_dump" in failure["summary"]
+
+
+def test_size_guard_can_be_configured_to_stop_before_restoring(harness, make_dump):
+    harness.write_config(verify={"size_guard": {"min_bytes": 10_000_000_000,
+                                                "restore_on_failure": False}})
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert code == 1
+    assert failure_names(verdict) == ["SIZE_SHRUNK"]
+    assert verdict["row_counts"] == {}
+    states = check_states(verdict)
+    assert states["restored_db:restore_succeeded"] is False  # skipped, and no pass
+    assert states["row_count_report:row_counts_within_tolerance"] is None

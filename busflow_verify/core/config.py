@@ -30,10 +30,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+RUNBOOK_LARGEST_TABLES = ["commerce.bookings", "communications.messages",
+                          "operations.service_legs"]
+
+
 class SizeGuardConfig(_Strict):
     min_bytes: Annotated[int, Field(ge=0)] = 10_000_000_000
     max_median_ratio: Annotated[float, Field(gt=1)] = 2.0
     trailing_days: Annotated[int, Field(ge=1, le=90)] = 7
+    # F1 triage: still restore and count a dump that failed the size guard, to gather the
+    # evidence of F1 step 1 (it is never promoted either way).
+    restore_on_failure: bool = True
+    # F1 step 1's "largest tables", whose rows are compared with the size change.
+    largest_tables: list[str] = RUNBOOK_LARGEST_TABLES
+    # rows are "proportional" to the size when rows_ratio / size_ratio is within 1 +/- this
+    proportionality_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.25
+
+    @field_validator("largest_tables")
+    @classmethod
+    def _table_names(cls, tables: list[str]) -> list[str]:
+        for name in tables:
+            if not _TABLE.match(name):
+                raise ValueError(f"table {name!r} is not schema.table")
+        return tables
 
 
 class Tolerance(_Strict):

@@ -61,3 +61,43 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n}"
+
+
+def triage(current_size: int, current_counts: dict[str, int], baseline_size: int | None,
+           baseline_counts: dict[str, int] | None, largest_tables: list[str],
+           tolerance: float) -> dict[str, Any]:
+    """F1 steps 1-3: did the largest tables' rows move in proportion to the dump's size?
+
+    Compared with the last verified dump: size_ratio = size / its size, rows_ratio = the largest
+    tables' rows / theirs. Proportional (within 1 +/- tolerance of each other): the growth or
+    shrinkage is real; widen the tolerance only with evidence (step 2). Not proportional: the dump
+    is corrupt; re-run pg_dump before the next scrub cycle (step 3).
+    """
+    if not baseline_size or not baseline_counts:
+        return {"proportional": None, "conclusion": (
+            "no verified dump to compare with: compare the largest tables' row counts on the "
+            "source by hand (F1 step 1)")}
+    tables = [t for t in largest_tables if t in current_counts and t in baseline_counts]
+    if not tables:  # none of the runbook's tables exists: take the three largest there are
+        tables = sorted(set(current_counts) & set(baseline_counts),
+                        key=lambda t: -baseline_counts[t])[:3]
+    before = sum(baseline_counts[t] for t in tables)
+    after = sum(current_counts[t] for t in tables)
+    size_ratio = current_size / baseline_size
+    rows_ratio = after / before if before else None
+    proportional = (rows_ratio is not None and
+                    abs(rows_ratio / size_ratio - 1) <= tolerance)
+    per_table = {t: {"previous": baseline_counts[t], "current": current_counts[t]} for t in tables}
+    numbers = (f"size x{size_ratio:.2f} ({baseline_size:,} -> {current_size:,} bytes), rows of "
+               f"{', '.join(tables)} x{rows_ratio:.2f} ({before:,} -> {after:,})"
+               if rows_ratio is not None else f"size x{size_ratio:.2f}, no rows before")
+    conclusion = (
+        f"rows moved in proportion to the size ({numbers}): the change looks real; raise the "
+        "median tolerance only with evidence in the PR (F1 step 2)" if proportional else
+        f"rows did not move in proportion to the size ({numbers}): the dump is corrupt; re-run "
+        "pg_dump from the source before the next pg_cron scrub cycle, and if the new dump also "
+        "fails the size guard open a P1 incident (F1 step 3)")
+    return {"proportional": proportional, "size_ratio": round(size_ratio, 4),
+            "rows_ratio": round(rows_ratio, 4) if rows_ratio is not None else None,
+            "baseline_size_bytes": baseline_size, "size_bytes": current_size,
+            "tables": per_table, "conclusion": conclusion}

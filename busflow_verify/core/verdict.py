@@ -35,6 +35,7 @@ class RunFacts:
     orphans: list[dict[str, Any]] | None = None
     restore: dict[str, Any] | None = None
     size_guard: dict[str, Any] | None = None
+    f1_triage: dict[str, Any] | None = None
 
 
 def is_verified(facts: RunFacts) -> bool:
@@ -42,11 +43,19 @@ def is_verified(facts: RunFacts) -> bool:
             and all(c.passed is True for c in facts.checks))
 
 
+def _with_f1_triage(failure: dict[str, Any], f1: dict[str, Any] | None) -> dict[str, Any]:
+    """F1's answer to its own steps 1-3, found after the restore, in the F1 failure itself."""
+    if failure["code"] != "F1" or not f1:
+        return failure
+    return {**failure, "summary": f"{failure['summary']}. Triage: {f1['conclusion']}",
+            "details": {**failure["details"], "triage": f1}}
+
+
 def build_verdict(facts: RunFacts) -> dict[str, Any]:
     failures = list(facts.step_failures)
     for check in facts.checks:
         if check.passed is False:
-            failures += check.findings
+            failures += [_with_f1_triage(f, facts.f1_triage) for f in check.findings]
     if not failures and not is_verified(facts):
         missing = [c.check for c in facts.checks if c.passed is None]
         failures.append(Finding(

@@ -64,6 +64,7 @@ def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
         orphans=assets.get("orphan_report", {}).get("orphans"),
         restore=assets.get("restored_db", {}).get("restore"),
         size_guard=assets.get("size_check", {}).get("size_guard"),
+        f1_triage=rows.get("f1_triage"),
     )
 
 

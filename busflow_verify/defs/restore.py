@@ -13,22 +13,34 @@ from busflow_verify.core.store import DownloadError, DumpObject, download, store
 from busflow_verify.defs.checks import restore_check
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.resources import BackupStore, EphemeralRestoreTarget
+from busflow_verify.defs.resources import BackupStore, EphemeralRestoreTarget, VerifySettings
 
 
 @dg.asset(
     partitions_def=nightly_dump_partitions,
     group_name="backup_verify",
     kinds={"postgres"},
-    deps=["size_check"],
+    ins={"size_guard": dg.AssetIn("size_check")},
     check_specs=[restore_check],
+    output_required=False,
     description="Runbook step (3), F2: the dump downloaded once to local scratch (streamed, "
                 "bounded memory) and restored into a disposable Postgres that lives for this run: "
                 "pre-data, then data and post-data in parallel (-j), without owners or privileges. "
-                "Runbook section: F2.",
+                "A dump that failed the size guard is still restored to gather F1's evidence "
+                "unless size_guard.restore_on_failure is false. Runbook section: F2.",
 )
-def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject,
-                backup_store: BackupStore, restore_target: EphemeralRestoreTarget):
+def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size_guard: dict,
+                backup_store: BackupStore, restore_target: EphemeralRestoreTarget,
+                verify_settings: VerifySettings):
+    if not size_guard["passed"] and not verify_settings.verify_config().size_guard.restore_on_failure:
+        note = ("not restored: the size guard failed and size_guard.restore_on_failure is false, "
+                "so F1's evidence (row counts) was not gathered")
+        context.log.warning(note)
+        # no Output: the counts and the sweep are skipped; the check says why, and is no pass
+        yield dg.AssetCheckResult(check_name=restore_check.name, passed=False,
+                                  severity=dg.AssetCheckSeverity.WARN, description=note,
+                                  metadata={"skipped": True})
+        return
     session = restore_target.session
     cluster = session.start_cluster()
     local = cluster.scratch_dir() / Path(dump_object.key).name

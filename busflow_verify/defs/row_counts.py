@@ -3,6 +3,7 @@
 import dagster as dg
 
 from busflow_verify.core.rowcounts import compare, count_rows, vacuum_analyze
+from busflow_verify.core.sizeguard import triage
 from busflow_verify.defs.checks import row_count_check
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.partitions import nightly_dump_partitions
@@ -15,15 +16,18 @@ from busflow_verify.defs.resources import EphemeralRestoreTarget, VerifySettings
     group_name="backup_verify",
     kinds={"postgres"},
     deps=["restored_db"],
+    ins={"size_guard": dg.AssetIn("size_check")},
     check_specs=[row_count_check],
     description="Runbook step (4): VACUUM ANALYZE the restored database, count every user table "
                 "exactly (schema.table) and compare with the last verified dump (the newest "
                 "earlier partition whose checks all passed) within verify.yaml's row_counts "
-                "tolerances.",
+                "tolerances. When the size guard failed, it also triages F1: did the largest "
+                "tables' rows move in proportion to the size?",
 )
-def row_count_report(context: dg.AssetExecutionContext, restore_target: EphemeralRestoreTarget,
-                     verify_settings: VerifySettings):
-    tolerances = verify_settings.verify_config().row_counts
+def row_count_report(context: dg.AssetExecutionContext, size_guard: dict,
+                     restore_target: EphemeralRestoreTarget, verify_settings: VerifySettings):
+    config = verify_settings.verify_config()
+    tolerances = config.row_counts
     with restore_target.session.connect() as conn:
         vacuum_analyze(conn)
         counts = count_rows(conn)
@@ -38,7 +42,15 @@ def row_count_report(context: dg.AssetExecutionContext, restore_target: Ephemera
                      f"(run {baseline.run_id})" if baseline else
                      "no previous verified dump: nothing to compare, counts recorded as the "
                      "first baseline")
+    f1 = None
+    if not size_guard["passed"]:  # F1 steps 1-3: the evidence for the size guard's failure
+        f1 = triage(size_guard["size_bytes"], counts,
+                    (baseline.dump or {}).get("size_bytes") if baseline else None,
+                    baseline.row_counts if baseline else None,
+                    config.size_guard.largest_tables, config.size_guard.proportionality_tolerance)
+        context.log.warning(f"F1 triage: {f1['conclusion']}")
     yield dg.Output(counts, metadata={
+        **({"f1_triage": dg.MetadataValue.json(f1)} if f1 else {}),
         "row_counts": dg.MetadataValue.json(counts),
         "total_rows": sum(counts.values()),
         "tables": len(counts),
