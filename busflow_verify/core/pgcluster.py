@@ -287,8 +287,3 @@ def _untouched_for(path: Path, seconds: float) -> bool:
         return time.time() - path.stat().st_mtime > seconds
     except OSError:
         return False
-
-
-def live_clusters(base_dir: str | None = None) -> list[str]:
-    """Cluster dirs under base_dir (for tests and operators: nothing should be left after a run)."""
-    return sorted(str(p) for p in Path(base_dir or tempfile.gettempdir()).glob(DIR_PREFIX + "*"))

@@ -353,9 +353,3 @@ def first_error(stderr: str) -> str:
                                                                      "Command was"))]
             return " | ".join([line, *tail])[:1000]
     return (lines[-1] if lines else "no error output")[:1000]
-
-
-def restore(path: Path, key: str, target: ConnInfo, bin_dir: Path, scratch: Path,
-            jobs: int | None = None, log=None) -> RestoreReport:
-    """Restore the local dump into the (existing, empty) database `target.dbname`."""
-    return Restorer(path, key, target, bin_dir, scratch, jobs, log).run()
