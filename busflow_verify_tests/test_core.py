@@ -210,3 +210,32 @@ def test_failed_checks_become_failures_and_format_reads_well():
 def test_all_passed_is_verified():
     verdict = build_verdict(facts([CheckOutcome("a:x", True)]))
     assert verdict["verified"] is True and verdict["failures"] == []
+
+
+# -- F2 classification of pg_restore / psql output --------------------------------------------------
+def _restorer(tmp_path):
+    from busflow_verify.core.pgcluster import ConnInfo
+    from busflow_verify.core.restore import Restorer
+
+    return Restorer(tmp_path / "d", "pg_dump_20261120_0100.dump",
+                    ConnInfo("/nowhere", 1, "postgres", "x"), tmp_path, tmp_path)
+
+
+def test_an_extension_failing_during_the_restore_is_missing_extension(tmp_path):
+    stderr = ('pg_restore: error: could not execute query: ERROR:  extension "pgvector" is not '
+              'available\nDETAIL:  Could not open extension control file "/usr/share/postgresql/'
+              '15/extension/pgvector.control": No such file or directory.\n'
+              "Command was: CREATE EXTENSION IF NOT EXISTS pgvector WITH SCHEMA public;\n")
+    finding = _restorer(tmp_path).classify(stderr, "pre-data")
+    assert finding.details["cause"] == "missing_extension"
+    assert finding.details["extensions"] == ["pgvector"]
+    assert "EXTENSIONS in docker/backup/producer.env" in finding.summary
+
+
+def test_an_unrecognised_error_is_a_plain_restore_error_naming_the_section(tmp_path):
+    finding = _restorer(tmp_path).classify(
+        'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n',
+        "post-data")
+    assert finding.details["cause"] == "restore_error"
+    assert "post-data" in finding.summary and 'relation "x" already exists' in finding.summary
+    assert finding.to_dict()["severity"] == "P2"

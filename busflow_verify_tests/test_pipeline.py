@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+import pytest
 
 from busflow_verify.defs.records import JOB_NAME
 from busflow_verify_tests.conftest import expected_counts
@@ -21,9 +22,10 @@ def check_states(verdict: dict) -> dict:
     return {c["check"]: c["passed"] for c in verdict["checks"]}
 
 
-def test_happy_path_verifies_newest_dump_of_the_day(harness, make_dump):
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_happy_path_verifies_newest_dump_of_the_day(harness, make_dump, fmt):
     harness.put("pg_dump_20261120_0030.dump", b"an older dump of the same day, never read")
-    harness.put("pg_dump_20261120_0100.dump", make_dump())
+    harness.put("pg_dump_20261120_0100.dump", make_dump(fmt=fmt))
     harness.put("pg_dump_20261121_0100.dump", b"the next day, not this partition")
     code, verdict = harness.verify(DAY)
     assert code == 0, verdict
@@ -38,7 +40,9 @@ def test_happy_path_verifies_newest_dump_of_the_day(harness, make_dump):
         "child": "communications.messages.booking_id", "parent": "commerce.bookings.id",
         "orphans": 7, "max_orphans": 200, "passed": True, "error": None}]
     assert set(check_states(verdict).values()) == {True}
-    assert [s["section"] for s in verdict["restore"]["sections"]] == ["pre-data", "data", "post-data"]
+    sections = ["pre-data", "data", "post-data"] if fmt == "custom" else ["plain"]
+    assert [s["section"] for s in verdict["restore"]["sections"]] == sections
+    assert verdict["restore"]["format"] == fmt
     assert verdict["row_count_baseline"] is None
 
 

@@ -35,25 +35,30 @@ def _free_port() -> int:
 
 
 class RcloneS3Server:
-    """rclone's S3 server on 127.0.0.1. Keys must be long enough for rclone (short ones are
-    refused with InvalidAccessKeyId)."""
+    """rclone's S3 server on 127.0.0.1. rclone refuses access keys shorter than 3 characters
+    (every request answers 403 InvalidAccessKeyId).
 
-    def __init__(self, root: Path, access_key: str = "busflow-test-access",
+    Its log lives in a temp dir that exists while the server runs and is removed by `stop()`, so
+    a stop/restart cycle (a simulated outage) leaves nothing behind.
+    """
+
+    def __init__(self, root: Path, access_key: str = "busflow-test",
                  secret_key: str | None = None):
         self.root = Path(root)
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._log_dir = Path(tempfile.mkdtemp(prefix="busflow-rclone-"))
+        self._log_dir: Path | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def log_file(self) -> Path:
-        return self._log_dir / "rclone.log"
+    def log_file(self) -> Path | None:
+        """rclone's log while the server runs (None when stopped: the log dir is removed)."""
+        return self._log_dir / "rclone.log" if self._log_dir else None
 
     def bucket_dir(self, name: str) -> Path:
         path = self.root / name
@@ -63,6 +68,9 @@ class RcloneS3Server:
     def start(self) -> RcloneS3Server:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or _free_port()
+        if self._proc is not None:
+            return self  # already running
+        self._log_dir = Path(tempfile.mkdtemp(prefix="busflow-rclone-"))
         log = open(self.log_file, "ab")
         self._proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
@@ -93,15 +101,18 @@ class RcloneS3Server:
         raise RuntimeError(f"rclone serve s3 did not start on {self.endpoint}: {tail}")
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
+        """SIGTERM, SIGKILL after 5 s; removes the log dir. Safe to call more than once."""
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
 
     def restart(self) -> RcloneS3Server:
         """Start again on the same port (after `stop()`, to end a simulated outage)."""
