@@ -39,6 +39,16 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fallback_s3(tmp_path_factory):
+    """The on-site MinIO mirror's stand-in: a second S3 server with the same credentials."""
+    server = RcloneS3Server(tmp_path_factory.mktemp("s3-fallback"), access_key=ACCESS_KEY,
+                            secret_key=SECRET_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
 def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, legs: int = 1500,
                 nulls: int = 5, padding: int = 0) -> str:
     """A small Busflow-shaped database with an exact number of orphan messages."""
@@ -158,6 +168,13 @@ class Harness:
             dest.write_bytes(source)
         else:
             shutil.copyfile(source, dest)
+        return dest
+
+    def mirror_to(self, server: RcloneS3Server, monkeypatch) -> Path:
+        """Copy the bucket to `server` and make it the fallback endpoint (the MinIO mirror)."""
+        dest = server.bucket_dir(self.bucket)
+        shutil.copytree(self.bucket_dir, dest, dirs_exist_ok=True)
+        monkeypatch.setenv("BACKUP_FALLBACK_ENDPOINT", server.endpoint)
         return dest
 
     def put_sized(self, key: str, size: int) -> Path:

@@ -41,3 +41,18 @@ def test_every_check_is_partitioned_like_its_asset_and_carries_the_runbook():
 def test_the_job_runs_in_one_process():
     job = build_defs().resolve_job_def(JOB_NAME)
     assert job.executor_def.name == dg.in_process_executor.name
+
+
+def test_the_0300_utc_tick_verifies_that_days_dump():
+    import datetime as dt
+
+    defs = build_defs()
+    schedule = defs.get_schedule_def("backup_verify_daily_0300_utc")
+    assert schedule.cron_schedule == "0 3 * * *"
+    assert schedule.execution_timezone == "UTC"
+    tick = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-25"
+    assert request.job_name == JOB_NAME

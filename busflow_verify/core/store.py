@@ -151,3 +151,45 @@ def store_error_finding(exc: Exception, endpoint: str, bucket: str) -> Finding |
                            f"bucket {bucket!r} does not exist at the {endpoint} endpoint: check "
                            "BACKUP_BUCKET", {**details, "cause": "no_such_bucket"})
     return None
+
+
+@dataclass
+class Endpoint:
+    name: str  # "primary" | "fallback"
+    url: str
+    client: Any
+
+
+def locate_with_fallback(endpoints: list[Endpoint], bucket: str, prefix: str,
+                         date: dt.date) -> tuple[DumpObject, list[Finding]]:
+    """F5: the newest dump of `date` from the primary, or from the fallback when the primary
+    cannot be reached. Returns the dump and the outages met on the way (informational when the
+    fallback served it). Both unreachable: F5, P1, "dump inaccessible". A credential problem or a
+    missing dump on the primary is not an outage: it is reported as it is, with no fallback.
+    """
+    outages: list[Finding] = []
+    for endpoint in endpoints:
+        try:
+            dump = locate_dump(endpoint.client, bucket, prefix, date, endpoint.name, endpoint.url)
+            return dump, outages
+        except FindingError:
+            raise
+        except Exception as exc:
+            finding = store_error_finding(exc, endpoint.name, bucket)
+            if finding is None:
+                raise
+            if finding.name != "OFFSITE_ENDPOINT_DOWN":
+                raise FindingError(finding) from None
+            outages.append(finding)
+    names = " and ".join(e.name for e in endpoints)
+    raise FindingError(Finding(
+        "OFFSITE_ENDPOINT_DOWN",
+        f"dump inaccessible: the {names} endpoint(s) cannot be reached "
+        f"({'; '.join(o.summary for o in outages)}). This is not an unverified day: halt any "
+        "pending cutover work until a verified dump is produced",
+        {"cause": "all_endpoints_down", "endpoints": [o.details for o in outages],
+         "bucket": bucket, "date": date.isoformat()},
+        severity="P1",
+        next_step="Page @infra-oncall; halt pending cutover work until a verified dump exists "
+                  "(F5 step 2). A Hetzner outage over 24 h needs a DPIA note (F5 step 3).",
+    ))

@@ -19,6 +19,15 @@ class CheckOutcome:
     passed: bool | None  # None: did not run
     findings: list[dict[str, Any]] = field(default_factory=list)
     description: str | None = None
+    severity: str = "ERROR"  # of a failure: WARN is informational (a notice), ERROR a failure
+
+    @property
+    def informational(self) -> bool:
+        return self.passed is False and self.severity == "WARN" and bool(self.findings)
+
+    @property
+    def ok(self) -> bool:
+        return self.passed is True or self.informational
 
 
 @dataclass
@@ -40,7 +49,7 @@ class RunFacts:
 
 def is_verified(facts: RunFacts) -> bool:
     return (facts.run_status == "SUCCESS" and not facts.step_failures
-            and all(c.passed is True for c in facts.checks))
+            and all(c.ok for c in facts.checks))
 
 
 def _with_f1_triage(failure: dict[str, Any], f1: dict[str, Any] | None) -> dict[str, Any]:
@@ -53,8 +62,11 @@ def _with_f1_triage(failure: dict[str, Any], f1: dict[str, Any] | None) -> dict[
 
 def build_verdict(facts: RunFacts) -> dict[str, Any]:
     failures = list(facts.step_failures)
+    notices = []
     for check in facts.checks:
-        if check.passed is False:
+        if check.informational:
+            notices += check.findings
+        elif check.passed is False:
             failures += [_with_f1_triage(f, facts.f1_triage) for f in check.findings]
     if not failures and not is_verified(facts):
         missing = [c.check for c in facts.checks if c.passed is None]
@@ -71,6 +83,7 @@ def build_verdict(facts: RunFacts) -> dict[str, Any]:
         "dump": {k: dump.get(k) for k in ("key", "size_bytes", "endpoint", "bucket",
                                           "last_modified")} if dump else None,
         "failures": failures,
+        "notices": notices,
         "row_counts": facts.row_counts or {},
         "orphans": facts.orphans or [],
         "row_count_baseline": facts.baseline_partition,
@@ -94,6 +107,8 @@ def format_verdict(verdict: dict[str, Any]) -> str:
     for check in verdict.get("checks", []):
         mark = {True: "pass", False: "FAIL", None: "did not run"}[check["passed"]]
         lines.append(f"  check     {check['check']:<52} {mark}")
+    for n in verdict.get("notices", []):
+        lines.append(f"  notice    {n['code']} {n['name']} (informational): {n['summary']}")
     for f in verdict["failures"]:
         lines.append(f"  FAILURE   {f['code']} {f['name']}  severity {f['severity']}  "
                      f"page {' '.join(f['escalate_to'])}")

@@ -1,11 +1,17 @@
 """The checks of the backup-verify job, one per runbook stage; each is evaluated by its asset.
 
-A partition is verified only when every one of these has an evaluation that passed in the same
-run: a check that did not run is not a pass.
+A partition is verified only when every one of these has an evaluation in the same run that
+passed (or failed at WARN severity: informational): a check that did not run is not a pass.
 """
 
 from busflow_verify.defs.findings import check_spec
 
+offsite_check = check_spec(
+    "offsite_endpoint_reachable", "dump_object", ["OFFSITE_ENDPOINT_DOWN"],
+    "F5: the dump was read from the offsite primary (Hetzner). Fails at WARN severity when the "
+    "primary could not be reached and the on-site MinIO fallback served it (informational: the "
+    "run goes on, log the outage).",
+)
 size_guard_check = check_spec(
     "size_guard", "size_check", ["SIZE_SHRUNK", "SIZE_EXCEEDED"],
     "F1: the dump is larger than min_bytes and smaller than max_median_ratio x the trailing "
@@ -26,5 +32,5 @@ orphan_check = check_spec(
     "F3: orphans per soft FK at or below soft-fk-allowlist.yaml's max_orphans.",
 )
 
-ALL_CHECKS = [size_guard_check, restore_check, row_count_check, orphan_check]
+ALL_CHECKS = [offsite_check, size_guard_check, restore_check, row_count_check, orphan_check]
 EXPECTED_CHECK_KEYS = [spec.key for spec in ALL_CHECKS]

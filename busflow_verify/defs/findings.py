@@ -42,8 +42,14 @@ def _spec(name, asset, modes, description, blocking) -> dg.AssetCheckSpec:
 
 
 def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
-                 metadata: Mapping[str, Any] | None = None, passed_note: str = "") -> dg.AssetCheckResult:
-    """Passed when there are no findings; else ERROR severity with every finding attached."""
+                 metadata: Mapping[str, Any] | None = None, passed_note: str = "",
+                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+                 ) -> dg.AssetCheckResult:
+    """Passed when there are no findings; else failed at `severity` with every finding attached.
+
+    WARN is informational (an outage the fallback covered): it does not stand in the way of
+    verification. ERROR is a failure of the dump.
+    """
     first = findings[0].to_dict() if findings else None
     meta: dict[str, Any] = {
         "runbook_code": spec.metadata["runbook_code"],
@@ -63,7 +69,7 @@ def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
         check_name=spec.name,
         asset_key=spec.asset_key,
         passed=not findings,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=severity,
         description=meta.get("summary") or passed_note or None,
         metadata=meta,
     )

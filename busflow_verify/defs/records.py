@@ -49,7 +49,8 @@ def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
         ev = evaluations.get(key)
         findings = _plain(ev.metadata).get(FINDINGS_KEY, []) if ev else []
         checks.append(CheckOutcome(key.to_user_string(), ev.passed if ev else None, findings,
-                                   ev.description if ev else None))
+                                   ev.description if ev else None,
+                                   ev.severity.value if ev else "ERROR"))
     rows = assets.get("row_count_report", {})
     return RunFacts(
         partition=run.tags.get(PARTITION_TAG, ""),
@@ -81,7 +82,10 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
                        f"step {step_key} was interrupted (the run was terminated): the day is not "
                        "verified; re-run the date", {"step": step_key, "error": error.cls_name}
                        ).to_dict()
-    message = (error.message.strip().splitlines() or [""])[0] if error else "unknown error"
+    root = error
+    while root is not None and root.cause is not None:  # the user code's error, not Dagster's wrap
+        root = root.cause
+    message = (root.message.strip().splitlines() or [""])[0] if root else "unknown error"
     return Finding("VERIFY_JOB_ERROR", f"step {step_key} crashed: {message[:500]}",
                    {"step": step_key, "error": error.cls_name if error else None}).to_dict()
 

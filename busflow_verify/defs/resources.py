@@ -16,6 +16,7 @@ from pydantic import PrivateAttr
 from busflow_verify.core import config as cfg
 from busflow_verify.core.pgcluster import ConnInfo, DisposablePostgres
 from busflow_verify.core.restore import default_jobs
+from busflow_verify.core.store import Endpoint
 
 
 class S3Endpoint(dg.ConfigurableResource):
@@ -56,6 +57,14 @@ class BackupStore(dg.ConfigurableResource):
     fallback: S3Endpoint | None = None
     bucket: str
     prefix: str = ""
+
+    def endpoints(self) -> list[Endpoint]:
+        """Primary first, then the on-site fallback when one is configured (F5)."""
+        chosen = [("primary", self.primary), ("fallback", self.fallback)]
+        return [Endpoint(name, ep.endpoint_url, ep.client()) for name, ep in chosen if ep]
+
+    def endpoint(self, name: str) -> S3Endpoint:
+        return self.fallback if name == "fallback" and self.fallback else self.primary
 
 
 class VerifySettings(dg.ConfigurableResource):

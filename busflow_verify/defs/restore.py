@@ -78,7 +78,7 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
 
 
 def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path) -> float:
-    client = (backup_store.primary if dump.endpoint == "primary" else backup_store.fallback).client()
+    client = backup_store.endpoint(dump.endpoint).client()
     started = time.monotonic()
     try:
         download(client, dump, local)

@@ -22,7 +22,7 @@ from busflow_verify.defs.resources import BackupStore, VerifySettings
 def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
                backup_store: BackupStore, verify_settings: VerifySettings):
     guard = verify_settings.verify_config().size_guard
-    client = backup_store.primary.client()
+    client = backup_store.endpoint(dump_object.endpoint).client()  # where the dump was found
     history = trailing_history(client, dump_object.bucket, backup_store.prefix,
                                partition_date(context), guard.trailing_days)
     result = evaluate(dump_object.key, dump_object.size_bytes, history,

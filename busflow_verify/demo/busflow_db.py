@@ -153,6 +153,13 @@ def write_nightly_dumps(dest_dir: Path, dates: list[dt.date], *, scale: int = 1,
                         planted: dict[dt.date, str] | None = None, fmt: str = "custom",
                         hhmm: str = "0100") -> list[Path]:
     """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump."""
+    formats = {"custom": "-Fc", "plain": "-Fp"}
+    if fmt not in formats:
+        raise ValueError(f"unknown dump format {fmt!r}; known: {sorted(formats)}")
+    unknown = {p for p in (planted or {}).values() if p not in PLANTED}
+    if unknown:
+        raise ValueError(f"unknown planted problem(s) {sorted(unknown)}; known: {sorted(PLANTED)}")
+    dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     planted = planted or {}
     paths = []
@@ -164,9 +171,8 @@ def write_nightly_dumps(dest_dir: Path, dates: list[dt.date], *, scale: int = 1,
             with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
                 build_day(conn, index, scale=scale, seed=seed, planted=planted.get(date))
             path = dest_dir / f"pg_dump_{date:%Y%m%d}_{hhmm}.dump"
-            flag = {"custom": "-Fc", "plain": "-Fp"}[fmt]
-            proc = subprocess.run([pg.tool("pg_dump"), flag, *target.libpq_args(), "-f", str(path)],
-                                  capture_output=True, text=True)
+            argv = [pg.tool("pg_dump"), formats[fmt], *target.libpq_args(), "-f", str(path)]
+            proc = subprocess.run(argv, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"pg_dump for {date} failed: {proc.stderr.strip()}")
             paths.append(path)

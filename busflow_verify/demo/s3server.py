@@ -70,10 +70,11 @@ class RcloneS3Server:
         self.port = self.port or _free_port()
         if self._proc is not None:
             return self  # already running
+        binary = rclone_binary()
         self._log_dir = Path(tempfile.mkdtemp(prefix="busflow-rclone-"))
         log = open(self.log_file, "ab")
         self._proc = subprocess.Popen(
-            [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+            [binary, "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
              "--auth-key", f"{self.access_key},{self.secret_key}", "--vfs-cache-mode", "off",
              "--dir-cache-time", "0s",  # buckets made after start are seen at once
              "--etag-hash", "",  # no MD5 ETag: it would read a whole (sparse, 11 GB) file per HEAD
@@ -85,20 +86,24 @@ class RcloneS3Server:
         return self
 
     def _wait_ready(self, timeout: float = 15.0) -> None:
+        # straight to loopback, whatever http_proxy says
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 break
             try:
-                urllib.request.urlopen(self.endpoint, timeout=1)
+                opener.open(self.endpoint, timeout=1)
                 return
-            except urllib.error.HTTPError:  # any HTTP answer (403 unsigned) means it is serving
+            except urllib.error.HTTPError:  # any HTTP answer (unsigned: 400) means it is serving
                 return
             except OSError:
                 time.sleep(0.1)
+        code = self._proc.poll()
+        state = f"exited with {code}" if code is not None else f"not answering after {timeout:.0f} s"
         tail = self.log_file.read_text(errors="replace")[-2000:]
         self.stop()
-        raise RuntimeError(f"rclone serve s3 did not start on {self.endpoint}: {tail}")
+        raise RuntimeError(f"rclone serve s3 did not start on {self.endpoint} ({state}): {tail}")
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 5 s; removes the log dir. Safe to call more than once."""

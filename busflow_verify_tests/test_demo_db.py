@@ -1,0 +1,149 @@
+"""The demo's generator and S3 server as building blocks: exact determinism, the orphan baseline
+and the planted surge, both dump formats, and the S3 behaviour the pipeline relies on (sizes,
+sparse 11 GB objects, error codes, an outage and its end)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+
+import boto3
+import botocore.exceptions
+import psycopg
+import pytest
+from botocore.config import Config
+
+from busflow_verify.demo.busflow_db import TABLES, build_day, write_nightly_dumps
+from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
+
+ORPHAN_MESSAGES = """
+    SELECT count(*) FROM communications.messages m
+    LEFT JOIN commerce.bookings b ON b.id = m.booking_id
+    WHERE m.booking_id IS NOT NULL AND b.id IS NULL"""
+
+
+@pytest.fixture(scope="module")
+def db(source_pg):
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS demo_db_gen")
+        admin.execute("CREATE DATABASE demo_db_gen")
+    with psycopg.connect(**source_pg.conninfo("demo_db_gen").kwargs(), autocommit=True) as conn:
+        yield conn
+
+
+def _client(server: RcloneS3Server, **overrides):
+    args = {"endpoint_url": server.endpoint, "region_name": "us-east-1",
+            "aws_access_key_id": server.access_key, "aws_secret_access_key": server.secret_key,
+            "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                             connect_timeout=2, read_timeout=10)}
+    return boto3.client("s3", **{**args, **overrides})
+
+
+def _error_code(call) -> tuple[str, int]:
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        call()
+    return err.value.response["Error"]["Code"], err.value.response["ResponseMetadata"][
+        "HTTPStatusCode"]
+
+
+def test_every_night_grows_and_the_same_seed_gives_the_same_counts(db):
+    nights = [build_day(db, day) for day in range(4)]
+    assert list(nights[0]) == TABLES
+    for before, after in zip(nights, nights[1:]):
+        for table in TABLES[:3]:
+            assert after[table] > before[table], table
+    assert build_day(db, 2) == nights[2]
+    assert build_day(db, 2, seed=7) == nights[2]
+    assert nights[0]["public.tenant_scrub_logs"] == 1
+    scaled = build_day(db, 0, scale=3)
+    assert 2.5 * nights[0]["commerce.bookings"] < scaled["commerce.bookings"]
+
+
+def test_baseline_orphans_are_few_and_logged_the_planted_surge_is_not(db):
+    build_day(db, 1)
+    baseline = db.execute(ORPHAN_MESSAGES).fetchone()[0]
+    assert 0 < baseline < 200
+    # the baseline comes from the scrubbed tenant, whose scrub-log entry records the tombstones
+    scrubbed, tombstoned = db.execute(
+        "SELECT tenant_id, rows_tombstoned FROM public.tenant_scrub_logs").fetchone()
+    assert tombstoned > 0
+    assert db.execute("""SELECT count(DISTINCT m.tenant_id) = 1 AND min(m.tenant_id) = %s
+                         FROM communications.messages m WHERE m.booking_id IS NOT NULL AND NOT
+                         EXISTS (SELECT 1 FROM commerce.bookings b WHERE b.id = m.booking_id)""",
+                      (scrubbed,)).fetchone()[0]
+
+    build_day(db, 1, planted="orphan_surge")
+    assert db.execute(ORPHAN_MESSAGES).fetchone()[0] > 200
+    assert db.execute("SELECT count(*) FROM public.tenant_scrub_logs").fetchone()[0] == 1
+
+    with pytest.raises(ValueError, match="unknown planted"):
+        build_day(db, 1, planted="meteor")
+
+
+def test_nightly_dumps_are_real_dumps_in_both_formats(tmp_path):
+    dates = [dt.date(2026, 11, 19), dt.date(2026, 11, 20)]
+    custom = write_nightly_dumps(tmp_path / "c", dates, planted={dates[1]: "mass_delete"})
+    assert [p.name for p in custom] == ["pg_dump_20261119_0100.dump", "pg_dump_20261120_0100.dump"]
+    for path in custom:
+        assert path.read_bytes()[:5] == b"PGDMP"
+    # the planted mass delete makes the second night's dump smaller although the data grew
+    assert custom[1].stat().st_size < custom[0].stat().st_size
+
+    [plain] = write_nightly_dumps(tmp_path / "p", dates[:1], fmt="plain", hhmm="0230")
+    assert plain.name == "pg_dump_20261119_0230.dump"
+    head = plain.read_text()[:500]
+    assert "PostgreSQL database dump" in head and not head.startswith("PGDMP")
+
+    with pytest.raises(ValueError, match="unknown dump format"):
+        write_nightly_dumps(tmp_path / "x", dates, fmt="tar")
+
+
+def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tmp_path):
+    assert os.access(rclone_binary(), os.X_OK)
+    server = RcloneS3Server(tmp_path / "s3")
+    with server:
+        log_dir = server.log_file.parent
+        assert log_dir.is_dir()
+        bucket = server.bucket_dir("busflow-backups")
+        key = "pg_dump_20261120_0100.dump"
+        (bucket / key).write_bytes(b"PGDMP" + b"\0" * 995)
+        big = bucket / "pg_dump_20261121_0100.dump"
+        big.touch()
+        os.truncate(big, 11 * 10**9)  # sparse: a realistic size, no disk
+        client = _client(server)
+
+        listed = {o["Key"]: o["Size"] for o in
+                  client.list_objects_v2(Bucket="busflow-backups")["Contents"]}
+        assert listed == {key: 1000, big.name: 11 * 10**9}
+        assert client.head_object(Bucket="busflow-backups", Key=key)["ContentLength"] == 1000
+        body = client.get_object(Bucket="busflow-backups", Key=key)["Body"].read()
+        assert body[:5] == b"PGDMP" and len(body) == 1000
+        started = time.monotonic()
+        head = client.head_object(Bucket="busflow-backups", Key=big.name)
+        assert head["ContentLength"] == 11 * 10**9
+        assert time.monotonic() - started < 2  # no whole-file hashing for the ETag
+
+        assert _error_code(lambda: client.get_object(Bucket="busflow-backups", Key="nope")) == (
+            "NoSuchKey", 404)
+        assert _error_code(lambda: client.head_object(Bucket="busflow-backups", Key="nope")) == (
+            "404", 404)  # HEAD has no body, so no S3 error code
+        assert _error_code(lambda: client.list_objects_v2(Bucket="absent")) == (
+            "NoSuchBucket", 404)
+        wrong_secret = _client(server, aws_secret_access_key="not-the-secret")
+        assert _error_code(lambda: wrong_secret.list_objects_v2(Bucket="busflow-backups")) == (
+            "SignatureDoesNotMatch", 403)
+
+        port = server.port
+        server.stop()
+        server.stop()  # idempotent
+        assert not log_dir.exists()
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            client.head_object(Bucket="busflow-backups", Key=key)
+
+        server.restart()
+        assert server.port == port
+        assert client.head_object(Bucket="busflow-backups", Key=key)["ContentLength"] == 1000
+        proc = server._proc
+    assert proc.poll() is not None  # the context manager stopped it
+    assert server.log_file is None
