@@ -1,6 +1,7 @@
 """`busflow-verify`: run the backup verify for one date through the Dagster definitions.
 
     busflow-verify verify --date YYYY-MM-DD [--json]
+    busflow-verify alerts repost
 
 Exit status: 0 verified, 1 not verified (a failure was found), 2 usage or configuration error.
 """
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Dagster run log level on stderr (default INFO)")
+    alerts = sub.add_parser("alerts", help="#ops messages")
+    alerts.add_argument("action", choices=["repost"],
+                        help="repost: send the messages kept in the outbox (undelivered)")
     return parser
 
 
@@ -76,6 +80,7 @@ def run_verify(partition: str, log_level: str) -> dict:
     import dagster as dg
 
     from busflow_verify.definitions import build_defs
+    from busflow_verify.defs.alerts import LAUNCHED_BY_TAG
     from busflow_verify.defs.records import JOB_NAME, verdict_for_run
 
     job = build_defs().resolve_job_def(JOB_NAME)
@@ -85,7 +90,7 @@ def run_verify(partition: str, log_level: str) -> dict:
             instance=instance,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={"busflow/launched_by": "cli"},
+            tags={LAUNCHED_BY_TAG: "cli"},
         )
         return verdict_for_run(instance, result.run_id)
 
@@ -101,8 +106,37 @@ def verify(args) -> int:
             verdict = run_verify(partition, args.log_level)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    alert_ops(verdict)
     print(json.dumps(verdict, indent=2, default=str) if args.json else format_verdict(verdict))
     return EXIT_VERIFIED if verdict["verified"] else EXIT_NOT_VERIFIED
+
+
+def alert_ops(verdict: dict) -> None:
+    """Post the run's #ops message. A delivery failure is an F4 in `failures`; `verified` stays
+    what the checks said (runbook F4 step 2)."""
+    from busflow_verify.core.alerts import notify
+    from busflow_verify.defs.alerts import alert_settings
+
+    url, outbox, policy = alert_settings()
+    result = notify(verdict, url, outbox, policy, log=lambda m: print(m, file=sys.stderr))
+    f4 = result.pop("f4")
+    verdict["alert"] = result
+    if f4:
+        verdict["failures"].append(f4)
+
+
+def repost() -> int:
+    from busflow_verify.defs.alerts import alert_settings
+
+    url, outbox, policy = alert_settings()
+    if not url:
+        raise UsageError("SLACK_OPS_WEBHOOK is not set: nothing can be reposted")
+    results = outbox.repost(url, policy)
+    for r in results:
+        state = "delivered" if r["delivered"] else f"NOT delivered (HTTP {r['status']}, {r['error']})"
+        print(f"{r['partition']}  {r['file']}  {state}  after {r['attempts']} attempt(s)")
+    print(f"{sum(r['delivered'] for r in results)} of {len(results)} pending message(s) delivered")
+    return 0 if all(r["delivered"] for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help is 0, a usage error 2
         return int(exc.code or 0)
     try:
+        if args.command == "alerts":
+            if not os.environ.get("DAGSTER_HOME"):
+                raise UsageError("DAGSTER_HOME is not set (the outbox lives there)")
+            return repost()
         return verify(args)
     except UsageError as exc:
         print(f"busflow-verify: {exc}", file=sys.stderr)

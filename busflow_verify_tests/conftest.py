@@ -147,14 +147,17 @@ class Harness:
             "BUSFLOW_VERIFY_CONFIG_DIR": str(self.config_dir),
         }.items():
             monkeypatch.setenv(name, value)
-        for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION"):
+        for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION",
+                     "SLACK_OPS_WEBHOOK"):
             monkeypatch.delenv(name, raising=False)
 
     def write_config(self, verify: dict | None = None, allowlist: dict | None = None,
                      min_bytes: int = 1000) -> None:
         verify = verify or {"size_guard": {"min_bytes": min_bytes, "max_median_ratio": 2.0,
                                            "trailing_days": 7},
-                            "row_counts": {"max_drop_ratio": 0.05, "max_growth_ratio": 0.5}}
+                            "row_counts": {"max_drop_ratio": 0.05, "max_growth_ratio": 0.5},
+                            "alerts": {"attempts": 4, "backoff_seconds": 0.01,
+                                       "timeout_seconds": 1}}
         allowlist = allowlist or {"soft_fks": [{"child": "communications.messages.booking_id",
                                                 "parent": "commerce.bookings.id",
                                                 "max_orphans": 200}]}
@@ -202,3 +205,58 @@ def harness(s3, tmp_path, monkeypatch, capsys, source_pg, request):
     h = Harness(s3, tmp_path, bucket, monkeypatch, capsys, source_pg)
     yield h
     assert own_clusters(keep=source_pg.root) == [], "a disposable Postgres was left behind after the run"
+
+
+class FakeSlack:
+    """A loopback HTTP endpoint standing in for Slack's incoming webhook: records each POST and
+    answers with the statuses a test queues (then 200); "hang" answers nothing for 3 s."""
+
+    SECRET_PATH = "/services/T0BUSFLOW/B0OPS/" + secrets.token_hex(12)
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.posts: list[dict] = []
+        self.replies: list = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.posts.append({"path": self.path, "json": json.loads(body or b"{}")})
+                reply = outer.replies.pop(0) if outer.replies else 200
+                if reply == "hang":
+                    import time
+
+                    time.sleep(3)
+                    return
+                self.send_response(reply)
+                self.end_headers()
+                self.wfile.write(b"ok" if reply == 200 else b"invalid_token")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.SECRET_PATH}"
+
+    def texts(self) -> list[str]:
+        return [p["json"].get("text", "") for p in self.posts]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slack(monkeypatch):
+    fake = FakeSlack()
+    monkeypatch.setenv("SLACK_OPS_WEBHOOK", fake.url)
+    yield fake
+    fake.close()

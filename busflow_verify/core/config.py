@@ -82,9 +82,18 @@ class RowCountConfig(_Strict):
         return drop, growth
 
 
+class AlertsConfig(_Strict):
+    """#ops delivery (F4): retries of 5xx, 429 and connection errors, with exponential backoff."""
+
+    attempts: Annotated[int, Field(ge=1, le=10)] = 4
+    backoff_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
 class VerifyConfig(_Strict):
     size_guard: SizeGuardConfig = SizeGuardConfig()
     row_counts: RowCountConfig = RowCountConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class ColumnRef(_Strict):

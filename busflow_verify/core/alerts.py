@@ -1,0 +1,167 @@
+"""#ops in Slack (runbook F4): one message per run, posted to the incoming webhook.
+
+5xx, 429 and connection errors are retried with exponential backoff (bounded); a 4xx is not
+(the webhook secret is stale or revoked: retrying cannot help). Either way an undelivered message
+is an F4 — P3, @platform-oncall — that never changes the backup verdict, and the message is kept
+in an outbox on disk until `busflow-verify alerts repost` delivers it, so on-call is never blind.
+
+The webhook URL is a secret: it is never put in a message, an exception, a log line or a file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from busflow_verify.core.failures import Finding
+
+RETRY_STATUSES = {429} | set(range(500, 600))
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4  # in all, the first included
+    backoff_seconds: float = 1.0  # doubled after each failed attempt
+    timeout_seconds: float = 10.0
+
+
+@dataclass
+class Delivery:
+    delivered: bool
+    attempts: int
+    status: int | None = None  # the last HTTP status, None when the endpoint was not reached
+    error: str | None = None  # the error's class, never its text (it may carry the URL)
+    statuses: list[int | None] = field(default_factory=list)
+
+
+def ops_message(verdict: dict[str, Any]) -> str:
+    """The #ops text: partition, dump, and per failure code, severity, who to page, the numbers
+    and the runbook step."""
+    dump = verdict.get("dump") or {}
+    key = dump.get("key", "no dump")
+    where = f" ({dump['endpoint']} endpoint)" if dump.get("endpoint") else ""
+    if verdict["verified"]:
+        lines = [f":white_check_mark: Backup verify {verdict['partition']}: VERIFIED — {key}{where}"]
+    else:
+        lines = [f":rotating_light: Backup verify {verdict['partition']}: NOT VERIFIED — {key}{where}"]
+    for f in verdict["failures"]:
+        lines.append(f"*{f['code']} {f['name']}* — severity {f['severity']} — page "
+                     f"{' + '.join(f['escalate_to'])}")
+        lines.append(f"> {f['summary']}")
+        if f.get("next_step"):
+            lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
+    for n in verdict.get("notices", []):
+        lines.append(f"_{n['code']} {n['name']} (informational)_: {n['summary']}")
+    counts = verdict.get("row_counts") or {}
+    if counts:
+        lines.append("Rows: " + ", ".join(f"{t} {n:,}" for t, n in list(counts.items())[:5]))
+    lines.append(f"Run {verdict.get('run_id')}")
+    return "\n".join(lines)
+
+
+def post(url: str, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
+    """Post to the incoming webhook with slack_sdk's WebhookClient, retrying what can recover."""
+    from slack_sdk.webhook import WebhookClient
+
+    client = WebhookClient(url, timeout=int(max(1, policy.timeout_seconds)), retry_handlers=[])
+    delivery = Delivery(delivered=False, attempts=0)
+    delay = policy.backoff_seconds
+    for attempt in range(1, policy.attempts + 1):
+        delivery.attempts = attempt
+        try:
+            response = client.send(text=text)
+            delivery.status, delivery.error = response.status_code, None
+        except Exception as exc:  # connection refused, timeout: Slack not reached
+            delivery.status, delivery.error = None, type(exc).__name__
+        delivery.statuses.append(delivery.status)
+        if delivery.status is not None and 200 <= delivery.status < 300:
+            delivery.delivered = True
+            return delivery
+        if delivery.status is not None and delivery.status not in RETRY_STATUSES:
+            return delivery  # 4xx: the webhook itself is wrong, retrying cannot help
+        if attempt < policy.attempts:
+            sleep(delay)
+            delay *= 2
+    return delivery
+
+
+def f4_finding(delivery: Delivery) -> Finding:
+    """The runbook's F4, with the 4xx / 5xx distinction it makes."""
+    got = f"HTTP {delivery.status}" if delivery.status else f"no answer ({delivery.error})"
+    details = {"http_status": delivery.status, "attempts": delivery.attempts,
+               "statuses": delivery.statuses, "error": delivery.error}
+    if delivery.status is not None and 400 <= delivery.status < 500 and delivery.status != 429:
+        return Finding(
+            "SLACK_NOTIFICATION_FAILURE",
+            f"the #ops message could not be posted: {got}, not retried — the webhook secret is "
+            "stale or revoked. The backup verdict is unaffected.",
+            {**details, "cause": "webhook_rejected"},
+            next_step="Rotate SLACK_OPS_WEBHOOK via the secrets-rotation runbook, then re-post "
+                      "(busflow-verify alerts repost) so on-call isn't blind (F4 step 1).",
+        )
+    return Finding(
+        "SLACK_NOTIFICATION_FAILURE",
+        f"the #ops message could not be posted: {got} after {delivery.attempts} attempts with "
+        "exponential backoff — Slack outage, no rotation needed. The backup verdict is "
+        "unaffected.",
+        {**details, "cause": "slack_unavailable"},
+        next_step="Post the result manually to #ops (or busflow-verify alerts repost once Slack "
+                  "is back); no rotation needed (F4 step 1).",
+    )
+
+
+class Outbox:
+    """Undelivered #ops messages, one JSON file each, until a repost delivers them."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def keep(self, partition: str, run_id: str | None, text: str, reason: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"partition": partition, "run_id": run_id, "text": text,
+                                   "reason": reason, "kept_at": time.time()}))
+        tmp.rename(path)  # a reader never sees half a message
+        return path
+
+    def pending(self) -> list[Path]:
+        return sorted(self.folder.glob("*.json")) if self.folder.exists() else []
+
+    def repost(self, url: str, policy: RetryPolicy, sleep=time.sleep) -> list[dict[str, Any]]:
+        results = []
+        for path in self.pending():
+            message = json.loads(path.read_text())
+            delivery = post(url, message["text"], policy, sleep)
+            if delivery.delivered:
+                path.unlink()
+            results.append({"file": path.name, "partition": message["partition"],
+                            **asdict(delivery)})
+        return results
+
+
+def notify(verdict: dict[str, Any], url: str | None, outbox: Outbox, policy: RetryPolicy,
+           log, sleep=time.sleep) -> dict[str, Any]:
+    """Post the run's message; on failure keep it in the outbox and return the F4 finding.
+
+    Returns {"delivered": bool, "attempts": n, "status": ..., "f4": finding dict or None}.
+    """
+    text = ops_message(verdict)
+    if not url:
+        log(f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}")
+        outbox.keep(verdict["partition"], verdict.get("run_id"), text, "no webhook configured")
+        return {"delivered": False, "attempts": 0, "status": None, "f4": None,
+                "reason": "no webhook configured"}
+    delivery = post(url, text, policy, sleep)
+    if delivery.delivered:
+        return {"delivered": True, "attempts": delivery.attempts, "status": delivery.status,
+                "f4": None}
+    finding = f4_finding(delivery)
+    outbox.keep(verdict["partition"], verdict.get("run_id"), text, finding.details["cause"])
+    log(f"F4 {finding.summary}")
+    return {"delivered": False, "attempts": delivery.attempts, "status": delivery.status,
+            "f4": finding.to_dict()}

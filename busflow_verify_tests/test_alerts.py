@@ -1,0 +1,126 @@
+"""#ops (F4): one message per run to a real HTTP endpoint; retries, no retry on 4xx, the outbox."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from busflow_verify import cli
+from busflow_verify.definitions import build_defs
+from busflow_verify.defs.alerts import ops_alert_on_success
+from busflow_verify.defs.records import JOB_NAME
+
+DAY = "2026-11-20"
+KEY = "pg_dump_20261120_0100.dump"
+
+
+def secret_free(slack, *texts: str) -> bool:
+    token = slack.SECRET_PATH.rsplit("/", 1)[1]
+    return all(token not in t for t in texts)
+
+
+def test_a_verified_run_posts_one_message(harness, make_dump, slack):
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert code == 0
+    [text] = slack.texts()
+    assert f"Backup verify {DAY}: VERIFIED" in text and KEY in text
+    assert verdict["alert"] == {"delivered": True, "attempts": 1, "status": 200}
+
+
+def test_a_failure_message_names_code_severity_page_numbers_and_step(harness, make_dump, slack):
+    harness.put(KEY, make_dump(orphans=250))
+    code, verdict = harness.verify(DAY)
+    assert code == 1
+    [text] = slack.texts()
+    assert "NOT VERIFIED" in text and KEY in text
+    assert "*F3 ORPHAN_FK_SURGE* — severity P2 — page @data-oncall + @security-oncall" in text
+    assert "250 orphans, allowlist max_orphans 200" in text
+    assert "Runbook (F3 — ORPHAN_FK_SURGE)" in text
+
+
+def test_4xx_is_not_retried_is_f4_rotate_and_leaves_the_verdict(harness, make_dump, slack):
+    slack.replies = [403]
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert len(slack.posts) == 1
+    assert code == 0 and verdict["verified"] is True  # the backup itself is fine
+    [f4] = verdict["failures"]
+    assert (f4["code"], f4["name"], f4["severity"], f4["escalate_to"]) == (
+        "F4", "SLACK_NOTIFICATION_FAILURE", "P3", ["@platform-oncall"])
+    assert f4["details"]["cause"] == "webhook_rejected"
+    assert "SLACK_OPS_WEBHOOK" in f4["next_step"]
+    outbox = list((harness.home / "busflow-outbox").glob("*.json"))
+    assert len(outbox) == 1
+    assert secret_free(slack, json.dumps(verdict), harness.last_stderr, outbox[0].read_text())
+
+
+def test_5xx_is_retried_with_backoff_then_f4_outage(harness, make_dump, slack):
+    slack.replies = [500, 503, 500, 502]
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert len(slack.posts) == 4
+    [f4] = verdict["failures"]
+    assert f4["details"]["cause"] == "slack_unavailable"
+    assert f4["details"]["statuses"] == [500, 503, 500, 502]
+    assert "no rotation" in f4["summary"]
+    assert code == 0 and verdict["verified"] is True
+
+
+def test_429_then_success_is_delivered_on_the_third_attempt(harness, make_dump, slack):
+    slack.replies = [429, 500]
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert verdict["alert"] == {"delivered": True, "attempts": 3, "status": 200}
+    assert verdict["failures"] == []
+
+
+def test_a_webhook_that_never_answers_times_out_and_is_retried(harness, make_dump, slack):
+    slack.replies = ["hang", "hang"]
+    harness.write_config(verify={"size_guard": {"min_bytes": 1000},
+                                 "alerts": {"attempts": 2, "backoff_seconds": 0.01,
+                                            "timeout_seconds": 1}})
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    [f4] = verdict["failures"]
+    assert f4["details"]["attempts"] == 2 and f4["details"]["http_status"] is None
+    assert f4["details"]["cause"] == "slack_unavailable"
+
+
+def test_the_outbox_is_reposted_once_slack_is_back(harness, make_dump, slack, capsys):
+    slack.replies = [500, 500, 500, 500]
+    harness.put(KEY, make_dump())
+    harness.verify(DAY)
+    assert len(list((harness.home / "busflow-outbox").glob("*.json"))) == 1
+    capsys.readouterr()
+    assert cli.main(["alerts", "repost"]) == 0
+    assert "1 of 1 pending message(s) delivered" in capsys.readouterr().out
+    assert list((harness.home / "busflow-outbox").glob("*.json")) == []
+    assert f"Backup verify {DAY}: VERIFIED" in slack.texts()[-1]
+
+
+def test_without_a_webhook_the_message_goes_to_the_log_and_the_outbox(harness, make_dump):
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert code == 0 and verdict["failures"] == []
+    assert verdict["alert"]["reason"] == "no webhook configured"
+    assert f"Backup verify {DAY}: VERIFIED" in harness.last_stderr
+    assert len(list((harness.home / "busflow-outbox").glob("*.json"))) == 1
+
+
+def test_the_sensor_posts_for_runs_the_schedule_or_ui_launched(harness, make_dump, slack):
+    harness.put(KEY, make_dump(orphans=300))
+    with dg.DagsterInstance.get() as instance:
+        result = build_defs().resolve_job_def(JOB_NAME).execute_in_process(
+            partition_key=DAY, instance=instance, raise_on_error=False)
+        assert result.success  # the F3 check failed, but it is not blocking: the run is green
+        run = instance.get_run_by_id(result.run_id)
+        event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="ops_alert_on_success", dagster_instance=instance, dagster_run=run,
+            dagster_event=event)
+        ops_alert_on_success(context)
+    [text] = slack.texts()
+    assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text
