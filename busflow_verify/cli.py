@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="verify the newest dump of one date (a partition)")
     verify.add_argument("--date", required=True, help="the dump's date, YYYY-MM-DD (UTC)")
     verify.add_argument("--json", action="store_true", help="print the JSON verdict only")
+    verify.add_argument("--promote", action="store_true",
+                        help="move verified-latest to this dump if it verified (only forward)")
     verify.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Dagster run log level on stderr (default INFO)")
@@ -76,14 +78,15 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_verify(partition: str, log_level: str) -> dict:
+def run_verify(partition: str, log_level: str, promote: bool = False) -> dict:
     import dagster as dg
 
     from busflow_verify.definitions import build_defs
     from busflow_verify.defs.alerts import LAUNCHED_BY_TAG
     from busflow_verify.defs.records import JOB_NAME, verdict_for_run
 
-    job = build_defs().resolve_job_def(JOB_NAME)
+    defs = build_defs()
+    job = defs.resolve_job_def(JOB_NAME)
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             partition_key=partition,
@@ -92,7 +95,18 @@ def run_verify(partition: str, log_level: str) -> dict:
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             tags={LAUNCHED_BY_TAG: "cli"},
         )
-        return verdict_for_run(instance, result.run_id)
+        verdict = verdict_for_run(instance, result.run_id)
+    verdict["promoted"] = False
+    if promote:
+        from busflow_verify.defs.promotion import promote as promote_pointer
+
+        # the configured resource holds EnvVars; build_resources resolves them
+        with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:
+            outcome = promote_pointer(verdict, built.backup_store,
+                                      log=lambda m: print(m, file=sys.stderr))
+        verdict["promoted"] = outcome["promoted"]
+        verdict["promotion"] = outcome
+    return verdict
 
 
 def verify(args) -> int:
@@ -103,7 +117,7 @@ def verify(args) -> int:
     try:
         # stdout carries only the verdict; Dagster's own output goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            verdict = run_verify(partition, args.log_level)
+            verdict = run_verify(partition, args.log_level, args.promote)
     finally:
         signal.signal(signal.SIGTERM, previous)
     alert_ops(verdict)
