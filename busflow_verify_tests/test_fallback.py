@@ -58,3 +58,36 @@ def test_a_missing_dump_on_a_reachable_primary_does_not_fall_back(harness, fallb
     code, verdict = harness.verify(DAY)
     assert code == 1
     assert [f["name"] for f in verdict["failures"]] == ["DUMP_MISSING"]
+
+
+def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h(
+        harness, make_dump, fallback_s3, monkeypatch):
+    import datetime as dt
+
+    import dagster as dg
+
+    from busflow_verify.defs.records import dpia_note
+
+    harness.put(KEY, make_dump())
+    harness.put("pg_dump_20261121_0100.dump", make_dump())
+    harness.mirror_to(fallback_s3, monkeypatch)
+    assert harness.verify(DAY)[0] == 0  # primary up: no outage
+    monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    first = harness.verify(DAY)[1]
+    second = harness.verify("2026-11-21")[1]
+    with dg.DagsterInstance.get() as instance:
+        started = instance.get_run_record_by_id(first["run_id"]).create_timestamp
+    since = dt.datetime.fromisoformat(second["primary_down_since"])
+    assert since.replace(tzinfo=None) == started.replace(tzinfo=None)  # the first failing run
+    assert dt.datetime.fromisoformat(first["primary_down_since"]) == since
+    assert "DPIA" not in second["notices"][0]["summary"]  # not 24 h yet
+    assert dpia_note(since, now=since + dt.timedelta(hours=23)) is None
+    assert "DPIA note is required" in dpia_note(since, now=since + dt.timedelta(hours=25))
+    # once past the window, the verdict and its notice say so
+    from busflow_verify.defs import records
+
+    monkeypatch.setattr(records, "DPIA_AFTER", dt.timedelta(0))
+    third = harness.verify("2026-11-21")[1]
+    [notice] = third["notices"]
+    assert "DPIA note is required" in notice["summary"]
+    assert notice["details"]["dpia_note_required"] is True

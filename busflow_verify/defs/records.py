@@ -6,6 +6,7 @@ JSON verdict and, later, alerts and promotion all read it here.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -91,7 +92,56 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
 
 
 def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
-    return build_verdict(run_facts(instance, run_id))
+    facts = run_facts(instance, run_id)
+    verdict = build_verdict(facts)
+    if _primary_down(facts):
+        since = primary_down_since(instance, run_id)
+        verdict["primary_down_since"] = since.isoformat() if since else None
+        note = dpia_note(since)
+        if note:
+            for entry in verdict["notices"] + verdict["failures"]:
+                if entry["code"] == "F5":
+                    entry["summary"] += f" {note}"
+                    entry["details"]["dpia_note_required"] = True
+    return verdict
+
+
+DPIA_AFTER = dt.timedelta(hours=24)
+
+
+def _primary_down(facts: RunFacts) -> bool:
+    """Did this run find the offsite primary unreachable (fallback used, or both down)?"""
+    offsite = next((c for c in facts.checks if c.check.startswith("dump_object:")), None)
+    return bool((offsite and offsite.informational) or
+                any(f["code"] == "F5" for f in facts.step_failures))
+
+
+def primary_down_since(instance: dg.DagsterInstance, run_id: str,
+                       limit: int = 200) -> dt.datetime | None:
+    """When the primary started failing: the start of the oldest run in the unbroken series of
+    runs (up to this one) that found it unreachable. Remembered across runs by the instance."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit,
+        order_by="create_timestamp", ascending=False)
+    ids = [r.dagster_run.run_id for r in records]
+    since = None
+    for record in records[ids.index(run_id) if run_id in ids else 0:]:
+        if not _primary_down(run_facts(instance, record.dagster_run.run_id)):
+            break
+        since = record.create_timestamp
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.timezone.utc)
+    return since
+
+
+def dpia_note(since: dt.datetime | None, now: dt.datetime | None = None) -> str | None:
+    if since is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if now - since <= DPIA_AFTER:
+        return None
+    return (f"The offsite primary has been failing since {since:%Y-%m-%d %H:%M} UTC (> 24 h): a "
+            "DPIA note is required, offsite residency is part of the audit contract (F5 step 3).")
 
 
 def last_verified(instance: dg.DagsterInstance, before_partition: str,
