@@ -131,8 +131,8 @@ def alert_ops(verdict: dict) -> None:
     from busflow_verify.core.alerts import notify
     from busflow_verify.defs.alerts import alert_settings
 
-    url, outbox, policy = alert_settings()
-    result = notify(verdict, url, outbox, policy, log=lambda m: print(m, file=sys.stderr))
+    channel, outbox, policy = alert_settings()
+    result = notify(verdict, channel, outbox, policy, log=lambda m: print(m, file=sys.stderr))
     f4 = result.pop("f4")
     verdict["alert"] = result
     if f4:
@@ -142,10 +142,11 @@ def alert_ops(verdict: dict) -> None:
 def repost() -> int:
     from busflow_verify.defs.alerts import alert_settings
 
-    url, outbox, policy = alert_settings()
-    if not url:
-        raise UsageError("SLACK_OPS_WEBHOOK is not set: nothing can be reposted")
-    results = outbox.repost(url, policy)
+    channel, outbox, policy = alert_settings()
+    if channel is None:
+        raise UsageError("SLACK_OPS_WEBHOOK (or SLACK_BOT_TOKEN and SLACK_OPS_CHANNEL) is not "
+                         "set: nothing can be reposted")
+    results = outbox.repost(channel, policy)
     for r in results:
         state = "delivered" if r["delivered"] else f"NOT delivered (HTTP {r['status']}, {r['error']})"
         print(f"{r['partition']}  {r['file']}  {state}  after {r['attempts']} attempt(s)")

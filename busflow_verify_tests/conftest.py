@@ -148,7 +148,7 @@ class Harness:
         }.items():
             monkeypatch.setenv(name, value)
         for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION",
-                     "SLACK_OPS_WEBHOOK"):
+                     "SLACK_OPS_WEBHOOK", "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL", "SLACK_API_URL"):
             monkeypatch.delenv(name, raising=False)
 
     def write_config(self, verify: dict | None = None, allowlist: dict | None = None,
@@ -230,6 +230,12 @@ class FakeSlack:
                     import time
 
                     time.sleep(3)
+                    return
+                if isinstance(reply, dict):  # a Web API answer: HTTP 200 with ok true/false
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(json.dumps(reply).encode())
                     return
                 self.send_response(reply)
                 self.end_headers()

@@ -124,3 +124,26 @@ def test_the_sensor_posts_for_runs_the_schedule_or_ui_launched(harness, make_dum
         ops_alert_on_success(context)
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text
+
+
+def test_a_bot_token_posts_through_dagster_slack_with_the_same_classification(
+        harness, make_dump, slack, monkeypatch):
+    monkeypatch.delenv("SLACK_OPS_WEBHOOK")
+    token = "xoxb-" + "7" * 24
+    monkeypatch.setenv("SLACK_BOT_TOKEN", token)
+    monkeypatch.setenv("SLACK_OPS_CHANNEL", "#ops")
+    monkeypatch.setenv("SLACK_API_URL", slack.url.split("/services")[0] + "/api/")
+    slack.replies = [{"ok": True}, {"ok": False, "error": "invalid_auth"}]
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    assert code == 0 and verdict["alert"]["delivered"] is True
+    assert slack.posts[0]["path"] == "/api/chat.postMessage"
+    assert slack.posts[0]["json"]["channel"] == "#ops"
+    assert f"Backup verify {DAY}: VERIFIED" in slack.posts[0]["json"]["text"]
+
+    code, verdict = harness.verify(DAY)  # the token was revoked meanwhile
+    assert len(slack.posts) == 2  # not retried
+    [f4] = verdict["failures"]
+    assert (f4["code"], f4["details"]["cause"]) == ("F4", "webhook_rejected")
+    assert "SLACK_BOT_TOKEN" in f4["next_step"]
+    assert code == 0 and token not in json.dumps(verdict) and token not in harness.last_stderr

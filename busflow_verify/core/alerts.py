@@ -1,4 +1,5 @@
-"""#ops in Slack (runbook F4): one message per run, posted to the incoming webhook.
+"""#ops in Slack (runbook F4): one message per run, posted to the incoming webhook (or, for teams
+that post with a bot token, through dagster-slack's SlackResource client).
 
 5xx, 429 and connection errors are retried with exponential backoff (bounded); a 4xx is not
 (the webhook secret is stale or revoked: retrying cannot help). Either way an undelivered message
@@ -63,33 +64,71 @@ def ops_message(verdict: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def post(url: str, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
-    """Post to the incoming webhook with slack_sdk's WebhookClient, retrying what can recover."""
-    from slack_sdk.webhook import WebhookClient
+class WebhookChannel:
+    """#ops through the incoming webhook (the runbook's SLACK_OPS_WEBHOOK)."""
 
-    client = WebhookClient(url, timeout=int(max(1, policy.timeout_seconds)), retry_handlers=[])
+    secret_name = "SLACK_OPS_WEBHOOK"
+
+    def __init__(self, url: str, timeout_seconds: float):
+        from slack_sdk.webhook import WebhookClient
+
+        self._client = WebhookClient(url, timeout=int(max(1, timeout_seconds)), retry_handlers=[])
+
+    def send(self, text: str) -> tuple[int, bool]:
+        """(HTTP status, rejected?) of one attempt; raises when Slack is not reached."""
+        status = self._client.send(text=text).status_code
+        return status, 400 <= status < 500 and status != 429
+
+
+class BotChannel:
+    """#ops through a bot token (dagster-slack's SlackResource client) and a channel."""
+
+    secret_name = "SLACK_BOT_TOKEN"
+    # Web API answers HTTP 200 with ok=false for these: the token or channel is wrong
+    REJECTED = {"invalid_auth", "not_authed", "token_revoked", "token_expired",
+                "account_inactive", "channel_not_found", "not_in_channel", "missing_scope"}
+
+    def __init__(self, client, channel: str):
+        self._client, self._channel = client, channel
+
+    def send(self, text: str) -> tuple[int, bool]:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self._client.chat_postMessage(channel=self._channel, text=text)
+            return 200, False
+        except SlackApiError as exc:
+            status, error = exc.response.status_code, exc.response.get("error")
+            if error in self.REJECTED:
+                return 403, True  # reported as the 4xx it means: rotate, do not retry
+            return status if status >= 400 else 500, 400 <= status < 500 and status != 429
+
+
+def post(channel, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
+    """Post to #ops, retrying what can recover: 5xx, 429, timeouts, refused connections."""
     delivery = Delivery(delivered=False, attempts=0)
     delay = policy.backoff_seconds
     for attempt in range(1, policy.attempts + 1):
         delivery.attempts = attempt
+        rejected = False
         try:
-            response = client.send(text=text)
-            delivery.status, delivery.error = response.status_code, None
+            delivery.status, rejected = channel.send(text)
+            delivery.error = None
         except Exception as exc:  # connection refused, timeout: Slack not reached
             delivery.status, delivery.error = None, type(exc).__name__
         delivery.statuses.append(delivery.status)
         if delivery.status is not None and 200 <= delivery.status < 300:
             delivery.delivered = True
             return delivery
-        if delivery.status is not None and delivery.status not in RETRY_STATUSES:
-            return delivery  # 4xx: the webhook itself is wrong, retrying cannot help
+        if rejected:
+            return delivery  # the webhook or token itself is wrong, retrying cannot help
         if attempt < policy.attempts:
             sleep(delay)
             delay *= 2
     return delivery
 
 
-def f4_finding(delivery: Delivery) -> Finding:
+def f4_finding(delivery: Delivery, secret_name: str = "SLACK_OPS_WEBHOOK") -> Finding:
     """The runbook's F4, with the 4xx / 5xx distinction it makes."""
     got = f"HTTP {delivery.status}" if delivery.status else f"no answer ({delivery.error})"
     details = {"http_status": delivery.status, "attempts": delivery.attempts,
@@ -97,10 +136,10 @@ def f4_finding(delivery: Delivery) -> Finding:
     if delivery.status is not None and 400 <= delivery.status < 500 and delivery.status != 429:
         return Finding(
             "SLACK_NOTIFICATION_FAILURE",
-            f"the #ops message could not be posted: {got}, not retried — the webhook secret is "
-            "stale or revoked. The backup verdict is unaffected.",
+            f"the #ops message could not be posted: {got}, not retried — the {secret_name} "
+            "secret is stale or revoked. The backup verdict is unaffected.",
             {**details, "cause": "webhook_rejected"},
-            next_step="Rotate SLACK_OPS_WEBHOOK via the secrets-rotation runbook, then re-post "
+            next_step=f"Rotate {secret_name} via the secrets-rotation runbook, then re-post "
                       "(busflow-verify alerts repost) so on-call isn't blind (F4 step 1).",
         )
     return Finding(
@@ -132,11 +171,11 @@ class Outbox:
     def pending(self) -> list[Path]:
         return sorted(self.folder.glob("*.json")) if self.folder.exists() else []
 
-    def repost(self, url: str, policy: RetryPolicy, sleep=time.sleep) -> list[dict[str, Any]]:
+    def repost(self, channel, policy: RetryPolicy, sleep=time.sleep) -> list[dict[str, Any]]:
         results = []
         for path in self.pending():
             message = json.loads(path.read_text())
-            delivery = post(url, message["text"], policy, sleep)
+            delivery = post(channel, message["text"], policy, sleep)
             if delivery.delivered:
                 path.unlink()
             results.append({"file": path.name, "partition": message["partition"],
@@ -144,23 +183,23 @@ class Outbox:
         return results
 
 
-def notify(verdict: dict[str, Any], url: str | None, outbox: Outbox, policy: RetryPolicy,
+def notify(verdict: dict[str, Any], channel, outbox: Outbox, policy: RetryPolicy,
            log, sleep=time.sleep) -> dict[str, Any]:
     """Post the run's message; on failure keep it in the outbox and return the F4 finding.
 
     Returns {"delivered": bool, "attempts": n, "status": ..., "f4": finding dict or None}.
     """
     text = ops_message(verdict)
-    if not url:
+    if channel is None:
         log(f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}")
         outbox.keep(verdict["partition"], verdict.get("run_id"), text, "no webhook configured")
         return {"delivered": False, "attempts": 0, "status": None, "f4": None,
                 "reason": "no webhook configured"}
-    delivery = post(url, text, policy, sleep)
+    delivery = post(channel, text, policy, sleep)
     if delivery.delivered:
         return {"delivered": True, "attempts": delivery.attempts, "status": delivery.status,
                 "f4": None}
-    finding = f4_finding(delivery)
+    finding = f4_finding(delivery, channel.secret_name)
     outbox.keep(verdict["partition"], verdict.get("run_id"), text, finding.details["cause"])
     log(f"F4 {finding.summary}")
     return {"delivered": False, "attempts": delivery.attempts, "status": delivery.status,
