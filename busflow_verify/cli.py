@@ -98,12 +98,15 @@ def run_verify(partition: str, log_level: str, promote: bool = False) -> dict:
         verdict = verdict_for_run(instance, result.run_id)
     verdict["promoted"] = False
     if promote:
+        from busflow_verify.core.pointer import CutoverHalt
         from busflow_verify.defs.promotion import promote as promote_pointer
 
         # the configured resource holds EnvVars; build_resources resolves them
         with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:
             outcome = promote_pointer(verdict, built.backup_store,
-                                      log=lambda m: print(m, file=sys.stderr))
+                                      log=lambda m: print(m, file=sys.stderr),
+                                      halt=CutoverHalt(os.environ["DAGSTER_HOME"]))
+        verdict["cutover_halt"] = CutoverHalt(os.environ["DAGSTER_HOME"]).get()
         verdict["promoted"] = outcome["promoted"]
         verdict["promotion"] = outcome
     return verdict

@@ -148,7 +148,8 @@ class Harness:
         }.items():
             monkeypatch.setenv(name, value)
         for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION",
-                     "SLACK_OPS_WEBHOOK", "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL", "SLACK_API_URL"):
+                     "SLACK_OPS_WEBHOOK", "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL",
+                     "SLACK_API_URL"):
             monkeypatch.delenv(name, raising=False)
 
     def write_config(self, verify: dict | None = None, allowlist: dict | None = None,

@@ -91,3 +91,21 @@ def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h
     [notice] = third["notices"]
     assert "DPIA note is required" in notice["summary"]
     assert notice["details"]["dpia_note_required"] is True
+
+
+def test_both_down_halts_cutover_until_a_verified_dump_is_promoted(harness, make_dump,
+                                                                    monkeypatch, slack):
+    harness.put(KEY, make_dump())
+    live_primary = harness.s3.endpoint
+    monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("BACKUP_FALLBACK_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    code, verdict = harness.verify(DAY)
+    assert code == 1 and verdict["cutover_halt"]["reason"].startswith("dump inaccessible")
+    assert "Cutover work is halted" in slack.texts()[-1]
+
+    monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", live_primary)  # Hetzner is back
+    monkeypatch.delenv("BACKUP_FALLBACK_ENDPOINT")
+    code, verdict = harness.verify(DAY)  # verified, but not promoted: the halt stands
+    assert code == 0 and verdict["cutover_halt"] is not None
+    code, verdict = harness.verify(DAY, "--promote")
+    assert verdict["promoted"] is True and verdict["cutover_halt"] is None

@@ -57,6 +57,9 @@ def ops_message(verdict: dict[str, Any]) -> str:
             lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
     for n in verdict.get("notices", []):
         lines.append(f"_{n['code']} {n['name']} (informational)_: {n['summary']}")
+    if verdict.get("cutover_halt"):
+        lines.append(f":octagonal_sign: Cutover work is halted since "
+                     f"{verdict['cutover_halt']['since']} until a verified dump is promoted (F5).")
     counts = verdict.get("row_counts") or {}
     if counts:
         lines.append("Rows: " + ", ".join(f"{t} {n:,}" for t, n in list(counts.items())[:5]))

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from busflow_verify.core.failures import FindingError
+from busflow_verify.core.pointer import CutoverHalt
 from busflow_verify.core.store import DumpObject, locate_with_fallback
 from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.findings import check_result, fail_step
@@ -33,6 +34,8 @@ def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
         dump, outages = locate_with_fallback(backup_store.endpoints(), backup_store.bucket,
                                              backup_store.prefix, date)
     except FindingError as exc:
+        if exc.finding.details.get("cause") == "all_endpoints_down":
+            CutoverHalt(context.instance.root_directory).set(exc.finding.summary, context.run_id)
         raise fail_step(exc.finding) from None
     for outage in outages:
         context.log.warning(f"F5 {outage.summary}; reading from the MinIO fallback "

@@ -13,6 +13,7 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.pointer import CutoverHalt
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, is_verified
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
@@ -94,6 +95,7 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
 def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     facts = run_facts(instance, run_id)
     verdict = build_verdict(facts)
+    verdict["cutover_halt"] = CutoverHalt(instance.root_directory).get()
     if _primary_down(facts):
         since = primary_down_since(instance, run_id)
         verdict["primary_down_since"] = since.isoformat() if since else None
