@@ -147,3 +147,21 @@ def test_a_bot_token_posts_through_dagster_slack_with_the_same_classification(
     assert (f4["code"], f4["details"]["cause"]) == ("F4", "webhook_rejected")
     assert "SLACK_BOT_TOKEN" in f4["next_step"]
     assert code == 0 and token not in json.dumps(verdict) and token not in harness.last_stderr
+
+
+def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harness, slack):
+    from busflow_verify.defs.alerts import ops_alert_on_failure
+
+    harness.put("pg_dump_20261119_0100.dump", b"yesterday only")  # no dump for the date
+    with dg.DagsterInstance.get() as instance:
+        result = build_defs().resolve_job_def(JOB_NAME).execute_in_process(
+            partition_key=DAY, instance=instance, raise_on_error=False)
+        assert not result.success
+        event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="ops_alert_on_failure", dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            dagster_event=event).for_run_failure()
+        ops_alert_on_failure(context)
+    [text] = slack.texts()
+    assert "NOT VERIFIED" in text and "*DUMP_MISSING DUMP_MISSING* — severity P1" in text
