@@ -49,24 +49,42 @@ def fallback_s3(tmp_path_factory):
     server.stop()
 
 
+def scrub_uuid(tenant: int) -> str:
+    """The tenant_scrub_logs id of the test databases' scrub of `tenant`."""
+    import hashlib as _h
+
+    digest = _h.md5(f"scrub-{tenant}".encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
 def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, legs: int = 1500,
-                nulls: int = 5, padding: int = 0) -> str:
-    """A small Busflow-shaped database with an exact number of orphan messages."""
+                nulls: int = 5, padding: int = 0, orphan_tenants: tuple = (9,),
+                scrubbed: tuple = ()) -> str:
+    """A small Busflow-shaped database with an exact number of orphan messages, spread over
+    `orphan_tenants` round-robin, and a scrub-log entry for each tenant in `scrubbed`."""
+    tenants = "ARRAY[" + ",".join(str(t) for t in orphan_tenants) + "]"
+    scrubs = " ".join(f"INSERT INTO public.tenant_scrub_logs VALUES ('{scrub_uuid(t)}', {t});"
+                      for t in scrubbed)
     return f"""
     CREATE SCHEMA commerce; CREATE SCHEMA communications; CREATE SCHEMA operations;
     CREATE TABLE commerce.bookings(id bigint PRIMARY KEY, tenant_id int NOT NULL, amount_cents int);
     INSERT INTO commerce.bookings SELECT g, 1 + g % 3, g * 7 FROM generate_series(1, {bookings}) g;
-    CREATE TABLE communications.messages(id bigint PRIMARY KEY, booking_id bigint, body text);
+    CREATE TABLE communications.messages(id bigint PRIMARY KEY, booking_id bigint, body text,
+                                         tenant_id int);
     INSERT INTO communications.messages
-        SELECT g, 1 + g % {bookings}, 'msg ' || g FROM generate_series(1, {messages}) g;
+        SELECT g, 1 + g % {bookings}, 'msg ' || g, 1 + (1 + g % {bookings}) % 3
+        FROM generate_series(1, {messages}) g;
     INSERT INTO communications.messages
-        SELECT 1000000 + g, 900000 + g, 'orphan' FROM generate_series(1, {orphans}) g;
+        SELECT 1000000 + g, 900000 + g, 'orphan',
+               ({tenants})[1 + g % cardinality({tenants})]
+        FROM generate_series(1, {orphans}) g;
     INSERT INTO communications.messages
-        SELECT 2000000 + g, NULL, 'broadcast' FROM generate_series(1, {nulls}) g;
+        SELECT 2000000 + g, NULL, 'broadcast', 1 FROM generate_series(1, {nulls}) g;
     CREATE INDEX ON communications.messages(booking_id);
     CREATE TABLE operations.service_legs(id bigint PRIMARY KEY, booking_id bigint, leg_no int);
     INSERT INTO operations.service_legs SELECT g, 1 + g % {bookings}, g % 4 FROM generate_series(1, {legs}) g;
     CREATE TABLE public.tenant_scrub_logs(id uuid PRIMARY KEY, tenant_id int);
+    {scrubs}
     CREATE TABLE public.attachments(id int, blob text);
     INSERT INTO public.attachments
         SELECT g, (SELECT string_agg(md5(g::text || ':' || i), '') FROM generate_series(1, 20) i)
@@ -75,13 +93,13 @@ def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, le
 
 
 def expected_counts(bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5,
-                    padding=0) -> dict:
+                    padding=0, scrubbed=()) -> dict:
     return {
         "commerce.bookings": bookings,
         "communications.messages": messages + orphans + nulls,
         "operations.service_legs": legs,
         "public.attachments": padding,
-        "public.tenant_scrub_logs": 0,
+        "public.tenant_scrub_logs": len(scrubbed),
     }
 
 

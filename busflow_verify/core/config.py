@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated
+from uuid import UUID
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +23,7 @@ DEFAULT_CONFIG_DIR = Path("config") / "backup-verify"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
 _TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")
 _COLUMN = re.compile(rf"^{_IDENT}\.{_IDENT}\.{_IDENT}$")
+_IDENT_ONLY = re.compile(rf"^{_IDENT}$")
 
 Ratio = Annotated[float, Field(ge=0)]
 
@@ -90,10 +92,38 @@ class AlertsConfig(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
 
 
+class ScrubLogConfig(_Strict):
+    """Where the GDPR scrub log lives in the restored dump (F3 triage)."""
+
+    table: str = "public.tenant_scrub_logs"
+    id_column: str = "id"
+    tenant_column: str = "tenant_id"
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not _TABLE.match(value):
+            raise ValueError(f"table {value!r} is not schema.table")
+        return value
+
+    @field_validator("id_column", "tenant_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not _IDENT_ONLY.match(value):
+            raise ValueError(f"{value!r} is not a column name")
+        return value
+
+
+class SweepConfig(_Strict):
+    max_connections: Annotated[int, Field(ge=1, le=32)] = 2  # independent sweeps in parallel
+
+
 class VerifyConfig(_Strict):
     size_guard: SizeGuardConfig = SizeGuardConfig()
     row_counts: RowCountConfig = RowCountConfig()
     alerts: AlertsConfig = AlertsConfig()
+    scrub_log: ScrubLogConfig = ScrubLogConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 class ColumnRef(_Strict):
@@ -120,6 +150,15 @@ class SoftFK(_Strict):
     child: str
     parent: str
     max_orphans: Annotated[int, Field(ge=0)]
+    tenant_column: str | None = None  # a column of the child table naming the tenant
+    justification: list[UUID] = []  # tenant_scrub_logs ids that justify the tolerance
+
+    @field_validator("tenant_column")
+    @classmethod
+    def _tenant_column(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENT_ONLY.match(value):
+            raise ValueError(f"{value!r} is not a column name")
+        return value
 
     @field_validator("child", "parent")
     @classmethod

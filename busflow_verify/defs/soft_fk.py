@@ -23,8 +23,9 @@ from busflow_verify.defs.resources import EphemeralRestoreTarget, VerifySettings
 def orphan_report(context: dg.AssetExecutionContext, restore_target: EphemeralRestoreTarget,
                   verify_settings: VerifySettings):
     allowlist = verify_settings.allowlist()
-    with restore_target.session.connect() as conn:
-        report = sweep(conn, allowlist)
+    config = verify_settings.verify_config()
+    report = sweep(restore_target.session.connect, allowlist, config.scrub_log,
+                   config.sweep.max_connections)
     rows = report.rows()
     for r in rows:
         context.log.info(f"{r['child']} -> {r['parent']}: {r['orphans']} orphans "
@@ -39,7 +40,12 @@ def orphan_report(context: dg.AssetExecutionContext, restore_target: EphemeralRe
 
 
 def _orphans_table(rows: list) -> str:
-    out = ["| child | parent | orphans | max_orphans | passed |", "|---|---|---|---|---|"]
-    out += [f"| {r['child']} | {r['parent']} | {r['orphans'] if r['orphans'] is not None else r['error']} "
-            f"| {r['max_orphans']} | {'yes' if r['passed'] else 'NO'} |" for r in rows]
+    out = ["| child | parent | orphans | max_orphans | tenants | expected | unexpected | "
+           "sample (unexpected) | passed |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        found = r["orphans"] if r["orphans"] is not None else r["error"]
+        cells = [r["child"], r["parent"], found, r["max_orphans"], r["tenants"],
+                 r["expected_orphans"], r["unexpected_orphans"],
+                 " ".join(r["sample_unexpected"]), "yes" if r["passed"] else "NO"]
+        out.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     return "\n".join(out)
