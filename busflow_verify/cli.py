@@ -2,6 +2,7 @@
 
     busflow-verify verify --date YYYY-MM-DD [--json]
     busflow-verify alerts repost
+    busflow-verify allowlist check --base FILE [--file FILE]
 
 Exit status: 0 verified, 1 not verified (a failure was found), 2 usage or configuration error.
 """
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     alerts = sub.add_parser("alerts", help="#ops messages")
     alerts.add_argument("action", choices=["repost"],
                         help="repost: send the messages kept in the outbox (undelivered)")
+    allow = sub.add_parser("allowlist", help="soft-fk-allowlist.yaml rules (F3 step 3)")
+    allow.add_argument("action", choices=["check"],
+                       help="check: a raised or added tolerance needs a new justification UUID")
+    allow.add_argument("--base", required=True,
+                       help="the earlier version of the allowlist (e.g. the target branch's)")
+    allow.add_argument("--file", help="the changed allowlist (default: the config folder's)")
     return parser
 
 
@@ -157,6 +164,25 @@ def repost() -> int:
     return 0 if all(r["delivered"] for r in results) else 1
 
 
+def check_allowlist(base: str, current: str | None) -> int:
+    from busflow_verify.core import config as cfg
+    from busflow_verify.core.allowlist_rule import unjustified_changes
+
+    path = current or str(cfg.config_dir() / cfg.ALLOWLIST_FILE)
+    try:
+        problems = unjustified_changes(cfg.load_allowlist_file(base), cfg.load_allowlist_file(path))
+    except cfg.ConfigError as exc:
+        raise UsageError(f"configuration error: {exc}") from None
+    for problem in problems:
+        print(f"{path}: {problem}")
+    if problems:
+        print("Never blanket-raise a soft-FK tolerance: add the tenant_scrub_logs UUIDs that "
+              "justify it (runbook F3 step 3).")
+        return 1
+    print(f"{path}: every raised or added tolerance is justified by a new scrub-log UUID")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     try:
@@ -164,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help is 0, a usage error 2
         return int(exc.code or 0)
     try:
+        if args.command == "allowlist":
+            return check_allowlist(args.base, args.file)
         if args.command == "alerts":
             if not os.environ.get("DAGSTER_HOME"):
                 raise UsageError("DAGSTER_HOME is not set (the outbox lives there)")

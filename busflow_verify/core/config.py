@@ -212,7 +212,11 @@ def load_verify_config(folder: Path) -> VerifyConfig:
 
 
 def load_allowlist(folder: Path) -> SoftFKAllowlist:
-    return _load(folder / ALLOWLIST_FILE, SoftFKAllowlist)
+    return load_allowlist_file(folder / ALLOWLIST_FILE)
+
+
+def load_allowlist_file(path: Path) -> SoftFKAllowlist:
+    return _load(Path(path), SoftFKAllowlist)
 
 
 def _load(path: Path, model: type[BaseModel]):
