@@ -155,7 +155,7 @@ def _finding(r: OrphanResult) -> Finding | None:
             "ORPHAN_FK_SURGE",
             f"{r.child} -> {r.parent}: justification UUID(s) {', '.join(r.unknown_justification)} "
             "do not exist in the restored scrub log: a tolerance justified by nothing is not "
-            "justified",
+            f"justified ({r.orphans} orphans, max_orphans {r.max_orphans})",
             {"cause": "unknown_justification", "surges": [asdict(r)]},
             next_step="Fix the justification in soft-fk-allowlist.yaml with real tenant_scrub_logs "
                       "UUIDs, or lower max_orphans back.")

@@ -127,7 +127,9 @@ def format_verdict(verdict: dict[str, Any]) -> str:
     for o in verdict.get("orphans") or []:
         state = "ok" if o["passed"] else "OVER"
         found = o["orphans"] if o["orphans"] is not None else o.get("error")
+        classes = (f", {o['expected_orphans']} expected / {o['unexpected_orphans']} unexpected "
+                   f"across {o['tenants']} tenant(s)" if o.get("tenants") is not None else "")
         lines.append(f"  orphans   {o['child']} -> {o['parent']}: {found} "
-                     f"(max {o['max_orphans']}) {state}")
+                     f"(max {o['max_orphans']}) {state}{classes}")
     lines.append(f"  run       {verdict.get('run_id')}")
     return "\n".join(lines)
