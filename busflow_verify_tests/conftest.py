@@ -30,23 +30,22 @@ def source_pg():
         yield pg
 
 
+def _s3_server(tmp_path_factory, name: str):
+    with RcloneS3Server(tmp_path_factory.mktemp(name), access_key=ACCESS_KEY,
+                        secret_key=SECRET_KEY) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    server = RcloneS3Server(tmp_path_factory.mktemp("s3"), access_key=ACCESS_KEY,
-                            secret_key=SECRET_KEY)
-    server.start()
-    yield server
-    server.stop()
+    """The offsite primary's stand-in (Hetzner Object Storage)."""
+    yield from _s3_server(tmp_path_factory, "s3")
 
 
 @pytest.fixture(scope="session")
 def fallback_s3(tmp_path_factory):
     """The on-site MinIO mirror's stand-in: a second S3 server with the same credentials."""
-    server = RcloneS3Server(tmp_path_factory.mktemp("s3-fallback"), access_key=ACCESS_KEY,
-                            secret_key=SECRET_KEY)
-    server.start()
-    yield server
-    server.stop()
+    yield from _s3_server(tmp_path_factory, "s3-fallback")
 
 
 def scrub_uuid(tenant: int) -> str:

@@ -145,3 +145,16 @@ def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tm
         proc = server._proc
     assert proc.poll() is not None  # the context manager stopped it
     assert server.log_file is None
+
+
+def test_tenants_are_skewed(db):
+    build_day(db, 0)
+    sizes = dict(db.execute(
+        "SELECT tenant_id, count(*) FROM commerce.bookings GROUP BY 1").fetchall())
+    assert sizes[1] > 5 * sizes[20]
+
+
+def test_mass_delete_drops_messages(db):
+    clean = build_day(db, 2)["communications.messages"]
+    dropped = build_day(db, 2, planted="mass_delete")["communications.messages"]
+    assert dropped < 0.7 * clean
