@@ -34,10 +34,6 @@ class DumpFormat:
     archive_version: str | None = None  # custom format: "1.14"
     dumped_by: str | None = None  # custom format: "15.18 (Debian ...)" when readable
 
-    @property
-    def label(self) -> str:
-        return self.kind + (f" (archive {self.archive_version})" if self.archive_version else "")
-
 
 def sniff(path: Path, key: str) -> DumpFormat:
     with open(path, "rb") as fh:

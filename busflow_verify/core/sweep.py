@@ -49,10 +49,6 @@ class SweepReport:
     results: list[OrphanResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    @property
-    def passed(self) -> bool:
-        return not self.findings
-
     def rows(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.results]
 
