@@ -96,3 +96,68 @@ def test_malformed_triage_keys_are_config_errors(harness, make_dump, capsys, ent
     capsys.readouterr()
     assert cli.main(["verify", "--date", DAY]) == 2
     assert expected in capsys.readouterr().err
+
+
+# Parent keys with gaps, negatives, the ends of a bitmap word and a huge key; child keys of
+# another integer type, NULLs, keys just outside the range, and a key far beyond int4.
+KEYS_SQL = """
+CREATE SCHEMA k;
+CREATE TABLE k.parent(id bigint PRIMARY KEY);
+INSERT INTO k.parent SELECT g FROM generate_series(-130, 4000) g WHERE g % 7 <> 3;
+INSERT INTO k.parent VALUES (4095), (4096), (100000);
+CREATE TABLE k.child(parent_id integer, tenant_id int);
+INSERT INTO k.child SELECT g, 1 FROM generate_series(-200, 4200) g;
+INSERT INTO k.child VALUES (NULL, 1), (100000, 1), (99999, 2), (2147483647, 2);
+CREATE TABLE k.scrub(id uuid PRIMARY KEY, tenant_id int);
+INSERT INTO k.scrub VALUES ('00000000-0000-4000-8000-000000000002', 2);
+CREATE TABLE k.uparent(id uuid PRIMARY KEY);
+CREATE TABLE k.uchild(parent_id uuid);
+"""
+
+
+@pytest.fixture(scope="module")
+def keys_db(source_pg):
+    import psycopg
+
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS sweep_keys")
+        admin.execute("CREATE DATABASE sweep_keys")
+    with psycopg.connect(**source_pg.conninfo("sweep_keys").kwargs(), autocommit=True) as conn:
+        conn.execute(KEYS_SQL)
+        parents = {r[0] for r in conn.execute("SELECT id FROM k.parent")}
+        children = [r[0] for r in conn.execute("SELECT parent_id FROM k.child")]
+        yield conn, sum(1 for c in children if c is not None and c not in parents)
+
+
+def test_the_bitmap_probe_finds_exactly_the_orphans_the_anti_join_finds(keys_db):
+    from busflow_verify.core.config import ColumnRef, ScrubLogConfig, SoftFK
+    from busflow_verify.core.sweep import ParentKeys, orphan_count_query, parent_keys, triage_query
+
+    conn, expected = keys_db
+    child, parent = ColumnRef.parse("k.child.parent_id"), ColumnRef.parse("k.parent.id")
+    keys = parent_keys(conn, child, parent)
+    assert (keys.lo, keys.hi) == (-130, 100000)
+    bitmap = conn.execute(orphan_count_query(child, parent, keys)).fetchone()[0]
+    hashed = conn.execute(orphan_count_query(child, parent, ParentKeys())).fetchone()[0]
+    # below the range, every 7th id from 3 to 4000, above 4000 but 4095/4096, 99999 and int4 max
+    assert bitmap == hashed == expected == 70 + 572 + 198 + 2
+    fk = SoftFK(child="k.child.parent_id", parent="k.parent.id", max_orphans=0,
+                tenant_column="tenant_id")
+    scrub = ScrubLogConfig(table="k.scrub")
+    triaged = [conn.execute(triage_query(fk, scrub, k)).fetchone() for k in (keys, ParentKeys())]
+    assert triaged[0] == triaged[1]
+    assert triaged[0][:3] == (842, 2, 2)  # two tenants; tenant 2's two orphans were scrubbed
+
+
+def test_non_integer_or_too_wide_keys_use_the_hash_anti_join(keys_db, monkeypatch):
+    from busflow_verify.core import sweep
+    from busflow_verify.core.config import ColumnRef
+
+    conn, _ = keys_db
+    uuid_keys = sweep.parent_keys(conn, ColumnRef.parse("k.uchild.parent_id"),
+                                  ColumnRef.parse("k.uparent.id"))
+    assert not uuid_keys.bitmap
+    monkeypatch.setattr(sweep, "BITMAP_MAX_WORDS", 100)
+    wide = sweep.parent_keys(conn, ColumnRef.parse("k.child.parent_id"),
+                             ColumnRef.parse("k.parent.id"))
+    assert not wide.bitmap
