@@ -17,7 +17,8 @@ import yaml
 from psycopg import sql
 
 from busflow_verify import cli
-from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres
+from busflow_verify.core.pgcluster import (DIR_PREFIX, OWNER_FILE, ConnInfo,
+                                          DisposablePostgres)
 from busflow_verify.demo.s3server import RcloneS3Server
 
 ACCESS_KEY = "busflow-test-access"
@@ -128,14 +129,19 @@ def make_dump(source_pg, tmp_path_factory):
     return _make
 
 
+SESSION_CLUSTERS: set[Path] = set()  # the session-scoped servers, which outlive every test
+
+
 def own_clusters(keep: Path | None = None) -> list[Path]:
-    """Disposable clusters owned by this (test) process that still exist, but `keep`."""
+    """Disposable clusters owned by this (test) process that still exist, but `keep` and the
+    session's own servers."""
     import tempfile
 
     found = []
     for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
         try:
-            if json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid() and root != keep:
+            if (json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid()
+                    and root != keep and root not in SESSION_CLUSTERS):
                 found.append(root)
         except (OSError, ValueError, KeyError):
             continue
@@ -284,3 +290,27 @@ def slack(monkeypatch):
     monkeypatch.setenv("SLACK_OPS_WEBHOOK", fake.url)
     yield fake
     fake.close()
+
+
+RESTORE_ROLE = "verify_restore"
+RESTORE_PASSWORD = "restore-secret-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session")
+def restore_server():
+    """A restore server the team keeps (the `server` target): a cluster of its own whose restore
+    role is no superuser (LOGIN CREATEDB CREATEROLE) and must give its password (scram)."""
+    with DisposablePostgres() as pg:
+        SESSION_CLUSTERS.add(pg.root)
+        with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+                sql.Identifier(RESTORE_ROLE), sql.Literal(RESTORE_PASSWORD)))
+            hba = pg.data_dir / "pg_hba.conf"
+            hba.write_text(f"local all {RESTORE_ROLE} scram-sha-256\n" + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+        yield pg
+
+
+def restore_server_conninfo(pg: DisposablePostgres, password: str = RESTORE_PASSWORD):
+    """How the `server` target reaches the restore server: the restore role, with its password."""
+    return ConnInfo(str(pg.root), pg.port, RESTORE_ROLE, "postgres", password=password)

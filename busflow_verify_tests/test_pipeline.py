@@ -234,14 +234,16 @@ def test_secrets_never_reach_output_or_the_event_log(harness, make_dump, monkeyp
 
 def test_readable_output_without_json(harness, make_dump, capsys):
     from busflow_verify import cli
+    from busflow_verify_tests.test_progress import assert_progress_lines
 
     harness.put(KEY, make_dump(orphans=250))
-    code = cli.main(["verify", "--date", DAY, "--log-level", "ERROR"])
-    out = capsys.readouterr().out
+    code = cli.main(["verify", "--date", DAY])  # the default log level: progress on stderr
+    out, err = capsys.readouterr()
     assert code == 1
     assert "NOT VERIFIED" in out
     assert "F3 ORPHAN_FK_SURGE" in out and "@security-oncall" in out
     assert "250 (max 200) OVER" in out
+    assert_progress_lines(err, KEY, (harness.bucket_dir / KEY).stat().st_size)
 
 
 def test_size_guard_reads_sizes_without_downloading(harness):

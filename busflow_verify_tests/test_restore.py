@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import tarfile
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -14,6 +15,8 @@ from psycopg import sql
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.core.restore import Restorer
+from busflow_verify.core.targets import ServerTarget
+from busflow_verify_tests.conftest import RESTORE_ROLE, restore_server_conninfo
 
 KEY = "pg_dump_20261120_0100.dump"
 SOURCE_SQL = """
@@ -25,6 +28,8 @@ ALTER TABLE commerce.bookings OWNER TO busflow_app;
 CREATE TABLE ledger.bookings(id bigint PRIMARY KEY);
 INSERT INTO ledger.bookings SELECT generate_series(1, 10);
 CREATE EXTENSION pgcrypto;
+ALTER SCHEMA commerce OWNER TO busflow_app; ALTER SCHEMA ledger OWNER TO busflow_app;
+ALTER TABLE ledger.bookings OWNER TO busflow_app;
 """
 ROW_500 = b"500\t5000\tn500"
 
@@ -57,14 +62,23 @@ def target_pg():
         yield pg
 
 
-@pytest.fixture
-def target(target_pg, request):
-    """An empty database on the restore target, fresh for each test."""
+@pytest.fixture(params=["ephemeral", "server"])
+def target(request):
+    """An empty database to restore into, fresh for each test, on each restore target:
+    `ephemeral`, a cluster of the test's own (as superuser); `server`, a scratch database made
+    by the server target on the shared restore server, as its restore role (no superuser, with a
+    password), dropped after the test."""
+    if request.param == "server":
+        server = ServerTarget(restore_server_conninfo(request.getfixturevalue("restore_server")))
+        yield server.open("2026-11-20", uuid.uuid4().hex)
+        server.close()
+        return
+    target_pg = request.getfixturevalue("target_pg")
     name = "t_" + request.node.name[:40].lower().replace("[", "_").replace("]", "")
     with psycopg.connect(**target_pg.conninfo().kwargs(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return target_pg.conninfo(name)
+    yield target_pg.conninfo(name)
 
 
 def restore(path: Path, target, source_pg, tmp_path):
@@ -117,6 +131,79 @@ def test_plain_dump_roles_are_created_first(source, source_pg, tmp_path):
             owner = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'commerce' "
                                  "AND tablename = 'bookings'").fetchone()[0]
         assert owner == "busflow_app"
+
+
+SHARED_ROLES_SQL = """
+DO $$ BEGIN CREATE ROLE ops_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN CREATE ROLE ledger_owner NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE SCHEMA reads AUTHORIZATION ops_reader; CREATE SCHEMA ledger AUTHORIZATION ledger_owner;
+CREATE TABLE reads.t(id int); ALTER TABLE reads.t OWNER TO ops_reader;
+CREATE TABLE ledger.t(id int); ALTER TABLE ledger.t OWNER TO ledger_owner;
+"""
+
+
+def role_flags(pg, role: str):
+    with psycopg.connect(**pg.conninfo().kwargs()) as conn:
+        return conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s",
+                            (role,)).fetchone()
+
+
+def test_a_shared_restore_server_keeps_its_roles(source_pg, restore_server, tmp_path):
+    """A plain dump on the server target: a role the server has is left exactly as it is (the
+    restore role was granted it, as the README asks), a missing one is created NOLOGIN, and
+    dropping the scratch database drops no role."""
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS rolesrc")
+        conn.execute("CREATE DATABASE rolesrc")
+    with psycopg.connect(**source_pg.conninfo("rolesrc").kwargs(), autocommit=True) as conn:
+        conn.execute(SHARED_ROLES_SQL)
+    dump = tmp_path / "roles.sql"
+    subprocess.run([source_pg.tool("pg_dump"), "-Fp", *source_pg.conninfo("rolesrc").libpq_args(),
+                    "-f", str(dump)], check=True)
+    with psycopg.connect(**restore_server.conninfo().kwargs(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS ledger_owner")
+        conn.execute("DO $$ BEGIN CREATE ROLE ops_reader LOGIN; "
+                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute(sql.SQL("GRANT ops_reader TO {}").format(sql.Identifier(RESTORE_ROLE)))
+    server = ServerTarget(restore_server_conninfo(restore_server))
+    try:
+        target = server.open("2026-11-20", uuid.uuid4().hex)
+        report = restore(dump, target, source_pg, tmp_path)[1]()
+        with psycopg.connect(**target.kwargs()) as conn:
+            owners = dict(conn.execute("SELECT schemaname, tableowner FROM pg_tables "
+                                       "WHERE tablename = 't'").fetchall())
+    finally:
+        server.close()
+    assert report.roles_created == ["ledger_owner"]
+    assert owners == {"reads": "ops_reader", "ledger": "ledger_owner"}
+    assert role_flags(restore_server, "ops_reader") == (True,)  # untouched: still LOGIN
+    assert role_flags(restore_server, "ledger_owner") == (False,)  # created NOLOGIN, not dropped
+    with psycopg.connect(**restore_server.conninfo().kwargs()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (target.dbname,)).fetchone() == (0,)
+
+
+def test_a_plain_dump_owned_by_a_role_the_server_role_cannot_take_is_named(
+        source_pg, restore_server, tmp_path):
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS pgownsrc")
+        conn.execute("CREATE DATABASE pgownsrc")
+    with psycopg.connect(**source_pg.conninfo("pgownsrc").kwargs(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE owned_by_superuser(id int)")
+    dump = tmp_path / "superuser.sql"
+    subprocess.run([source_pg.tool("pg_dump"), "-Fp",
+                    *source_pg.conninfo("pgownsrc").libpq_args(), "-f", str(dump)], check=True)
+    server = ServerTarget(restore_server_conninfo(restore_server))
+    try:
+        with pytest.raises(FindingError) as err:
+            restore(dump, server.open("2026-11-20", uuid.uuid4().hex), source_pg, tmp_path)[1]()
+    finally:
+        server.close()
+    finding = err.value.finding
+    assert finding.details["cause"] == "owner_not_permitted"
+    assert (finding.details["role"], finding.details["restore_role"]) == ("postgres",
+                                                                          RESTORE_ROLE)
+    assert f"GRANT postgres TO {RESTORE_ROLE}" in finding.next_step
 
 
 def test_copy_failure_names_schema_table_line_and_column(source, source_pg, target, tmp_path):

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DIR_PREFIX = "busflow-verify-pg-"
@@ -113,24 +113,39 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class ConnInfo:
-    """How to reach a database in the cluster (socket dir as host)."""
+    """How to reach a database: a socket dir or a host name as host.
+
+    `password` is a secret (a restore server's, or a restore container's): kept out of repr and
+    of command lines; libpq tools get it through `env()`.
+    """
 
     host: str
     port: int
     user: str
     dbname: str
+    password: str | None = field(default=None, repr=False)
 
     def kwargs(self) -> dict:
-        return {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname}
+        kwargs = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname}
+        return {**kwargs, "password": self.password} if self.password else kwargs
 
     def libpq_args(self) -> list[str]:
         return ["-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.dbname]
+
+    def env(self) -> dict[str, str]:
+        """The environment for pg_restore and psql: ours, plus PGPASSWORD when there is one."""
+        return {**os.environ, "PGPASSWORD": self.password} if self.password else dict(os.environ)
+
+    def on(self, dbname: str) -> ConnInfo:
+        """The same server, another database."""
+        return replace(self, dbname=dbname)
 
 
 class DisposablePostgres:
     """A fresh cluster in its own temp dir. Use as a context manager; `stop()` removes it all."""
 
     SUPERUSER = "postgres"
+    SETTINGS = THROWAWAY_SETTINGS  # server settings (bench/ starts a durable one to compare)
 
     def __init__(self, bin_dir: str | None = None, base_dir: str | None = None):
         self.bin_dir = find_bin_dir(bin_dir)
@@ -197,7 +212,7 @@ class DisposablePostgres:
     def _start_server(self, attempts: int = 3) -> None:
         for attempt in range(attempts):
             self.port = free_port()
-            opts = " ".join(f"-c {k}={v}" for k, v in THROWAWAY_SETTINGS.items())
+            opts = " ".join(f"-c {k}={v}" for k, v in self.SETTINGS.items())
             opts += f" -p {self.port} -k {self.root}"
             try:
                 self._run(

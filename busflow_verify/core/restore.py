@@ -32,6 +32,7 @@ from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.pgcluster import ConnInfo
 from busflow_verify.core.plainscan import PlainScan, scan_plain
+from busflow_verify.core.unlogged import unlog_tables
 
 SECTIONS = ("pre-data", "data", "post-data")
 PRODUCER_ENV = "docker/backup/producer.env"
@@ -57,6 +58,8 @@ class RestoreReport:
     extensions: list[str] = field(default_factory=list)
     roles_created: list[str] = field(default_factory=list)
     toc_entries: int | None = None
+    unlogged_tables: int = 0  # made UNLOGGED before the data section (core/unlogged.py)
+    kept_logged: str | None = None  # why none were
     sections: list[SectionResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -71,6 +74,7 @@ class Toc:
     entries: int
     extensions: list[str]
     data: dict[int, str]  # dump id of every TABLE DATA entry -> schema.table
+    publishes: bool = False  # it adds tables to a publication
 
     def qualify(self, table: str) -> list[str]:
         return sorted({t for t in self.data.values() if t.split(".", 1)[1] == table or t == table})
@@ -80,7 +84,7 @@ _TOC_LINE = re.compile(r"^(?P<id>\d+); \d+ \d+ (?P<rest>.*)$")
 
 
 def parse_toc(listing: str) -> Toc:
-    entries, extensions, data = 0, [], {}
+    entries, extensions, data, publishes = 0, [], {}, False
     for line in listing.splitlines():
         match = _TOC_LINE.match(line)
         if not match:
@@ -92,7 +96,9 @@ def parse_toc(listing: str) -> Toc:
         elif rest.startswith("TABLE DATA "):
             parts = rest.split()
             data[int(match["id"])] = f"{parts[2]}.{parts[3]}"
-    return Toc(entries, extensions, data)
+        elif rest.startswith("PUBLICATION TABLE"):
+            publishes = True
+    return Toc(entries, extensions, data, publishes)
 
 
 def default_jobs() -> int:
@@ -225,6 +231,10 @@ class Restorer:
         for section in SECTIONS:
             jobs = ["-j", str(self.report.jobs)] if parallel and section != "pre-data" else []
             self._section(section, [*base, f"--section={section}", *jobs, str(source)])
+            if section == "pre-data":
+                with psycopg.connect(**self.target.kwargs(), autocommit=True) as conn:
+                    self.report.unlogged_tables, self.report.kept_logged = unlog_tables(
+                        conn, self.toc.publishes)
 
     def _restore_plain(self, plain: Path) -> None:
         self.report.roles_created = self._create_roles(sorted(self.scan.roles))
@@ -233,19 +243,28 @@ class Restorer:
         self._section("plain", psql)
 
     def _create_roles(self, roles: list[str]) -> list[str]:
+        """Create the roles the dump names that the target lacks (NOLOGIN); existing roles are
+        left as they are, and no role is ever dropped: roles are cluster-wide, and on a shared
+        restore server they may be someone else's. A restore role that is not a superuser
+        (CREATEROLE) is made a member of the roles it creates, or OWNER TO would be refused."""
         created = []
         with psycopg.connect(**self.target.kwargs(), autocommit=True) as conn:
             existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+            superuser = conn.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
             for role in roles:
                 if role not in existing:
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+                    if not superuser:
+                        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(
+                            sql.Identifier(role)))
                     created.append(role)
         return created
 
     def _section(self, section: str, argv: list[str]) -> None:
         self.log(f"restoring {section} of {self.key}")
         t0 = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.target.env())
         result = SectionResult(section, round(time.monotonic() - t0, 3), proc.returncode == 0)
         self.report.sections.append(result)
         if proc.returncode != 0:
@@ -266,6 +285,8 @@ class Restorer:
             finding = self._missing_extensions(missing, f"while restoring {section}")
             finding.details.update(common)
             return finding
+        if owner := _OWNER_REFUSED.search(stderr):
+            return self._owner_not_permitted(owner["role"] or owner["role16"], common)
         if copy := _COPY_CONTEXT.search(stderr):
             return self._copy_failed(copy, stderr, common)
         if _TRUNCATED.search(stderr):
@@ -287,6 +308,21 @@ class Restorer:
              "written_by": writer, "pg_restore": ours, **common},
             next_step="Restore with a pg_restore at least as new as the pg_dump that wrote the "
                       "archive: raise the restore target's PostgreSQL major (docker/backup).",
+        )
+
+    def _owner_not_permitted(self, role: str, common: dict) -> Finding:
+        """A plain dump's OWNER TO a role the restore role cannot take on: the restore server's
+        role is no superuser and was not granted that role."""
+        user = self.target.user
+        return Finding(
+            "RESTORE_FAILED",
+            f"{self.key} is a plain dump that gives objects to role {role}, which the restore "
+            f"role {user} cannot take on: grant {role} to {user} on the restore server, restore "
+            "as a superuser there, or restore plain dumps with the docker or ephemeral target",
+            {"cause": "owner_not_permitted", "role": role, "restore_role": user, **common},
+            next_step=f"On the restore server: GRANT {role} TO {user} (a superuser role cannot "
+                      "be granted safely: use the docker or ephemeral restore target for such "
+                      "dumps), then re-run the date.",
         )
 
     def _copy_failed(self, copy: re.Match, stderr: str, common: dict) -> Finding:
@@ -333,6 +369,8 @@ class Restorer:
 
 _COPY_CONTEXT = re.compile(
     r"CONTEXT:\s+COPY (?P<table>[^,\s]+), line (?P<line>\d+)(?:, column (?P<column>[^:\n]+))?")
+_OWNER_REFUSED = re.compile(  # PostgreSQL 15 and earlier, then 16 and later
+    r'must be member of role "(?P<role>[^"]+)"|must be able to SET ROLE "(?P<role16>[^"]+)"')
 _ERROR_LINE = re.compile(r"ERROR:\s+(.*)")
 _TRUNCATED = re.compile(r"end of file|unexpected EOF|could not read (?:from )?input file|"
                         r"invalid compressed data|corrupt", re.I)

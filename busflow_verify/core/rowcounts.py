@@ -9,6 +9,7 @@ from psycopg import sql
 
 from busflow_verify.core.config import RowCountConfig
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.progress import Progress, Report
 
 # Ordinary and partitioned tables of user schemas; partitions are counted through their parent.
 _USER_TABLES = """
@@ -28,13 +29,19 @@ def vacuum_analyze(conn) -> None:
     conn.execute("VACUUM ANALYZE")
 
 
-def count_rows(conn) -> dict[str, int]:
-    """Exact count(*) of every user table, keyed `schema.table`."""
+def count_rows(conn, report: Report | None = None) -> dict[str, int]:
+    """Exact count(*) of every user table, keyed `schema.table`; with `report`, a line every
+    quarter of the tables ("counting rows: 10 of 40 tables (25%)")."""
+    tables = conn.execute(_USER_TABLES).fetchall()
+    progress = Progress("counting rows", len(tables), report or (lambda line: None),
+                        unit="tables", step=0.25)
     counts = {}
-    for schema, table in conn.execute(_USER_TABLES).fetchall():
+    for schema, table in tables:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
                                                              sql.Identifier(table))
         counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        progress.add(1)
+        progress.maybe_report()
     return counts
 
 

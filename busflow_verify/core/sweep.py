@@ -160,8 +160,8 @@ def triage_query(fk: SoftFK, scrub: ScrubLogConfig,
                    EXISTS (SELECT 1 FROM {ss}.{st} AS s WHERE s.{stc} = tenant) AS expected
             FROM orphan_rows)
         SELECT count(*), count(DISTINCT tenant), count(*) FILTER (WHERE expected),
-               (array_agg(key::text ORDER BY key) FILTER (WHERE expected))[1:{n}],
-               (array_agg(key::text ORDER BY key) FILTER (WHERE NOT expected))[1:{n}],
+               ((array_agg(DISTINCT key) FILTER (WHERE expected))[1:{n}])::text[],
+               ((array_agg(DISTINCT key) FILTER (WHERE NOT expected))[1:{n}])::text[],
                (SELECT array_agg(DISTINCT s.{sid}::text) FROM {ss}.{st} AS s
                 WHERE s.{stc} IN (SELECT tenant FROM orphans))
         FROM orphans
@@ -204,12 +204,16 @@ def sweep_one(conn, fk: SoftFK, scrub: ScrubLogConfig) -> OrphanResult:
 
 
 def sweep(connect, allowlist: SoftFKAllowlist, scrub: ScrubLogConfig,
-          max_connections: int = 2) -> SweepReport:
-    """`connect()` opens one autocommit connection to the restored database per sweep."""
+          max_connections: int = 2, on_done=None) -> SweepReport:
+    """`connect()` opens one autocommit connection to the restored database per sweep;
+    `on_done(result)`, when given, is called (from the sweep's thread) as each sweep ends."""
 
     def run(fk: SoftFK) -> OrphanResult:
         with connect() as conn:
-            return sweep_one(conn, fk, scrub)
+            result = sweep_one(conn, fk, scrub)
+        if on_done:
+            on_done(result)
+        return result
 
     with ThreadPoolExecutor(max_workers=max_connections) as pool:
         results = list(pool.map(run, allowlist.soft_fks))

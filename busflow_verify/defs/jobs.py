@@ -1,7 +1,12 @@
 import dagster as dg
 
+from busflow_verify.core.targets import restore_host
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.records import JOB_NAME
+
+# deploy/dagster.yaml's QueuedRunCoordinator admits one run per value of this tag: one verify
+# run per restore host (two restores racing on one host would slow both past the schedule)
+RESTORE_HOST_TAG = "busflow/restore_host"
 
 # In-process: the disposable Postgres is a run-scoped resource, so every stage of one run must
 # share one process (a multiprocess executor would start a cluster per step).
@@ -11,4 +16,5 @@ backup_verify_job = dg.define_asset_job(
     partitions_def=nightly_dump_partitions,
     executor_def=dg.in_process_executor,
     description="The daily backup verify: locate, size-guard, restore, count, sweep (runbook).",
+    tags={RESTORE_HOST_TAG: restore_host()},
 )

@@ -11,6 +11,7 @@ from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.resources import BackupStore
+from busflow_verify.defs.stages import describe
 
 
 def partition_date(context: dg.AssetExecutionContext) -> dt.date:
@@ -22,11 +23,13 @@ def partition_date(context: dg.AssetExecutionContext) -> dt.date:
     group_name="backup_verify",
     kinds={"s3"},
     check_specs=[offsite_check],
-    description="Runbook step (1): the newest pg_dump_YYYYMMDD_HHMM.dump of this date in the "
-                "backup bucket, located by listing and HEAD (nothing is downloaded here). "
-                "A date without a dump fails with DUMP_MISSING. When the offsite primary cannot "
-                "be reached, the on-site MinIO fallback is read instead (F5, informational); "
-                "both down: F5, dump inaccessible.",
+    description=describe(
+        1, "locate the dump",
+        "The newest pg_dump_YYYYMMDD_HHMM.dump of this date in the backup bucket, located by "
+        "listing and HEAD (nothing is downloaded here). A date without a dump fails with "
+        "DUMP_MISSING. When the offsite primary cannot be reached, the on-site MinIO fallback is "
+        "read instead (F5, informational); both down: F5, dump inaccessible.",
+        ["DUMP_MISSING", "OFFSITE_ENDPOINT_DOWN"]),
 )
 def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
     date = partition_date(context)

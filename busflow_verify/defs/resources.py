@@ -1,20 +1,21 @@
-"""Resources: the backup store (S3 API), the verify configuration, the disposable restore target."""
+"""Resources: the backup store (S3 API), the verify configuration, the restore target."""
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import boto3
 import dagster as dg
 import psycopg
 from botocore.config import Config
-from psycopg import sql
 from pydantic import PrivateAttr
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.pgcluster import ConnInfo, DisposablePostgres
+from busflow_verify.core import targets
+from busflow_verify.core.pgcluster import ConnInfo
 from busflow_verify.core.restore import default_jobs
 from busflow_verify.core.store import Endpoint
 
@@ -83,77 +84,83 @@ class VerifySettings(dg.ConfigurableResource):
 
 
 class RestoreSession:
-    """What one run restored: the cluster (started on first use) and the restored database."""
+    """One run's restore target and the database restored into it."""
 
-    DBNAME = "restored"
-
-    def __init__(self, bin_dir: str | None, base_dir: str | None, log):
-        self._bin_dir, self._base_dir, self._log = bin_dir, base_dir, log
-        self.cluster: DisposablePostgres | None = None
+    def __init__(self, target: targets.EphemeralTarget | targets.ServerTarget
+                 | targets.DockerTarget):
+        self.target = target
         self.restored: ConnInfo | None = None
 
-    def start_cluster(self) -> DisposablePostgres:
-        if self.cluster is None:
-            self.cluster = DisposablePostgres(bin_dir=self._bin_dir, base_dir=self._base_dir).start()
-            self._log.info(f"disposable Postgres {self.cluster.major_version()} started in "
-                           f"{self.cluster.root} (port {self.cluster.port})")
-        return self.cluster
-
-    def create_database(self) -> ConnInfo:
-        cluster = self.start_cluster()
-        with psycopg.connect(**cluster.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.DBNAME)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.DBNAME)))
-        return cluster.conninfo(self.DBNAME)
-
-    def mark_restored(self, target: ConnInfo) -> None:
-        self.restored = target
+    def mark_restored(self, restored: ConnInfo) -> None:
+        self.restored = restored
 
     def connect(self) -> psycopg.Connection:
         if self.restored is None:
             raise RuntimeError(
                 "no dump was restored in this run: restored_db must be materialized in the same "
-                "run (the disposable Postgres lives for one run); launch the whole "
+                "run (the restore target lives for one run); launch the whole "
                 "backup_verify_job for this partition"
             )
         return psycopg.connect(**self.restored.kwargs(), autocommit=True)
 
-    def close(self, keep: bool) -> None:
-        if self.cluster is None:
-            return
-        if keep:
-            self._log.warning(
-                f"keep_after_run is set: the disposable Postgres stays at {self.cluster.root} "
-                f"(psql -h {self.cluster.root} -p {self.cluster.port} -U postgres {self.DBNAME}); "
-                f"remove it with: {self.cluster.tool('pg_ctl')} -D {self.cluster.data_dir} stop "
-                f"&& rm -rf {self.cluster.root}"
-            )
-            return
-        self.cluster.stop()
-        self._log.info("disposable Postgres stopped and removed")
+
+class RestoreServer(dg.Config):
+    """A restore server the team keeps (`server` target): the restore role needs CREATEDB."""
+
+    host: str
+    port: int = 5432
+    user: str
+    password: str | None = None  # a secret: an EnvVar, never shown or logged
+    dbname: str = "postgres"  # the maintenance database the scratch databases are created from
 
 
-class EphemeralRestoreTarget(dg.ConfigurableResource):
-    """The embedded default restore target: a fresh local cluster that lives for one run.
+class RestoreDocker(dg.Config):
+    """The restore image started per run through the Docker SDK (`docker` target)."""
 
-    Started lazily by the first step that needs it and removed when the run ends, failed or
-    interrupted (`keep_after_run` retains it for triage; never the default).
+    image: str = targets.DEFAULT_IMAGE
+    network: str | None = None
+    ready_timeout_seconds: float = 120.0
+
+
+class RestoreTarget(dg.ConfigurableResource):
+    """Where the dump is restored: `ephemeral` (a local disposable cluster, the default),
+    `server` (a scratch database on a restore server) or `docker` (the restore image).
+
+    Run-scoped: the target is made by the first step that needs it and removed when the run
+    ends, failed or interrupted (`keep_after_run` keeps an ephemeral cluster for triage; never
+    the default). The logic lives in core/targets.py.
     """
 
+    kind: Literal["ephemeral", "server", "docker"] = "ephemeral"
     jobs: int = 0  # parallel jobs for data and post-data; 0 = the number of cores
     scratch_dir: str | None = None  # where the cluster and the downloaded dump go (default: TMPDIR)
-    bin_dir: str | None = None  # PostgreSQL server binaries (default: pg_config / newest Debian)
+    bin_dir: str | None = None  # PostgreSQL binaries (default: pg_config / newest Debian)
     keep_after_run: bool = False
+    server: RestoreServer | None = None
+    docker: RestoreDocker | None = None
 
     _session: RestoreSession | None = PrivateAttr(default=None)
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
-        self._session = RestoreSession(self.bin_dir, self.scratch_dir, context.log)
+        self._session = RestoreSession(self._target(context.log))
+        self._session.target.prepare()  # an ephemeral cluster starts while the dump is located
         try:
             yield self
         finally:
-            self._session.close(keep=self.keep_after_run)
+            self._session.target.close()
+
+    def _target(self, log):
+        common = {"bin_dir": self.bin_dir, "scratch_base": self.scratch_dir, "log": log}
+        if self.kind == "server":
+            s = self.server
+            return targets.ServerTarget(ConnInfo(s.host, s.port, s.user, s.dbname, s.password),
+                                        **common)
+        if self.kind == "docker":
+            d = self.docker or RestoreDocker()
+            return targets.DockerTarget(
+                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common)
+        return targets.EphemeralTarget(keep=self.keep_after_run, **common)
 
     @property
     def session(self) -> RestoreSession:
@@ -195,5 +202,23 @@ def build_resources() -> dict:
             prefix=_env("BACKUP_PREFIX", ""),
         ),
         "verify_settings": VerifySettings(config_dir=_env(cfg.CONFIG_DIR_ENV)),
-        "restore_target": EphemeralRestoreTarget(),
+        "restore_target": restore_target(),
     }
+
+
+def restore_target() -> RestoreTarget:
+    """The restore target from BUSFLOW_RESTORE_TARGET and its variables (README: Restore
+    targets)."""
+    kind = targets.target_kind()
+    if kind == "server":
+        env = targets.SERVER_ENV
+        return RestoreTarget(kind=kind, server=RestoreServer(
+            host=dg.EnvVar(env["host"]), port=targets.env_number(env["port"], 5432, int),
+            user=dg.EnvVar(env["user"]), password=_env(env["password"]),
+            dbname=_env(env["dbname"], "postgres")))
+    if kind == "docker":
+        env = targets.DOCKER_ENV
+        return RestoreTarget(kind=kind, docker=RestoreDocker(
+            image=_env(env["image"], targets.DEFAULT_IMAGE), network=_env(env["network"]),
+            ready_timeout_seconds=targets.env_number(env["ready_timeout"], 120.0, float)))
+    return RestoreTarget()

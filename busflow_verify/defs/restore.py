@@ -1,4 +1,4 @@
-"""Runbook step 3 and F2: download once, restore section by section into the disposable Postgres."""
+"""Runbook step 3 and F2: download once, restore section by section into the restore target."""
 
 import shutil
 import time
@@ -10,10 +10,20 @@ import dagster as dg
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.restore import Restorer
 from busflow_verify.core.store import DownloadError, DumpObject, download, store_error_finding
+from busflow_verify.core.targets import server_major
 from busflow_verify.defs.checks import restore_check
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.resources import BackupStore, EphemeralRestoreTarget, VerifySettings
+from busflow_verify.defs.resources import BackupStore, RestoreTarget, VerifySettings
+from busflow_verify.defs.stages import describe
+from busflow_verify.defs.tables import table
+
+SECTION_COLUMNS = [
+    ("section", "string", "pg_restore --section (split-section restore, F2 step 4)"),
+    ("seconds", "float", "wall time of the section"),
+    ("ok", "bool", "the section restored"),
+    ("error", "string", "pg_restore's error, when it failed"),
+]
 
 
 @dg.asset(
@@ -23,14 +33,17 @@ from busflow_verify.defs.resources import BackupStore, EphemeralRestoreTarget, V
     ins={"size_guard": dg.AssetIn("size_check")},
     check_specs=[restore_check],
     output_required=False,
-    description="Runbook step (3), F2: the dump downloaded once to local scratch (streamed, "
-                "bounded memory) and restored into a disposable Postgres that lives for this run: "
-                "pre-data, then data and post-data in parallel (-j), without owners or privileges. "
-                "A dump that failed the size guard is still restored to gather F1's evidence "
-                "unless size_guard.restore_on_failure is false. Runbook section: F2.",
+    description=describe(
+        3, "restore into a disposable Postgres",
+        "The dump downloaded once to local scratch (streamed, bounded memory) and restored into a "
+        "disposable Postgres that lives for this run: pre-data, then data and post-data in "
+        "parallel (-j), without owners or privileges; the sections table times each. A dump that "
+        "failed the size guard is still restored to gather F1's evidence unless "
+        "size_guard.restore_on_failure is false.",
+        ["RESTORE_FAILED"]),
 )
 def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size_guard: dict,
-                backup_store: BackupStore, restore_target: EphemeralRestoreTarget,
+                backup_store: BackupStore, restore_target: RestoreTarget,
                 verify_settings: VerifySettings):
     if not size_guard["passed"] and not verify_settings.verify_config().size_guard.restore_on_failure:
         note = ("not restored: the size guard failed and size_guard.restore_on_failure is false, "
@@ -42,11 +55,11 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
                                   metadata={"skipped": True})
         return
     session = restore_target.session
-    cluster = session.start_cluster()
-    local = cluster.scratch_dir() / Path(dump_object.key).name
+    scratch = session.target.scratch_dir()
+    local = scratch / Path(dump_object.key).name
     download_seconds = _download(context, backup_store, dump_object, local)
-    target = session.create_database()
-    restorer = Restorer(local, dump_object.key, target, cluster.bin_dir, cluster.scratch_dir(),
+    target = session.target.open(context.partition_key, context.run_id)
+    restorer = Restorer(local, dump_object.key, target, session.target.bin_dir, scratch,
                         jobs=restore_target.parallel_jobs(), log=context.log.info)
     findings = []
     try:
@@ -55,13 +68,14 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
     except FindingError as exc:
         findings.append(exc.finding)
     finally:
-        _clear(cluster.scratch_dir())
+        _clear(scratch)
     report = restorer.report
     sections = [asdict(s) for s in report.sections]
     summary = {
         **report.to_dict(),
         "restored": not findings,
-        "postgres_major": cluster.major_version(),
+        "restore_target": session.target.kind,
+        "postgres_major": server_major(target),
         "download_seconds": download_seconds,
         "restore_seconds": report.seconds,
     }
@@ -70,7 +84,7 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
         "format": str(summary["format"]),
         "download_seconds": download_seconds,
         "restore_seconds": summary["restore_seconds"] or 0.0,
-        "sections": dg.MetadataValue.md(_sections_table(sections)),
+        "sections": table(SECTION_COLUMNS, sections),
         "restore": dg.MetadataValue.json(summary),
     })
     yield check_result(restore_check, findings, {"format": str(summary["format"])},
@@ -81,7 +95,7 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
     client = backup_store.endpoint(dump.endpoint).client()
     started = time.monotonic()
     try:
-        download(client, dump, local)
+        download(client, dump, local, report=context.log.info)
     except DownloadError as exc:
         raise fail_step(Finding("RESTORE_FAILED", str(exc),
                                 {"cause": "download_incomplete", "key": dump.key})) from None
@@ -101,10 +115,3 @@ def _clear(scratch: Path) -> None:
     """The downloaded dump and anything unpacked from it are not needed after the restore."""
     for entry in scratch.iterdir():
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-
-def _sections_table(sections: list) -> str:
-    rows = ["| section | seconds | ok | error |", "|---|---|---|---|"]
-    rows += [f"| {s['section']} | {s['seconds']} | {'yes' if s['ok'] else 'NO'} | "
-             f"{(s.get('error') or '').replace('|', '/')} |" for s in sections]
-    return "\n".join(rows)

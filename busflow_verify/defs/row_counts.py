@@ -1,5 +1,7 @@
 """Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
 
+import time
+
 import dagster as dg
 
 from busflow_verify.core.rowcounts import compare, count_rows, vacuum_analyze
@@ -8,7 +10,19 @@ from busflow_verify.defs.checks import row_count_check
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.records import last_verified
-from busflow_verify.defs.resources import EphemeralRestoreTarget, VerifySettings
+from busflow_verify.defs.resources import RestoreTarget, VerifySettings
+from busflow_verify.defs.stages import describe
+from busflow_verify.defs.tables import table
+
+DELTA_COLUMNS = [
+    ("table", "string", "schema.table"),
+    ("previous", "int", "rows in the last verified dump"),
+    ("current", "int", "rows in this dump"),
+    ("delta", "int", "current - previous"),
+    ("change", "string", "delta / previous"),
+    ("tolerance", "string", "verify.yaml: max drop / max growth"),
+    ("status", "string", "ok, dropped, grew, missing (gone since) or new (no baseline)"),
+]
 
 
 @dg.asset(
@@ -18,19 +32,25 @@ from busflow_verify.defs.resources import EphemeralRestoreTarget, VerifySettings
     deps=["restored_db"],
     ins={"size_guard": dg.AssetIn("size_check")},
     check_specs=[row_count_check],
-    description="Runbook step (4): VACUUM ANALYZE the restored database, count every user table "
-                "exactly (schema.table) and compare with the last verified dump (the newest "
-                "earlier partition whose checks all passed) within verify.yaml's row_counts "
-                "tolerances. When the size guard failed, it also triages F1: did the largest "
-                "tables' rows move in proportion to the size?",
+    description=describe(
+        4, "VACUUM ANALYZE and row counts",
+        "VACUUM ANALYZE the restored database, count every user table exactly (schema.table) and "
+        "compare with the last verified dump (the newest earlier partition whose checks all "
+        "passed) within verify.yaml's row_counts tolerances; the deltas table has one row per "
+        "table. When the size guard failed, it also triages F1: did the largest tables' rows "
+        "move in proportion to the size?",
+        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK"]),
 )
 def row_count_report(context: dg.AssetExecutionContext, size_guard: dict,
-                     restore_target: EphemeralRestoreTarget, verify_settings: VerifySettings):
+                     restore_target: RestoreTarget, verify_settings: VerifySettings):
     config = verify_settings.verify_config()
     tolerances = config.row_counts
     with restore_target.session.connect() as conn:
+        context.log.info("VACUUM ANALYZE of the restored database")
+        started = time.monotonic()
         vacuum_analyze(conn)
-        counts = count_rows(conn)
+        context.log.info(f"VACUUM ANALYZE done in {time.monotonic() - started:.1f} s")
+        counts = count_rows(conn, report=context.log.info)
     context.log.info(f"counted {len(counts)} tables, {sum(counts.values()):,} rows")
     baseline = last_verified(context.instance, context.partition_key)
     report = compare(
@@ -49,7 +69,8 @@ def row_count_report(context: dg.AssetExecutionContext, size_guard: dict,
                     baseline.row_counts if baseline else None,
                     config.size_guard.largest_tables, config.size_guard.proportionality_tolerance)
         context.log.warning(f"F1 triage: {f1['conclusion']}")
-    yield dg.Output(counts, metadata={
+    yield dg.Output(counts, metadata={  # the table first: it is what triage reads in the UI
+        "deltas_table": _deltas_table(report.rows()),
         **({"f1_triage": dg.MetadataValue.json(f1)} if f1 else {}),
         "row_counts": dg.MetadataValue.json(counts),
         "total_rows": sum(counts.values()),
@@ -58,17 +79,14 @@ def row_count_report(context: dg.AssetExecutionContext, size_guard: dict,
             "partition": report.baseline_partition, "run_id": report.baseline_run_id,
             "note": baseline_note}),
         "deltas": dg.MetadataValue.json(report.rows()),
-        "deltas_table": dg.MetadataValue.md(_deltas_table(report.rows())),
     })
     yield check_result(row_count_check, report.findings,
                        {"baseline": baseline_note}, passed_note=baseline_note)
 
 
-def _deltas_table(rows: list) -> str:
-    out = ["| table | previous | current | delta | change | status |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        change = f"{r['ratio']:+.2%}" if r["ratio"] is not None else ""
-        out.append(f"| {r['table']} | {r['previous'] if r['previous'] is not None else ''} | "
-                   f"{r['current'] if r['current'] is not None else ''} | "
-                   f"{r['delta'] if r['delta'] is not None else ''} | {change} | {r['status']} |")
-    return "\n".join(out)
+def _deltas_table(rows: list) -> dg.TableMetadataValue:
+    return table(DELTA_COLUMNS, [{
+        **r,
+        "change": f"{r['ratio']:+.2%}" if r["ratio"] is not None else None,
+        "tolerance": f"-{r['max_drop_ratio'] * 100:g}% / +{r['max_growth_ratio'] * 100:g}%",
+    } for r in rows])

@@ -9,15 +9,27 @@ from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.locate import partition_date
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.resources import BackupStore, VerifySettings
+from busflow_verify.defs.stages import describe
+from busflow_verify.defs.tables import table
+
+HISTORY_COLUMNS = [
+    ("date", "string", "the dump's date (UTC)"),
+    ("key", "string", "object key"),
+    ("size_bytes", "int", "size from HEAD/listing"),
+    ("dump", "string", "trailing: an input of the median; this dump: the one guarded"),
+]
 
 
 @dg.asset(
     partitions_def=nightly_dump_partitions,
     group_name="backup_verify",
     check_specs=[size_guard_check],
-    description="Runbook step (2), F1: the dump must be > size_guard.min_bytes (10 GB) and < "
-                "max_median_ratio (2x) the median of the newest dump of each of the previous "
-                "trailing_days (7) days. Sizes from HEAD/listing only. Runbook section: F1.",
+    description=describe(
+        2, "size guard",
+        "The dump must be > size_guard.min_bytes (10 GB) and < max_median_ratio (2x) the median "
+        "of the newest dump of each of the previous trailing_days (7) days. Sizes from "
+        "HEAD/listing only; the history table lists the median's inputs.",
+        ["SIZE_SHRUNK", "SIZE_EXCEEDED"]),
 )
 def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
                backup_store: BackupStore, verify_settings: VerifySettings):
@@ -42,7 +54,7 @@ def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
         else "no trailing history: only the floor applies",
         "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4)) if result.ratio
         else "n/a",
-        "history": dg.MetadataValue.md(_history_table(result.history, dump_object)),
+        "history": _history_table(result.history, dump_object),
         "size_guard": dg.MetadataValue.json(summary),
     }
     yield dg.Output(summary, metadata=metadata)
@@ -52,8 +64,10 @@ def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
     }, passed_note="size within the floor and the trailing-median ratio")
 
 
-def _history_table(history: dict, dump: DumpObject) -> str:
-    rows = ["| date | key | bytes |", "|---|---|---|"]
-    rows += [f"| {day} | {h['key']} | {h['size_bytes']:,} |" for day, h in history.items()]
-    rows.append(f"| **this dump** | {dump.key} | {dump.size_bytes:,} |")
-    return "\n".join(rows)
+def _history_table(history: dict, dump: DumpObject) -> dg.TableMetadataValue:
+    """The trailing days' newest dumps (the median's inputs), then this dump."""
+    rows = [{"date": day, "key": h["key"], "size_bytes": h["size_bytes"], "dump": "trailing"}
+            for day, h in history.items()]
+    rows.append({"date": dump.taken_at[:10], "key": dump.key, "size_bytes": dump.size_bytes,
+                 "dump": "this dump"})
+    return table(HISTORY_COLUMNS, rows)

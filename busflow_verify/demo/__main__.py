@@ -16,6 +16,8 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -59,13 +61,23 @@ def _verify(date: dt.date, quiet: bool = False) -> int:
         return cli.main(argv)
 
 
-def main() -> int:
-    root = Path.cwd() / ".demo"
-    today = dt.datetime.now(dt.timezone.utc).date()
+@dataclass(frozen=True)
+class Demo:
+    """The demo's folders and dates: `.demo/s3/<bucket>/` holds the dumps, `.demo/dagster_home`
+    the Dagster instance, `.demo/config` the verify.yaml and allowlist."""
+    s3_root: Path
+    home: Path
+    config: Path
+    today: dt.date
+    planted: dt.date
+
+
+def build(root: Path) -> Demo:
+    """A fresh `root` with a week of nightly dumps, the newest dated today (UTC)."""
+    today = dt.datetime.now(dt.UTC).date()
     dates = [today - dt.timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
     planted = today - dt.timedelta(days=PLANTED_DAYS_AGO)
     s3_root, home, config = _prepare(root)
-
     started = time.monotonic()
     print(f"building {DAYS} nightly dumps ({dates[0]} .. {dates[-1]}); {planted} has a planted "
           "orphan surge (an application bug deleted referenced bookings)")
@@ -73,8 +85,15 @@ def main() -> int:
     for path in paths:
         print(f"  {path.name}  {path.stat().st_size:,} bytes")
     print(f"  ({time.monotonic() - started:.1f} s)")
+    return Demo(s3_root, home, config, today, planted)
 
-    server = RcloneS3Server(s3_root, access_key="busflow-demo",
+
+@contextlib.contextmanager
+def served(demo: Demo) -> Iterator[RcloneS3Server]:
+    """The dumps on a loopback S3 server, and the BACKUP_* / DAGSTER_HOME variables pointing at
+    it and the demo's instance, while the block runs; the server is stopped after, whatever
+    happened."""
+    server = RcloneS3Server(demo.s3_root, access_key="busflow-demo",
                             secret_key=secrets.token_hex(16))
     server.start()
     try:
@@ -83,28 +102,40 @@ def main() -> int:
             "BACKUP_BUCKET": BUCKET,
             "BACKUP_ACCESS_KEY_ID": server.access_key,
             "BACKUP_SECRET_ACCESS_KEY": server.secret_key,
-            "DAGSTER_HOME": str(home),
-            cfg.CONFIG_DIR_ENV: str(config),
+            "DAGSTER_HOME": str(demo.home),
+            cfg.CONFIG_DIR_ENV: str(demo.config),
         })
         print(f"\nS3 endpoint {server.endpoint} (rclone serve s3), bucket {BUCKET}\n")
-        for baseline in (planted - dt.timedelta(days=1), today - dt.timedelta(days=1)):
-            code = _verify(baseline, quiet=True)
-            print(f"verified {baseline} first, as the row-count baseline (exit {code})")
-        print(f"\n=== the newest dump ({today}) ===")
-        newest = _verify(today)
-        print(f"exit {newest}\n\n=== the date with a planted problem ({planted}) ===")
-        problem = _verify(planted)
-        print(f"exit {problem}")
+        yield server
     finally:
         server.stop()
 
+
+def verify_demo_dates(demo: Demo) -> tuple[int, int]:
+    """Two baselines quietly, then the newest dump and the planted problem; their exit codes."""
+    for baseline in (demo.planted - dt.timedelta(days=1), demo.today - dt.timedelta(days=1)):
+        code = _verify(baseline, quiet=True)
+        print(f"verified {baseline} first, as the row-count baseline (exit {code})")
+    print(f"\n=== the newest dump ({demo.today}) ===")
+    newest = _verify(demo.today)
+    print(f"exit {newest}\n\n=== the date with a planted problem ({demo.planted}) ===")
+    problem = _verify(demo.planted)
+    print(f"exit {problem}")
+    return newest, problem
+
+
+def main() -> int:
+    demo = build(Path.cwd() / ".demo")
+    with served(demo):
+        newest, problem = verify_demo_dates(demo)
     print(f"""
-The runs above are recorded in {home}. To browse lineage, partitions and check results:
+The runs above are recorded in {demo.home}. To browse lineage, partitions and check results:
 
-  DAGSTER_HOME={home} .venv/bin/dagster dev -m busflow_verify.definitions
+  make ui    # builds the demo again, keeps its S3 server up, Dagster on http://127.0.0.1:3000
 
-then open http://127.0.0.1:3000 (Assets -> backup_verify). The demo's S3 server has stopped, so
-launching new runs from the UI needs BACKUP_* pointing at a live endpoint.""")
+or, for these runs as they are (the S3 server has stopped: no new runs from the UI):
+
+  DAGSTER_HOME={demo.home} .venv/bin/dagster dev -m busflow_verify.definitions""")
     return 0 if (newest, problem) == (0, 1) else 1
 
 

@@ -1,0 +1,492 @@
+"""Restore-path benchmark (issue 6): a naive job, the floor and this project, side by side.
+
+    .venv/bin/python bench/verify_bench.py --scales 10 25 100 [--workdir DIR] [--write-docs]
+
+For each pgbench scale N (N = 100 is a database of about 1.6 GB): pgbench's own schema and data
+(`pgbench -i -s N`, with a filler of md5 text rather than blanks, so that the dump compresses like
+real data), plus `public.account_notes`, whose `aid` is a soft FK to `pgbench_accounts.aid`
+with 17 orphans; dumped with `pg_dump -Fc` as `pg_dump_YYYYMMDD_0100.dump` into a bucket served by
+`rclone serve s3` on loopback, with a week of same-sized history objects (sparse) before it for
+the size guard. Then, one after the other, from nothing to nothing (creating and removing the
+cluster is in every wall time):
+
+- naive: `rclone cat` of the object piped into `pg_restore` (no -j) against a default, durable
+  cluster; then VACUUM ANALYZE, count(*) of every table and the soft FK's anti-join with psql;
+- floor: `rclone copyto` to a local file, `pg_restore -j <cores>` into a cluster with durability
+  off (fsync, full_page_writes, synchronous_commit off, wal_level minimal); the same psql queries;
+- project: `busflow-verify verify --date D --json` in a subprocess, end to end, with a config
+  folder whose size guard and row-count tolerances let every bench size verify.
+
+It prints the wall times, project/floor and project/naive, the verify process's peak RSS (its own,
+and separately the largest of its children: pg_restore, psql, initdb), the download throughput of
+the project against `rclone copyto` of the same object, and where the project's time went (read
+from its run's event log). `--write-docs` puts the tables into docs/performance.md. Everything it
+starts (clusters, the S3 server, the verify process) is stopped and its folder removed, Ctrl-C
+and SIGTERM included. Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import machine, report, write_docs  # noqa: E402
+
+from busflow_verify.core.pgcluster import DisposablePostgres, sweep_stale_clusters  # noqa: E402
+from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "bench-backups"
+TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers",
+          "account_notes"]
+ORPHANS = 17
+SOFT_FK = {"child": "public.account_notes.aid", "parent": "public.pgbench_accounts.aid",
+           "max_orphans": 100}
+SWEEP_SQL = ("SELECT count(*) FROM public.account_notes AS c WHERE c.aid IS NOT NULL AND NOT "
+             "EXISTS (SELECT 1 FROM public.pgbench_accounts AS p WHERE p.aid = c.aid)")
+CORES = os.cpu_count() or 1
+
+
+class DurablePostgres(DisposablePostgres):
+    """What a naive job restores into: PostgreSQL's defaults (durable), Unix socket only."""
+
+    SETTINGS = {"listen_addresses": "''"}
+
+
+class DurabilityOffPostgres(DisposablePostgres):
+    """The floor's target: durability off and nothing else tuned."""
+
+    SETTINGS = {"listen_addresses": "''", "fsync": "off", "full_page_writes": "off",
+                "synchronous_commit": "off", "wal_level": "minimal", "max_wal_senders": "0"}
+
+
+@dataclass
+class Dump:
+    scale: int
+    date: dt.date
+    key: str
+    db_bytes: int
+    dump_bytes: int
+    counts: dict[str, int]
+
+
+@dataclass
+class Result:
+    path: str  # naive | floor | project
+    wall: float
+    stages: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    orphans: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Stages:
+    """Named, timed stages of one path; the wall time covers them all."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - t0, 3)
+
+    def wall(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def run(argv: list[str], env: dict | None = None, stdin=None) -> str:
+    """Run to the end in its own process group (killed whole if we are interrupted)."""
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        _kill(proc)
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {err[-2000:]}")
+    return out
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def psql(pg: DisposablePostgres, dbname: str, sql: str) -> list[str]:
+    out = run([pg.tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+               *pg.conninfo(dbname).libpq_args(), "-c", sql])
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def rclone_env(s3: RcloneS3Server) -> dict:
+    """An rclone remote named `bench` for the S3 server, from the environment (no config file)."""
+    return {**os.environ, "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": s3.endpoint,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": s3.access_key,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": s3.secret_key,
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+
+
+# -- the dumps -----------------------------------------------------------------------------------
+# pgbench's own data generation ("G") but with a filler that does not compress to nothing:
+# pgbench's blank filler makes a 1.5 GB database a 35 MB dump, where real data (and the runbook's
+# dumps) compress a few times, not fifty. char(84) is stored padded, so the database is the same
+# size either way; the dump is about a third of it.
+DATA_SQL = """
+INSERT INTO pgbench_branches(bid, bbalance) SELECT g, 0 FROM generate_series(1, {scale}) g;
+INSERT INTO pgbench_tellers(tid, bid, tbalance)
+    SELECT g, (g - 1) / 10 + 1, 0 FROM generate_series(1, 10 * {scale}) g;
+INSERT INTO pgbench_accounts(aid, bid, abalance, filler)
+    SELECT g, (g - 1) / 100000 + 1, 0, left(md5(g::text) || md5((-g)::text) || md5((g * 7)::text), 84)
+    FROM generate_series(1, {accounts}) g;
+CREATE TABLE public.account_notes(id bigint, aid integer, note text);
+INSERT INTO public.account_notes
+    SELECT g, 1 + (g::bigint * 7919) % {accounts}, 'note ' || md5(g::text)
+    FROM generate_series(1, {notes}) g;
+INSERT INTO public.account_notes
+    SELECT {notes} + g, {accounts} + g, 'orphan' FROM generate_series(1, {orphans}) g;
+CREATE INDEX account_notes_aid ON public.account_notes(aid);
+"""
+
+
+def build_dumps(work: Path, scales: list[int]) -> list[Dump]:
+    """One database and dump per scale; the source cluster is gone before anything is timed."""
+    bucket = work / "s3" / BUCKET
+    bucket.mkdir(parents=True)
+    dumps = []
+    with DisposablePostgres(base_dir=str(work)) as source:
+        for i, scale in enumerate(sorted(scales)):
+            dumps.append(_build_one(source, bucket, scale, dt.date(2026, 1, 10) +
+                                    dt.timedelta(days=10 * i)))
+    return dumps
+
+
+def _build_one(source: DisposablePostgres, bucket: Path, scale: int, date: dt.date) -> Dump:
+    t0 = time.monotonic()
+    db = f"bench_s{scale}"
+    psql(source, "postgres", f"CREATE DATABASE {db}")
+    pgbench = ["pgbench", "-i", "-s", str(scale), "-q", *source.conninfo(db).libpq_args()]
+    run([*pgbench, "-I", "dt"])  # drop and create pgbench's tables
+    accounts = 100_000 * scale
+    psql(source, db, DATA_SQL.format(scale=scale, accounts=accounts, notes=accounts // 2,
+                                     orphans=ORPHANS))
+    run([*pgbench, "-I", "vp"])  # pgbench's vacuum and primary keys
+    db_bytes = int(psql(source, db, f"SELECT pg_database_size('{db}')")[0])
+    counts = {f"public.{t}": int(psql(source, db, f"SELECT count(*) FROM public.{t}")[0])
+              for t in TABLES}
+    key = f"pg_dump_{date:%Y%m%d}_0100.dump"
+    run([source.tool("pg_dump"), "-Fc", *source.conninfo(db).libpq_args(), "-f",
+         str(bucket / key)])
+    size = (bucket / key).stat().st_size
+    for back in range(1, 8):  # the size guard's trailing week: same size, sparse on disk
+        with open(bucket / f"pg_dump_{date - dt.timedelta(days=back):%Y%m%d}_0100.dump",
+                  "wb") as fh:
+            fh.truncate(size)
+    psql(source, "postgres", f"DROP DATABASE {db}")
+    print(f"scale {scale}: database {db_bytes / 1e9:.2f} GB, dump {size / 1e6:.0f} MB "
+          f"({time.monotonic() - t0:.0f} s to build)", flush=True)
+    return Dump(scale, date, key, db_bytes, size, counts)
+
+
+# -- the three paths -----------------------------------------------------------------------------
+def queries(pg: DisposablePostgres, stages: Stages, result: Result) -> None:
+    """What the naive job and the floor run after the restore: the same statements."""
+    with stages("vacuum_analyze"):
+        psql(pg, "restored", "VACUUM ANALYZE")
+    with stages("counts"):
+        rows = psql(pg, "restored", "; ".join(f"SELECT count(*) FROM public.{t}" for t in TABLES))
+    result.counts = {f"public.{t}": int(n) for t, n in zip(TABLES, rows)}
+    with stages("sweep"):
+        result.orphans = int(psql(pg, "restored", SWEEP_SQL)[0])
+
+
+def restore_args(pg: DisposablePostgres) -> list[str]:
+    return [pg.tool("pg_restore"), *pg.conninfo("restored").libpq_args(), "--no-owner",
+            "--no-privileges", "--exit-on-error"]
+
+
+def naive(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
+    stages, result = Stages(), Result("naive", 0.0)
+    with stages("cluster_start"):
+        pg = DurablePostgres(base_dir=str(work)).start()
+    try:
+        psql(pg, "postgres", "CREATE DATABASE restored")
+        with stages("stream_restore"):
+            _stream_restore(s3, dump, pg)
+        queries(pg, stages, result)
+    finally:
+        with stages("cluster_stop"):
+            pg.stop()
+    result.wall, result.stages = stages.wall(), stages.seconds
+    return result
+
+
+def _stream_restore(s3: RcloneS3Server, dump: Dump, pg: DisposablePostgres) -> None:
+    cat = subprocess.Popen([rclone_binary(), "cat", f"bench:{BUCKET}/{dump.key}", "--config",
+                            "/dev/null"], env=rclone_env(s3), stdout=subprocess.PIPE,
+                           start_new_session=True)
+    try:
+        run(restore_args(pg), stdin=cat.stdout)
+        cat.stdout.close()
+        if cat.wait() != 0:
+            raise RuntimeError(f"rclone cat exited {cat.returncode}")
+    finally:
+        if cat.poll() is None:
+            _kill(cat)
+
+
+def floor(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
+    stages, result = Stages(), Result("floor", 0.0)
+    local = work / "floor.dump"
+    try:
+        with stages("download"):
+            run([rclone_binary(), "copyto", f"bench:{BUCKET}/{dump.key}", str(local),
+                 "--config", "/dev/null"], env=rclone_env(s3))
+        with stages("cluster_start"):
+            pg = DurabilityOffPostgres(base_dir=str(work)).start()
+        try:
+            psql(pg, "postgres", "CREATE DATABASE restored")
+            with stages("restore"):
+                run([*restore_args(pg), "-j", str(CORES), str(local)])
+            queries(pg, stages, result)
+        finally:
+            with stages("cluster_stop"):
+                pg.stop()
+    finally:
+        local.unlink(missing_ok=True)
+    result.wall, result.stages = stages.wall(), stages.seconds
+    result.extra["download_mb_s"] = dump.dump_bytes / stages.seconds["download"] / 1e6
+    return result
+
+
+# `busflow-verify` is `cli.entry()`; this adds a note of the process's own peak RSS at exit
+# (getrusage of itself; Linux's RUSAGE_CHILDREN would count each forked child's copy of the
+# parent's memory from before its exec, so the children are sampled instead).
+RUSAGE_WRAPPER = """
+import atexit, os, resource, sys
+
+def note_peak():
+    with open(os.environ["BENCH_RUSAGE"], "w") as fh:
+        fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+atexit.register(note_peak)
+from busflow_verify.cli import entry
+entry()
+"""
+
+
+class ChildrenPeak(threading.Thread):
+    """The largest peak RSS (VmHWM) among the descendants of `pid` (pg_restore and its workers,
+    psql, initdb; not the restore target's server processes), sampled every quarter second."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.kb, self.name = pid, 0, ""
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.25):
+            for child in _descendants(self.pid):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    status = Path(f"/proc/{child}/status").read_text()
+                    kb = int(status.split("VmHWM:")[1].split()[0])
+                    if kb > self.kb and status.split()[1] != "postgres":  # not the server
+                        self.kb, self.name = kb, status.split()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def project(work: Path, env: dict, dump: Dump) -> Result:
+    """`busflow-verify verify` as the console script runs it (`cli.main`), with its peak RSS."""
+    usage = work / "rusage.txt"
+    log = work / f"verify-{dump.scale}.log"
+    argv = [sys.executable, "-c", RUSAGE_WRAPPER, "verify", "--date", dump.date.isoformat(),
+            "--json"]
+    launched, t0 = time.time(), time.monotonic()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(argv, env={**env, "BENCH_RUSAGE": str(usage)},
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+        children = ChildrenPeak(proc.pid)
+        children.start()
+        try:
+            out, _ = proc.communicate()
+        except BaseException:
+            _stop_verify(proc)
+            raise
+        finally:
+            children.done.set()
+    wall = round(time.monotonic() - t0, 3)
+    try:
+        verdict = json.loads(out)
+    except ValueError:
+        raise RuntimeError(f"verify printed no JSON (exit {proc.returncode}); its log: {log}")
+    result = Result("project", wall, counts=verdict.get("row_counts") or {},
+                    orphans=(verdict.get("orphans") or [{}])[0].get("orphans"))
+    result.extra = {"verified": verdict["verified"], "exit": proc.returncode,
+                    "run_id": verdict["run_id"], "launched": launched, "exited": time.time(),
+                    "rss_self_mb": int(usage.read_text()) / 1024,
+                    "rss_children_mb": children.kb / 1024, "rss_children_name": children.name,
+                    "download_seconds": verdict["restore"]["download_seconds"],
+                    "restore": verdict["restore"]}
+    result.extra["download_mb_s"] = dump.dump_bytes / result.extra["download_seconds"] / 1e6
+    return result
+
+
+def _stop_verify(proc: subprocess.Popen) -> None:
+    """SIGTERM first: the verify removes its own cluster on the way out."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+
+
+def project_env(work: Path, s3: RcloneS3Server) -> dict:
+    """The verify's environment: the bench's S3 server, instance and config, scratch in `work`."""
+    home, config = work / "dagster_home", work / "config"
+    home.mkdir()
+    config.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shipped = yaml.safe_load((REPO / "config/backup-verify/verify.yaml").read_text())
+    shipped["size_guard"]["min_bytes"] = 1000  # the bench's dumps are under 10 GB
+    shipped["row_counts"]["max_growth_ratio"] = 1000.0  # each size is bigger than the last
+    (config / "verify.yaml").write_text(yaml.safe_dump(shipped))
+    (config / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump({"soft_fks": [SOFT_FK]}))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("BACKUP_", "SLACK_"))}
+    return {**env, "BACKUP_PRIMARY_ENDPOINT": s3.endpoint, "BACKUP_BUCKET": BUCKET,
+            "BACKUP_ACCESS_KEY_ID": s3.access_key, "BACKUP_SECRET_ACCESS_KEY": s3.secret_key,
+            "DAGSTER_HOME": str(home), "BUSFLOW_VERIFY_CONFIG_DIR": str(config),
+            "TMPDIR": str(work)}
+
+
+def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -> dict:
+    """The project's download (core.store.download, the client the verify builds) against
+    `rclone copyto` of the same object from the same endpoint: best of `rounds`, alternating."""
+    from busflow_verify.core.store import DumpObject, download
+    from busflow_verify.defs.resources import S3Endpoint
+
+    client = S3Endpoint(endpoint_url=s3.endpoint, access_key_id=s3.access_key,
+                        secret_access_key=s3.secret_key).client()
+    obj = DumpObject(BUCKET, dump.key, dump.dump_bytes, "", "primary", s3.endpoint, "")
+    local, best = work / "race.dump", {"project": float("inf"), "rclone": float("inf")}
+    try:
+        for _ in range(rounds):
+            t0 = time.monotonic()
+            download(client, obj, local)
+            best["project"] = min(best["project"], time.monotonic() - t0)
+            local.unlink()
+            t0 = time.monotonic()
+            run([rclone_binary(), "copyto", f"bench:{BUCKET}/{dump.key}", str(local), "--config",
+                 "/dev/null"], env=rclone_env(s3))
+            best["rclone"] = min(best["rclone"], time.monotonic() - t0)
+            local.unlink()
+    finally:
+        local.unlink(missing_ok=True)
+    return {name: dump.dump_bytes / seconds / 1e6 for name, seconds in best.items()}
+
+
+def check_same_answers(dump: Dump, results: list[Result]) -> None:
+    """Every path must have found the source's rows and the planted orphans."""
+    for r in results:
+        if r.counts != dump.counts or r.orphans != ORPHANS:
+            raise RuntimeError(f"{r.path} at scale {dump.scale} found {r.counts} and "
+                               f"{r.orphans} orphans; the source had {dump.counts}, {ORPHANS}")
+
+
+# -- main ----------------------------------------------------------------------------------------
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _remove(work: Path) -> None:
+    sweep_stale_clusters(str(work))  # a verify killed outright leaves its cluster running
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path, scales: list[int]) -> tuple[list[Dump], list[list[Result]], dict]:
+    dumps = build_dumps(work, scales)
+    rows = []
+    with RcloneS3Server(work / "s3", access_key="bench-" + secrets.token_hex(4),
+                        secret_key=secrets.token_hex(16)) as s3:
+        env = project_env(work, s3)
+        for dump in dumps:
+            results = []
+            for path in ("naive", "floor", "project"):
+                print(f"scale {dump.scale}: {path} ...", end=" ", flush=True)
+                results.append(naive(work, s3, dump) if path == "naive" else
+                               floor(work, s3, dump) if path == "floor" else
+                               project(work, env, dump))
+                print(f"{results[-1].wall:.1f} s", flush=True)
+            check_same_answers(dump, results)
+            rows.append(results)
+        race = download_race(work, s3, dumps[-1])
+    return dumps, rows, race
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[10, 25, 100],
+                        help="pgbench scales (100 is about 1.5 GB of database)")
+    parser.add_argument("--workdir", default=tempfile.gettempdir(),
+                        help="where clusters, dumps and the S3 folder go (default TMPDIR)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write the tables into docs/performance.md")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    work = Path(tempfile.mkdtemp(prefix="busflow-bench-", dir=args.workdir))
+    try:
+        work.chmod(0o711)  # the clusters' server user (postgres, when we are root) passes through
+        load_before = os.getloadavg()
+        dumps, rows, race = measure(work, args.scales)
+        text = report(dumps, rows, race, machine(load_before, os.getloadavg()),
+                      f"--scales {' '.join(map(str, args.scales))}", work / "dagster_home")
+    finally:
+        _remove(work)
+    print(text)
+    if args.write_docs:
+        write_docs(REPO / "docs/performance.md", text)
+        print("written to docs/performance.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

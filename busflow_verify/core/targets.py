@@ -1,0 +1,388 @@
+"""Where a dump is restored (runbook step 3), selected by BUSFLOW_RESTORE_TARGET.
+
+- `ephemeral` (the default): a DisposablePostgres started for the run on this machine.
+- `server`: a scratch database with a unique name on a restore server the team keeps, created
+  for the run and dropped after it, also when the run failed.
+- `docker`: the restore image (docker/restore-target.Dockerfile, built with the extensions of
+  docker/backup/producer.env) started through the Docker SDK for the run and removed after it.
+
+Every target gives the run one empty database to restore into (`open`), local scratch space for
+the download, the PostgreSQL client binaries, and `close`, which removes what the target made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from busflow_verify.core.config import ConfigError
+from busflow_verify.core.pgcluster import ConnInfo, DisposablePostgres, find_bin_dir
+
+TARGET_ENV = "BUSFLOW_RESTORE_TARGET"
+KINDS = ("ephemeral", "docker", "server")
+RESTORED_DB = "restored"  # the database name in a cluster or container of our own
+SCRATCH_PREFIX = "busflow-verify-scratch-"
+CONTAINER_PREFIX = "busflow-verify-restore-"
+RUN_LABEL = "busflow-verify.run-id"
+DEFAULT_IMAGE = "busflow-verify-restore:latest"
+SERVER_ENV = {  # the restore server's connection; the password is a secret
+    "host": "BUSFLOW_RESTORE_SERVER_HOST",
+    "port": "BUSFLOW_RESTORE_SERVER_PORT",
+    "user": "BUSFLOW_RESTORE_SERVER_USER",
+    "password": "BUSFLOW_RESTORE_SERVER_PASSWORD",
+    "dbname": "BUSFLOW_RESTORE_SERVER_DB",
+}
+DOCKER_ENV = {
+    "image": "BUSFLOW_RESTORE_IMAGE",
+    "network": "BUSFLOW_RESTORE_DOCKER_NETWORK",
+    "ready_timeout": "BUSFLOW_RESTORE_READY_TIMEOUT",
+}
+
+
+class RestoreTargetError(RuntimeError):
+    """The restore target could not be prepared or reached; the message says what to fix."""
+
+
+class RestoreTargetNotReady(RestoreTargetError):
+    """The restore container did not accept connections in time."""
+
+
+def target_kind(env=os.environ) -> str:
+    """The configured kind, checked: a bad value or a missing server variable is a ConfigError
+    naming the variable (the CLI's exit 2, before anything is launched)."""
+    kind = env.get(TARGET_ENV) or "ephemeral"
+    if kind not in KINDS:
+        raise ConfigError(f"{TARGET_ENV}={kind!r} is not one of {', '.join(KINDS)}")
+    if kind == "server":
+        missing = [SERVER_ENV[k] for k in ("host", "user") if not env.get(SERVER_ENV[k])]
+        if missing:
+            raise ConfigError(f"{TARGET_ENV}=server needs {' and '.join(missing)} "
+                              "(the restore server's host and restore role)")
+        env_number(SERVER_ENV["port"], 5432, int, env)
+    if kind == "docker":
+        env_number(DOCKER_ENV["ready_timeout"], 120.0, float, env)
+    return kind
+
+
+def env_number(name: str, default, cast=int, env=os.environ):
+    """A numeric variable, or its default when unset; a non-number is a ConfigError naming it."""
+    text = env.get(name)
+    try:
+        return cast(text) if text else default
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number") from None
+
+
+def restore_host(env=os.environ) -> str:
+    """What the verify runs of this deployment restore on, for the one-run-per-restore-host
+    concurrency limit (the `busflow/restore_host` tag)."""
+    kind = target_kind(env)
+    if kind == "server":
+        return f"server:{env[SERVER_ENV['host']]}:{env.get(SERVER_ENV['port']) or 5432}"
+    if kind == "docker":
+        return f"docker:{env.get('DOCKER_HOST') or 'local'}"
+    return "ephemeral:local"
+
+
+def scratch_db_name(partition: str, run_id: str) -> str:
+    """verify_<partition>_<first 8 of the run id>: unique per run, and says whose it is."""
+    return f"verify_{partition.replace('-', '')}_{run_id.replace('-', '')[:8]}".lower()
+
+
+class _Target:
+    """What the three targets share: bin dir, local scratch space, a logger."""
+
+    kind = ""
+
+    def __init__(self, bin_dir: str | None = None, scratch_base: str | None = None, log=None):
+        self.bin_dir = find_bin_dir(bin_dir)
+        self._scratch_base = scratch_base
+        self._scratch: Path | None = None
+        self.log = log or logging.getLogger(__name__)
+
+    def scratch_dir(self) -> Path:
+        """Local space for the download, removed by `close`."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self._scratch_base))
+        return self._scratch
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def prepare(self) -> None:
+        """Begin making the target while the run's first steps go; nothing to do here."""
+
+
+def server_major(target: ConnInfo) -> int:
+    with psycopg.connect(**target.kwargs(), connect_timeout=10) as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+
+
+class EphemeralTarget(_Target):
+    """The embedded default: a fresh local cluster for the run, started in the background as
+    the run begins (`prepare`) and waited for on first use.
+
+    `keep` retains it after the run for triage (never the default)."""
+
+    kind = "ephemeral"
+
+    def __init__(self, bin_dir: str | None = None, scratch_base: str | None = None, log=None,
+                 keep: bool = False):
+        super().__init__(bin_dir, scratch_base, log)
+        self.keep = keep
+        self.cluster: DisposablePostgres | None = None
+        self._starting: Future | None = None
+
+    def prepare(self) -> None:
+        """Start the cluster in the background: initdb and start take about 1.5 s, which then
+        pass while the dump is located and size-guarded rather than before its download
+        (docs/performance.md). `_started` waits for it and raises what it raised."""
+        if self._starting is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="disposable-postgres")
+            self._starting = pool.submit(self._start)
+            pool.shutdown(wait=False)
+
+    def _start(self) -> DisposablePostgres:
+        cluster = DisposablePostgres(bin_dir=str(self.bin_dir), base_dir=self._scratch_base).start()
+        self.log.info(f"disposable Postgres {cluster.major_version()} started in {cluster.root} "
+                      f"(port {cluster.port})")
+        return cluster
+
+    def _started(self) -> DisposablePostgres:
+        if self.cluster is None:
+            self.prepare()
+            self.cluster = self._starting.result()
+        return self.cluster
+
+    def scratch_dir(self) -> Path:
+        return self._started().scratch_dir()
+
+    def open(self, partition: str, run_id: str) -> ConnInfo:
+        cluster = self._started()
+        with psycopg.connect(**cluster.conninfo().kwargs(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(RESTORED_DB)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(RESTORED_DB)))
+        return cluster.conninfo(RESTORED_DB)
+
+    def close(self) -> None:
+        if self.cluster is None and self._starting is not None:
+            try:  # started for a run that ended before it needed the cluster: remove it too
+                self.cluster = self._starting.result()
+            except Exception as exc:
+                self.log.warning(f"the disposable Postgres did not start: {exc}")
+        self._starting = None
+        if self.cluster is None:
+            return
+        if self.keep:
+            c = self.cluster
+            self.log.warning(
+                f"keep_after_run is set: the disposable Postgres stays at {c.root} "
+                f"(psql -h {c.root} -p {c.port} -U postgres {RESTORED_DB}); "
+                f"remove it with: {c.tool('pg_ctl')} -D {c.data_dir} stop && rm -rf {c.root}")
+            return
+        self.cluster.stop()
+        self.cluster = None
+        self.log.info("disposable Postgres stopped and removed")
+
+
+class ServerTarget(_Target):
+    """A scratch database on a restore server: created with a unique name, dropped after.
+
+    The restore role needs CREATEDB (and CREATEROLE for plain dumps, whose roles are created
+    NOLOGIN when missing and never dropped). The password never leaves `server`'s secret field.
+    """
+
+    kind = "server"
+
+    def __init__(self, server: ConnInfo, bin_dir: str | None = None,
+                 scratch_base: str | None = None, log=None):
+        super().__init__(bin_dir, scratch_base, log)
+        self.server = server  # dbname: the maintenance database to connect to
+        self.created: str | None = None
+
+    def _where(self) -> str:
+        s = self.server
+        return f"restore server {s.host}:{s.port} as {s.user}"
+
+    def _admin(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(**self.server.kwargs(), autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise RestoreTargetError(
+                f"cannot connect to the {self._where()} ({str(exc).strip()}): check "
+                f"{SERVER_ENV['host']}, {SERVER_ENV['port']}, {SERVER_ENV['user']} and "
+                f"{SERVER_ENV['password']}") from None
+
+    def open(self, partition: str, run_id: str) -> ConnInfo:
+        name = scratch_db_name(partition, run_id)
+        with self._admin() as conn:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.InsufficientPrivilege:
+                raise RestoreTargetError(
+                    f"the {self._where()} may not create the scratch database {name}: "
+                    f"ALTER ROLE {self.server.user} CREATEDB") from None
+        self.created = name
+        self.log.info(f"scratch database {name} created on the {self._where()}")
+        return self.server.on(name)
+
+    def close(self) -> None:
+        """Drop the scratch database (WITH (FORCE): a failed step may have left a connection).
+        A drop that fails is logged with the statement to run by hand, and does not mask the
+        run's own outcome."""
+        self._remove_scratch()
+        if self.created is None:
+            return
+        name, self.created = self.created, None
+        try:
+            with self._admin() as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+        except (RestoreTargetError, psycopg.Error) as exc:
+            self.log.error(f"scratch database {name} could not be dropped from the "
+                           f"{self._where()} ({exc}); drop it by hand: DROP DATABASE {name}")
+            return
+        self.log.info(f"scratch database {name} dropped from the {self._where()}")
+
+
+def docker_client():
+    """The Docker SDK's client for the engine of this environment (DOCKER_HOST, or the local
+    socket)."""
+    import docker
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise RestoreTargetError(
+            f"no Docker engine reachable ({exc}): {TARGET_ENV}=docker needs one on this host "
+            "or in DOCKER_HOST") from None
+
+
+@dataclass
+class DockerSettings:
+    image: str = DEFAULT_IMAGE
+    network: str | None = None  # a network shared with the run's container; else a local port
+    ready_timeout: float = 120.0
+
+
+class DockerTarget(_Target):
+    """The restore image started for the run through the Docker SDK, removed after it.
+
+    With a network (the compose deployment: the run's own container is on it) the restore
+    container is reached by name on port 5432; without one its port is published on the engine
+    host's loopback (the CLI on a host with an engine). The superuser password is random per
+    run, handed to the container in its environment and never logged.
+    """
+
+    kind = "docker"
+    PORT = "5432/tcp"
+
+    def __init__(self, settings: DockerSettings, client=None, bin_dir: str | None = None,
+                 scratch_base: str | None = None, log=None):
+        super().__init__(bin_dir, scratch_base, log)
+        self.settings = settings
+        self._client = client
+        self.container = None
+
+    def open(self, partition: str, run_id: str) -> ConnInfo:
+        import docker
+
+        client = self._client or docker_client()
+        password = secrets.token_urlsafe(24)
+        options = {"network": self.settings.network} if self.settings.network else {
+            "ports": {self.PORT: ("127.0.0.1", None)}}
+        name = CONTAINER_PREFIX + scratch_db_name(partition, run_id).replace("_", "-")
+        try:
+            self.container = client.containers.run(
+                self.settings.image, detach=True, name=name, labels={RUN_LABEL: run_id},
+                environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": RESTORED_DB},
+                **options)
+        except docker.errors.ImageNotFound:
+            raise RestoreTargetError(
+                f"restore image {self.settings.image} not found: build it with `docker build -f "
+                f"docker/restore-target.Dockerfile -t {self.settings.image} docker` or set "
+                f"{DOCKER_ENV['image']}") from None
+        except docker.errors.APIError as exc:
+            _remove_half_started(client, name)
+            raise RestoreTargetError(f"the Docker engine refused to start {name} from "
+                                     f"{self.settings.image}: {exc.explanation or exc}") from None
+        self.log.info(f"restore container {name} started from {self.settings.image}")
+        target = self._address(password)
+        wait_until_ready(self.container, target, self.settings.ready_timeout)
+        return target
+
+    def _address(self, password: str) -> ConnInfo:
+        if self.settings.network:
+            host, port = self.container.name, 5432
+        else:
+            self.container.reload()
+            host, port = "127.0.0.1", int(
+                self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"])
+        return ConnInfo(host, port, "postgres", RESTORED_DB, password=password)
+
+    def close(self) -> None:
+        """Remove the container and its data volume, whatever happened in the run."""
+        self._remove_scratch()
+        if self.container is None:
+            return
+        container, self.container = self.container, None
+        try:
+            container.remove(force=True, v=True)
+        except Exception as exc:  # the engine went away: say what is left behind
+            self.log.error(f"restore container {container.name} could not be removed ({exc}); "
+                           f"remove it by hand: docker rm -f -v {container.name}")
+            return
+        self.log.info(f"restore container {container.name} removed")
+
+
+def _remove_half_started(client, name: str) -> None:
+    """A container created but not started (a port or name conflict) is removed by name."""
+    import docker
+
+    try:
+        client.containers.get(name).remove(force=True, v=True)
+    except docker.errors.NotFound:  # nothing was created: nothing to remove
+        pass
+
+
+def wait_until_ready(container, target: ConnInfo, timeout: float, interval: float = 0.5) -> None:
+    """Poll until the server in `container` accepts a connection to `target`; a container that
+    exits, or one still refusing after `timeout` seconds, is a RestoreTargetNotReady."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt yet"
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            raise RestoreTargetNotReady(
+                f"restore container {container.name} stopped before accepting connections "
+                f"(status {container.status}); its last log lines: {_tail(container)}")
+        try:
+            with psycopg.connect(**target.kwargs(), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        time.sleep(interval)
+    raise RestoreTargetNotReady(
+        f"restore container {container.name} did not accept connections within {timeout:g} s "
+        f"(last error: {last}); raise {DOCKER_ENV['ready_timeout']} if the engine host is slow, "
+        f"else see its log lines: {_tail(container)}")
+
+
+def _tail(container, lines: int = 15) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace").strip()[-2000:]
+    except Exception as exc:  # logs are a courtesy: never hide the real error behind them
+        return f"(logs unavailable: {exc})"

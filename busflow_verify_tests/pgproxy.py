@@ -1,0 +1,58 @@
+"""A loopback TCP port forwarded to a disposable cluster's Unix socket.
+
+What Docker's port publishing does for a container (docker-proxy): the disposable clusters listen
+on a socket only, so a test that needs PostgreSQL over TCP (a published container port, Dagster's
+storage URL) puts this in front. Until `backend` is set, connections are closed at once, as a
+published port does while the server in the container is still starting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class SocketProxy:
+    def __init__(self, backend: str | None = None):
+        self.backend = backend  # path of the server's socket, .s.PGSQL.<port>
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def socket_of(pg) -> str:
+        """The Unix socket of a DisposablePostgres."""
+        return f"{pg.root}/.s.PGSQL.{pg.port}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.backend is None:
+                client.close()
+                continue
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.backend)
+            except OSError:
+                client.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for s in (src, dst):
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)

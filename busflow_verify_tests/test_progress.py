@@ -1,0 +1,70 @@
+"""Progress of the long steps: in the run's event log and on the CLI's stderr, never on --json's
+stdout (which stays one JSON object)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import dagster as dg
+
+from busflow_verify import cli
+from busflow_verify.core.progress import Progress, human_bytes
+
+DAY = "2026-11-20"
+KEY = "pg_dump_20261120_0100.dump"
+
+
+def assert_progress_lines(text: str, key: str, size: int) -> None:
+    """What a verify of `key` (a custom dump of the test database) reports while it runs: bytes
+    downloaded of the total with the rate, each restore section, tables counted, sweeps done."""
+    total = re.escape(human_bytes(size))
+    assert re.search(rf"downloading {re.escape(key)}: {total} of {total} \(100%\), "
+                     r"[\d.,]+ [KMG]?B/s", text), text
+    for section in ("pre-data", "data", "post-data"):
+        assert f"restoring {section} of {key}" in text
+    assert "counting rows: 5 of 5 tables (100%)" in text
+    assert ("sweep 1 of 1 done: communications.messages.booking_id -> commerce.bookings.id"
+            in text)
+
+
+def test_progress_says_each_tenth_a_stall_and_the_end_once():
+    lines, now = [], [0.0]
+    progress = Progress("downloading k", 1000, lines.append, seconds=10, clock=lambda: now[0])
+    now[0] = 1.0
+    progress.add(50)
+    progress.maybe_report()  # 5 %, 1 s in: nothing yet
+    assert progress.add(60) is True  # crossed 10 %
+    progress.maybe_report()
+    now[0] = 12.0
+    progress.maybe_report()  # 11 s without a line and no new bytes: the stall shows
+    progress.add(890)
+    progress.maybe_report()
+    now[0] = 60.0
+    progress.maybe_report()  # finished and said: nothing more
+    assert lines == ["downloading k: 110 B of 1.0 KB (11%), 110 B/s",
+                     "downloading k: 110 B of 1.0 KB (11%), 9 B/s",
+                     "downloading k: 1.0 KB of 1.0 KB (100%), 83 B/s"]
+
+
+def test_counted_units_say_their_unit():
+    lines = []
+    progress = Progress("counting rows", 4, lines.append, unit="tables", step=0.25)
+    for _ in range(4):
+        progress.add(1)
+        progress.maybe_report()
+    assert lines[-1] == "counting rows: 4 of 4 tables (100%)" and len(lines) == 4
+
+
+def test_a_run_reports_progress_in_its_event_log_and_json_stdout_stays_one_object(
+        harness, make_dump, capsys):
+    harness.put(KEY, make_dump())
+    code = cli.main(["verify", "--date", DAY, "--json"])  # default log level INFO
+    out, err = capsys.readouterr()
+    verdict = json.loads(out)  # anything but one JSON object on stdout fails here
+    assert code == 0 and verdict["verified"] is True
+    size = (harness.bucket_dir / KEY).stat().st_size
+    assert_progress_lines(err, KEY, size)
+    with dg.DagsterInstance.get() as instance:
+        logged = "\n".join(entry.user_message for entry in instance.all_logs(verdict["run_id"]))
+    assert_progress_lines(logged, KEY, size)
