@@ -26,7 +26,7 @@ ABOUT = {
                      "starting it in the background at run start)",
     "restore": "pg_restore from the local file (project: sniff, TOC, 3 sections)",
     "stream_restore": "rclone cat \\| pg_restore, no -j (naive)",
-    "vacuum_analyze": "VACUUM ANALYZE",
+    "vacuum_analyze": "VACUUM ANALYZE (project: with the counts, table by table, 2 at a time)",
     "counts": "count(*) of every table",
     "sweep": "the soft FK's orphan count",
     "cluster_stop": "stop and remove the cluster",
@@ -40,7 +40,8 @@ def machine(load_before, load_after) -> dict:
     mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")))
     pg_restore = str(find_bin_dir() / "pg_restore")
-    version = subprocess.run([pg_restore, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([pg_restore, "--version"], capture_output=True, text=True,
+                             check=True).stdout
     pg = version.split("(PostgreSQL)")[-1].split()
     return {"date": dt.date.today().isoformat(), "arch": platform.machine(), "cpu": cpu,
             "cores": os.cpu_count(), "mem_gb": round(mem / 1024 / 1024),
@@ -71,8 +72,7 @@ def project_stages(home: Path, result) -> dict[str, float]:
         "cluster_start": max(0.0, at("disposable Postgres") - step_start("restored_db")),
         "download": restore["download_seconds"],
         "restore": restore["restore_seconds"],
-        "vacuum_analyze": at("VACUUM ANALYZE done") - at("VACUUM ANALYZE of"),
-        "counts": at("counted ") - at("VACUUM ANALYZE done"),
+        "vacuum_analyze": at("counted ") - step_start("row_count_report"),
         "sweep": at("done: ", last_one=True) - step_start("orphan_report"),
         "cluster_stop": at("stopped and removed") - at("done: ", last_one=True),
     }
@@ -113,45 +113,37 @@ def report(dumps, rows, race: dict, where: dict, args: str, home: Path) -> str:
     largest = rows[-1]
     p = largest[2]
     rss = [r[2].extra["rss_self_mb"] for r in rows]
-    lines = [
-        BEGIN,
-        "### Latest run (written by `bench/verify_bench.py --write-docs`)",
-        "",
-        f"Measured {where['date']} on {where['arch']}, {where['cpu']}, {where['cores']} cores, "
-        f"{where['mem_gb']} GB RAM, PostgreSQL {where['postgres']}; load average "
-        f"{where['load_before'][0]:.2f} before and {where['load_after'][0]:.2f} after (1 min). "
-        f"Command: `.venv/bin/python bench/verify_bench.py {args} --write-docs`.",
-        "",
-        "Wall seconds from nothing to nothing (cluster creation and removal included). "
-        "RSS: peak of the verify process itself (getrusage at its exit; in brackets the largest "
-        "peak among its child processes, sampled every 0.25 s, and which one). Download: the project's MB/s (restore metadata) / "
-        "`rclone copyto`'s MB/s (its whole command) for the same object.",
-        "",
-        "| scale | database | dump | naive | floor | project | project/floor | project/naive "
-        "| verify RSS (children) | download project / rclone |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *[_summary_row(d, *r) for d, r in zip(dumps, rows)],
-        "",
-        f"Where the time went at scale {dumps[-1].scale}:",
-        "",
-        *_stage_table(largest),
-        "",
-        f"Download of the scale-{dumps[-1].scale} dump alone, best of 3: the project's "
-        f"`core.store.download` {race['project']:.0f} MB/s, `rclone copyto` {race['rclone']:.0f} "
-        f"MB/s (its whole command, process start included): "
-        f"{race['project'] / race['rclone']:.2f}x.",
-        "",
-        f"The project's run wrote {p.extra['events']} event-log entries; the Dagster run itself "
-        f"lasted {p.extra['run_seconds']:.2f} s, and {p.extra['after_run']:.2f} s passed from its "
-        "last event to the process's exit (reading the verdict back, the #ops message, exit).",
-        "",
-        f"Targets at scale {dumps[-1].scale}: project/floor {p.wall / largest[1].wall:.2f} "
-        f"(target <= 1.2), project/naive {p.wall / largest[0].wall:.2f} (<= 0.5); verify RSS "
-        f"{min(rss):.0f}-{max(rss):.0f} MB over a {dumps[-1].dump_bytes / dumps[0].dump_bytes:.1f}x "
-        f"dump range (<= 300 MB, flat); download {race['project'] / race['rclone']:.2f}x rclone "
-        "(>= 0.9).",
-        END,
-    ]
+    header = (f"Measured {where['date']} on {where['arch']}, {where['cpu']}, {where['cores']} "
+              f"cores, {where['mem_gb']} GB RAM, PostgreSQL {where['postgres']}; load average "
+              f"{where['load_before'][0]:.2f} before and {where['load_after'][0]:.2f} after "
+              f"(1 min). Command: `.venv/bin/python bench/verify_bench.py {args} --write-docs`.")
+    legend = ("Wall seconds from nothing to nothing (cluster creation and removal included). "
+              "RSS: peak of the verify process itself (getrusage at its exit; in brackets the "
+              "largest peak among its child processes, sampled every 0.25 s, and which one). "
+              "Download: the project's MB/s (restore metadata) / `rclone copyto`'s MB/s (its "
+              "whole command) for the same object, each once in its path.")
+    race_line = (f"Download of the scale-{dumps[-1].scale} dump alone, best of 3: the project's "
+                 f"`core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
+                 f"{race['rclone']:.0f} MB/s (its whole command, process start included): "
+                 f"{race['project'] / race['rclone']:.2f}x.")
+    events = (f"The project's run wrote {p.extra['events']} event-log entries; the Dagster run "
+              f"itself lasted {p.extra['run_seconds']:.2f} s, and {p.extra['after_run']:.2f} s "
+              "passed from its last event to the process's exit (reading the verdict back, the "
+              "#ops message, exit).")
+    targets = (f"Targets at scale {dumps[-1].scale}: project/floor "
+               f"{p.wall / largest[1].wall:.2f} (target <= 1.2), project/naive "
+               f"{p.wall / largest[0].wall:.2f} (<= 0.5); verify RSS {min(rss):.0f}-"
+               f"{max(rss):.0f} MB over a {dumps[-1].dump_bytes / dumps[0].dump_bytes:.1f}x dump "
+               f"range (<= 300 MB, flat); download {race['project'] / race['rclone']:.2f}x "
+               "rclone (>= 0.9).")
+    summary = [("| scale | database | dump | naive | floor | project | project/floor "
+                "| project/naive | verify RSS (children) | download project / rclone |"),
+               "|---|---|---|---|---|---|---|---|---|---|",
+               *[_summary_row(d, *r) for d, r in zip(dumps, rows)]]
+    lines = [BEGIN, "### Latest run (written by `bench/verify_bench.py --write-docs`)", "",
+             header, "", legend, "", *summary, "",
+             f"Where the time went at scale {dumps[-1].scale}:", "", *_stage_table(largest), "",
+             race_line, "", events, "", targets, END]
     return "\n".join(lines)
 
 

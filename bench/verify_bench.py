@@ -42,15 +42,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import machine, report, write_docs  # noqa: E402
+from bench_report import machine, report, write_docs
 
-from busflow_verify.core.pgcluster import DisposablePostgres, sweep_stale_clusters  # noqa: E402
-from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary  # noqa: E402
+from busflow_verify.core.pgcluster import DisposablePostgres, sweep_stale_clusters
+from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-backups"
@@ -67,14 +68,15 @@ CORES = os.cpu_count() or 1
 class DurablePostgres(DisposablePostgres):
     """What a naive job restores into: PostgreSQL's defaults (durable), Unix socket only."""
 
-    SETTINGS = {"listen_addresses": "''"}
+    SETTINGS: ClassVar[dict[str, str]] = {"listen_addresses": "''"}
 
 
 class DurabilityOffPostgres(DisposablePostgres):
     """The floor's target: durability off and nothing else tuned."""
 
-    SETTINGS = {"listen_addresses": "''", "fsync": "off", "full_page_writes": "off",
-                "synchronous_commit": "off", "wal_level": "minimal", "max_wal_senders": "0"}
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "listen_addresses": "''", "fsync": "off", "full_page_writes": "off",
+        "synchronous_commit": "off", "wal_level": "minimal", "max_wal_senders": "0"}
 
 
 @dataclass
@@ -399,9 +401,10 @@ def project_env(work: Path, s3: RcloneS3Server) -> dict:
 
 
 def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -> dict:
-    """The project's download (core.store.download, the client the verify builds) against
+    """The project's download (core.download.download, the client the verify builds) against
     `rclone copyto` of the same object from the same endpoint: best of `rounds`, alternating."""
-    from busflow_verify.core.store import DumpObject, download
+    from busflow_verify.core.download import download
+    from busflow_verify.core.store import DumpObject
     from busflow_verify.defs.resources import S3Endpoint
 
     client = S3Endpoint(endpoint_url=s3.endpoint, access_key_id=s3.access_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import dagster as dg
 
@@ -23,7 +24,7 @@ def assert_progress_lines(text: str, key: str, size: int) -> None:
                      r"[\d.,]+ [KMG]?B/s", text), text
     for section in ("pre-data", "data", "post-data"):
         assert f"restoring {section} of {key}" in text
-    assert "counting rows: 5 of 5 tables (100%)" in text
+    assert "VACUUM ANALYZE and count: 5 of 5 tables (100%)" in text
     assert ("sweep 1 of 1 done: communications.messages.booking_id -> commerce.bookings.id"
             in text)
 
@@ -34,7 +35,9 @@ def test_progress_says_each_tenth_a_stall_and_the_end_once():
     now[0] = 1.0
     progress.add(50)
     progress.maybe_report()  # 5 %, 1 s in: nothing yet
-    assert progress.add(60) is True  # crossed 10 %
+    assert not progress.wake.is_set()
+    progress.add(60)
+    assert progress.wake.is_set()  # crossed 10 %: the waiting thread wakes
     progress.maybe_report()
     now[0] = 12.0
     progress.maybe_report()  # 11 s without a line and no new bytes: the stall shows
@@ -47,13 +50,17 @@ def test_progress_says_each_tenth_a_stall_and_the_end_once():
                      "downloading k: 1.0 KB of 1.0 KB (100%), 83 B/s"]
 
 
-def test_counted_units_say_their_unit():
-    lines = []
-    progress = Progress("counting rows", 4, lines.append, unit="tables", step=0.25)
-    for _ in range(4):
-        progress.add(1)
-        progress.maybe_report()
-    assert lines[-1] == "counting rows: 4 of 4 tables (100%)" and len(lines) == 4
+def test_work_counted_by_threads_is_reported_by_the_waiting_one():
+    from concurrent.futures import ThreadPoolExecutor
+
+    lines, threads = [], set()
+    progress = Progress("VACUUM ANALYZE and count", 8, lambda line: (
+        lines.append(line), threads.add(threading.get_ident())), unit="tables", step=0.25)
+    with ThreadPoolExecutor(2) as pool:
+        progress.watch([pool.submit(lambda: [progress.add(1) for _ in range(4)])
+                        for _ in range(2)])
+    assert lines[-1] == "VACUUM ANALYZE and count: 8 of 8 tables (100%)"
+    assert 1 <= len(lines) <= 4 and threads == {threading.get_ident()}
 
 
 def test_a_run_reports_progress_in_its_event_log_and_json_stdout_stays_one_object(

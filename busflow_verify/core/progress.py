@@ -3,7 +3,8 @@
 Each line becomes a Dagster log event (a database write), so a step reports when another
 `step` share of the work is done or `seconds` have passed since its last line, never per chunk
 or per table. `report` is any callable taking one line (the Dagster layer passes
-`context.log.info`); core stays free of Dagster.
+`context.log.info`); core stays free of Dagster. Work done by threads is counted from them and
+reported from the thread that waits for them (`watch`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 Report = Callable[[str], None]
 
@@ -34,13 +36,29 @@ class Progress:
         self.started = self.clock()
         self._reported_at, self._reported_done = self.started, 0
         self._lock = threading.Lock()
+        self.wake = threading.Event()  # set when a line is due or a watched future ended
 
-    def add(self, n: int) -> bool:
-        """Count `n` more units; True when the work crossed another `step` of the total."""
+    def add(self, n: int) -> None:
+        """Count `n` more units (from any thread)."""
         with self._lock:
             before = self.done
             self.done += n
-            return self._steps(self.done) > self._steps(before)
+            if self._steps(self.done) > self._steps(before):
+                self.wake.set()
+
+    def watch(self, futures: list[Future]) -> None:
+        """Report from this thread while worker threads do the work, until every future is
+        done; then raise the first one's error, if any. Lines come from the caller's thread
+        only, however many workers count."""
+        for future in futures:
+            future.add_done_callback(lambda _: self.wake.set())
+        while not all(f.done() for f in futures):
+            self.maybe_report()
+            self.wake.wait(self.seconds)
+            self.wake.clear()
+        for future in futures:
+            future.result()
+        self.maybe_report()
 
     def _steps(self, done: int) -> int:
         return int(done / self.total / self.step) if self.total else 0

@@ -1,32 +1,17 @@
-"""Finding, sizing and downloading dumps in an S3-compatible bucket (boto3 client passed in).
+"""Finding and sizing dumps in an S3-compatible bucket (boto3 client passed in).
 
 Sizes come from listings and HEAD only: the size guard never downloads. The one download is
-streamed to a local file in bounded chunks (multipart ranges), because a parallel restore needs a
-seekable file and reading the stream three times for the section split would triple the cost.
+core/download.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.naming import DumpName, day_prefix, parse_dump_key
-from busflow_verify.core.progress import Progress, Report
-
-# Ranged GETs of DOWNLOAD_CHUNK, DOWNLOAD_CONCURRENCY at a time, each streamed in IO_CHUNK
-# pieces to a queue of at most IO_QUEUE pieces that one thread writes to the file, so memory is
-# bounded whatever the dump's size. Measured on a 550 MB object (docs/performance.md): 16 MB
-# ranges with s3transfer's queue (1000 pieces) took 1.4 s and 130 MB more RSS; 64 MB ranges
-# with a queue of 8, 0.7 s and 32 MB. A longer queue only buffers: the one writer sets the pace.
-DOWNLOAD_CHUNK = 64 * 1024 * 1024
-DOWNLOAD_CONCURRENCY = 4
-IO_CHUNK = 1024 * 1024
-IO_QUEUE = 8
 
 
 @dataclass
@@ -100,61 +85,6 @@ def trailing_history(client, bucket: str, prefix: str, date: dt.date,
         if newest is not None:
             history[day.isoformat()] = {"key": newest.name.key, "size_bytes": newest.size_bytes}
     return history
-
-
-class DownloadError(RuntimeError):
-    pass
-
-
-class _Watch:
-    """An s3transfer subscriber: counts bytes as they arrive and wakes the waiting thread when
-    a progress line is due or the transfer is done."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.wake = threading.Event()
-
-    def on_progress(self, bytes_transferred: int, **kwargs) -> None:
-        if self.progress.add(bytes_transferred):
-            self.wake.set()
-
-    def on_done(self, **kwargs) -> None:
-        self.wake.set()
-
-
-def download(client, dump: DumpObject, dest: Path, report: Report | None = None) -> Path:
-    """Stream the object to `dest` in bounded chunks; the file must end up the size HEAD said.
-
-    With `report`, progress lines (bytes of total, rate) are reported from the calling thread
-    every quarter of the object and every 10 s, never from the transfer's worker threads.
-    """
-    from boto3.s3.transfer import TransferConfig, create_transfer_manager
-
-    config = TransferConfig(
-        multipart_threshold=DOWNLOAD_CHUNK,
-        multipart_chunksize=DOWNLOAD_CHUNK,
-        max_concurrency=DOWNLOAD_CONCURRENCY,
-        io_chunksize=IO_CHUNK,
-        max_io_queue=IO_QUEUE,
-    )
-    progress = Progress(f"downloading {dump.key}", dump.size_bytes, report or (lambda line: None),
-                        step=0.25)
-    watch = _Watch(progress)
-    with create_transfer_manager(client, config) as manager:
-        future = manager.download(dump.bucket, dump.key, str(dest), subscribers=[watch])
-        while not future.done():
-            progress.maybe_report()
-            watch.wake.wait(progress.seconds)
-            watch.wake.clear()
-        future.result()
-    progress.maybe_report()
-    got = os.path.getsize(dest)
-    if got != dump.size_bytes:
-        raise DownloadError(
-            f"downloaded {got} bytes of s3://{dump.bucket}/{dump.key} but HEAD said "
-            f"{dump.size_bytes}: the object changed or the transfer was cut; re-run the date"
-        )
-    return dest
 
 
 def store_error_finding(exc: Exception, endpoint: str, bucket: str) -> Finding | None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from busflow_verify.core.download import DownloadError, download
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.restore import Restorer
-from busflow_verify.core.store import DownloadError, DumpObject, download, store_error_finding
+from busflow_verify.core.store import DumpObject, store_error_finding
 from busflow_verify.core.targets import server_major
 from busflow_verify.defs.checks import restore_check
 from busflow_verify.defs.findings import check_result, fail_step

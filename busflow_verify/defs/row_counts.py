@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from busflow_verify.core.rowcounts import compare, count_rows, vacuum_analyze
+from busflow_verify.core.rowcounts import compare, vacuum_and_count
 from busflow_verify.core.sizeguard import triage
 from busflow_verify.defs.checks import row_count_check
 from busflow_verify.defs.findings import check_result
@@ -45,13 +45,11 @@ def row_count_report(context: dg.AssetExecutionContext, size_guard: dict,
                      restore_target: RestoreTarget, verify_settings: VerifySettings):
     config = verify_settings.verify_config()
     tolerances = config.row_counts
-    with restore_target.session.connect() as conn:
-        context.log.info("VACUUM ANALYZE of the restored database")
-        started = time.monotonic()
-        vacuum_analyze(conn)
-        context.log.info(f"VACUUM ANALYZE done in {time.monotonic() - started:.1f} s")
-        counts = count_rows(conn, report=context.log.info)
-    context.log.info(f"counted {len(counts)} tables, {sum(counts.values()):,} rows")
+    started = time.monotonic()
+    counts = vacuum_and_count(restore_target.session.connect, restore_target.parallel_jobs(),
+                              report=context.log.info)
+    context.log.info(f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
+                     f"ANALYZE and count in {time.monotonic() - started:.1f} s)")
     baseline = last_verified(context.instance, context.partition_key)
     report = compare(
         counts, baseline.row_counts if baseline else None, tolerances,
