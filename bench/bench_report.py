@@ -62,7 +62,8 @@ def project_stages(home: Path, result) -> dict[str, float]:
         return found[-1] if last_one else found[0]
 
     def step_start(step: str) -> float:
-        return next(e.timestamp for e in logs if e.dagster_event and e.dagster_event.step_key == step
+        return next(e.timestamp for e in logs
+                    if e.dagster_event and e.dagster_event.step_key == step
                     and e.dagster_event.event_type_value == "STEP_START")
 
     restore = result.extra["restore"]

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/verify_bench.py --scales 10 25 100 [--workdir DIR] [--write-docs]
 
-For each pgbench scale N (N = 100 is a database of about 1.6 GB): pgbench's own schema and data
+For each pgbench scale N (N = 100 is a database of 2.1 GB): pgbench's own schema and data
 (`pgbench -i -s N`, with a filler of md5 text rather than blanks, so that the dump compresses like
 real data), plus `public.account_notes`, whose `aid` is a soft FK to `pgbench_accounts.aid`
 with 17 orphans; dumped with `pg_dump -Fc` as `pg_dump_YYYYMMDD_0100.dump` into a bucket served by
@@ -156,15 +156,16 @@ def rclone_env(s3: RcloneS3Server) -> dict:
 
 # -- the dumps -----------------------------------------------------------------------------------
 # pgbench's own data generation ("G") but with a filler that does not compress to nothing:
-# pgbench's blank filler makes a 1.5 GB database a 35 MB dump, where real data (and the runbook's
-# dumps) compress a few times, not fifty. char(84) is stored padded, so the database is the same
-# size either way; the dump is about a third of it.
+# pgbench's blank filler makes a 1.5 GB database a dump of about 35 MB, where real data (and the
+# runbook's dumps) compress a few times, not fifty. char(84) is stored padded, so the database is
+# the same size either way; the dump is about a third of it.
 DATA_SQL = """
 INSERT INTO pgbench_branches(bid, bbalance) SELECT g, 0 FROM generate_series(1, {scale}) g;
 INSERT INTO pgbench_tellers(tid, bid, tbalance)
     SELECT g, (g - 1) / 10 + 1, 0 FROM generate_series(1, 10 * {scale}) g;
 INSERT INTO pgbench_accounts(aid, bid, abalance, filler)
-    SELECT g, (g - 1) / 100000 + 1, 0, left(md5(g::text) || md5((-g)::text) || md5((g * 7)::text), 84)
+    SELECT g, (g - 1) / 100000 + 1, 0,
+           left(md5(g::text) || md5((-g)::text) || md5((g * 7)::text), 84)
     FROM generate_series(1, {accounts}) g;
 CREATE TABLE public.account_notes(id bigint, aid integer, note text);
 INSERT INTO public.account_notes
@@ -192,7 +193,8 @@ def _build_one(source: DisposablePostgres, bucket: Path, scale: int, date: dt.da
     t0 = time.monotonic()
     db = f"bench_s{scale}"
     psql(source, "postgres", f"CREATE DATABASE {db}")
-    pgbench = ["pgbench", "-i", "-s", str(scale), "-q", *source.conninfo(db).libpq_args()]
+    pgbench = [source.tool("pgbench"), "-i", "-s", str(scale), "-q",
+               *source.conninfo(db).libpq_args()]
     run([*pgbench, "-I", "dt"])  # drop and create pgbench's tables
     accounts = 100_000 * scale
     psql(source, db, DATA_SQL.format(scale=scale, accounts=accounts, notes=accounts // 2,
@@ -468,7 +470,7 @@ def measure(work: Path, scales: list[int]) -> tuple[list[Dump], list[list[Result
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[10, 25, 100],
-                        help="pgbench scales (100 is about 1.5 GB of database)")
+                        help="pgbench scales (100 is a 2.1 GB database, a 667 MB dump)")
     parser.add_argument("--workdir", default=tempfile.gettempdir(),
                         help="where clusters, dumps and the S3 folder go (default TMPDIR)")
     parser.add_argument("--write-docs", action="store_true",
@@ -482,6 +484,9 @@ def main() -> int:
         dumps, rows, race = measure(work, args.scales)
         text = report(dumps, rows, race, machine(load_before, os.getloadavg()),
                       f"--scales {' '.join(map(str, args.scales))}", work / "dagster_home")
+    except KeyboardInterrupt:
+        print("\ninterrupted: removing what the bench started", file=sys.stderr)
+        return 130
     finally:
         _remove(work)
     print(text)

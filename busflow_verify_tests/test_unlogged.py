@@ -16,7 +16,8 @@ BASE = """
 CREATE SCHEMA commerce;
 CREATE TABLE commerce.bookings(id bigint PRIMARY KEY, tenant_id int);
 INSERT INTO commerce.bookings SELECT g, g % 3 FROM generate_series(1, 500) g;
-CREATE TABLE commerce.messages(id bigint PRIMARY KEY, booking_id bigint REFERENCES commerce.bookings);
+CREATE TABLE commerce.messages(id bigint PRIMARY KEY,
+                               booking_id bigint REFERENCES commerce.bookings);
 INSERT INTO commerce.messages SELECT g, 1 + g % 500 FROM generate_series(1, 800) g;
 """
 EXTRA = {

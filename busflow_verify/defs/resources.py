@@ -126,9 +126,10 @@ class RestoreTarget(dg.ConfigurableResource):
     """Where the dump is restored: `ephemeral` (a local disposable cluster, the default),
     `server` (a scratch database on a restore server) or `docker` (the restore image).
 
-    Run-scoped: the target is made by the first step that needs it and removed when the run
-    ends, failed or interrupted (`keep_after_run` keeps an ephemeral cluster for triage; never
-    the default). The logic lives in core/targets.py.
+    Run-scoped: the target is made by the first step that needs it (an ephemeral cluster starts
+    in the background as the run begins) and removed when the run ends, failed or interrupted
+    (`keep_after_run` keeps an ephemeral cluster for triage; never the default). The logic lives
+    in core/targets.py.
     """
 
     kind: Literal["ephemeral", "server", "docker"] = "ephemeral"
