@@ -16,7 +16,12 @@ from pathlib import Path
 
 from busflow_verify.core.pgcluster import find_bin_dir
 
-BEGIN, END = "<!-- verify-bench:begin -->", "<!-- verify-bench:end -->"
+
+
+def markers(shape: str) -> tuple[str, str]:
+    """Where a shape's latest run sits in docs/performance.md."""
+    return f"<!-- verify-bench:{shape}:begin -->", f"<!-- verify-bench:{shape}:end -->"
+
 STAGES = ["startup", "download", "cluster_start", "restore", "stream_restore", "vacuum_analyze",
           "counts", "sweep", "cluster_stop", "other"]
 ABOUT = {
@@ -87,6 +92,7 @@ def _summary_row(dump, naive, floor, project) -> str:
     return (f"| {dump.scale} | {dump.db_bytes / 1e9:.2f} GB | {dump.dump_bytes / 1e6:.0f} MB "
             f"| {naive.wall:.1f} | {floor.wall:.1f} | {project.wall:.1f} "
             f"| {project.wall / floor.wall:.2f} | {project.wall / naive.wall:.2f} "
+            f"| {floor.wall / naive.wall:.2f} "
             f"| {project.extra['rss_self_mb']:.0f} MB ({project.extra['rss_children_mb']:.0f} MB "
             f"{project.extra['rss_children_name']}) "
             f"| {project.extra['download_mb_s']:.0f} / {floor.extra['download_mb_s']:.0f} "
@@ -109,6 +115,8 @@ def _stage_table(largest) -> list[str]:
 
 
 def report(dumps, rows, race: dict, where: dict, args: str, home: Path) -> str:
+    shape = dumps[-1].shape.name
+    begin, end = markers(shape)
     for results in rows:
         results[2].stages = project_stages(home, results[2])
     largest = rows[-1]
@@ -121,39 +129,44 @@ def report(dumps, rows, race: dict, where: dict, args: str, home: Path) -> str:
     legend = ("Wall seconds from nothing to nothing (cluster creation and removal included). "
               "RSS: peak of the verify process itself (getrusage at its exit; in brackets the "
               "largest peak among its child processes, sampled every 0.25 s, and which one). "
-              "Download: the project's MB/s (restore metadata) / `rclone copyto`'s MB/s (its "
-              "whole command) for the same object, each once in its path.")
-    race_line = (f"Download of the scale-{dumps[-1].scale} dump alone, best of 3: the project's "
-                 f"`core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
+              "floor/naive: the best any path that restores the dump with pg_restore reached "
+              "against the naive one on this machine. Download: the project's MB/s (restore "
+              "metadata) / `rclone copyto`'s MB/s (its whole command) for the same object, each "
+              "once in its path.")
+    race_line = (f"Download of the {shape} scale-{dumps[-1].scale} dump alone, best of 3: the "
+                 f"project's `core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
                  f"{race['rclone']:.0f} MB/s (its whole command, process start included): "
                  f"{race['project'] / race['rclone']:.2f}x.")
     events = (f"The project's run wrote {p.extra['events']} event-log entries; the Dagster run "
               f"itself lasted {p.extra['run_seconds']:.2f} s, and {p.extra['after_run']:.2f} s "
               "passed from its last event to the process's exit (reading the verdict back, the "
               "#ops message, exit).")
-    targets = (f"Targets at scale {dumps[-1].scale}: project/floor "
+    targets = (f"Targets at {shape} scale {dumps[-1].scale}: project/floor "
                f"{p.wall / largest[1].wall:.2f} (target <= 1.2), project/naive "
-               f"{p.wall / largest[0].wall:.2f} (<= 0.5); verify RSS {min(rss):.0f}-"
+               f"{p.wall / largest[0].wall:.2f} (<= 0.5; the floor itself "
+               f"{largest[1].wall / largest[0].wall:.2f}); verify RSS {min(rss):.0f}-"
                f"{max(rss):.0f} MB over a {dumps[-1].dump_bytes / dumps[0].dump_bytes:.1f}x dump "
                f"range (<= 300 MB, flat); download {race['project'] / race['rclone']:.2f}x "
                "rclone (>= 0.9).")
     summary = [("| scale | database | dump | naive | floor | project | project/floor "
-                "| project/naive | verify RSS (children) | download project / rclone |"),
-               "|---|---|---|---|---|---|---|---|---|---|",
+                "| project/naive | floor/naive | verify RSS (children) "
+                "| download project / rclone |"),
+               "|---|---|---|---|---|---|---|---|---|---|---|",
                *[_summary_row(d, *r) for d, r in zip(dumps, rows)]]
-    lines = [BEGIN, "### Latest run (written by `bench/verify_bench.py --write-docs`)", "",
-             header, "", legend, "", *summary, "",
-             f"Where the time went at scale {dumps[-1].scale}:", "", *_stage_table(largest), "",
-             race_line, "", events, "", targets, END]
+    title = f"### {shape}: latest run (written by `bench/verify_bench.py --write-docs`)"
+    lines = [begin, title, "", header, "", legend, "", *summary, "",
+             f"Where the time went at {shape} scale {dumps[-1].scale}:", "",
+             *_stage_table(largest), "", race_line, "", events, "", targets, end]
     return "\n".join(lines)
 
 
-def write_docs(path: Path, text: str) -> None:
-    """Replace the bench's section of docs/performance.md, or add it at the end."""
+def write_docs(path: Path, shape: str, text: str) -> None:
+    """Replace the shape's section of docs/performance.md, or add it at the end."""
+    begin, end = markers(shape)
     current = path.read_text()
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + text + rest.split(end, 1)[1]
     else:
         current = current.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(current)

@@ -1,14 +1,17 @@
 """Restore-path benchmark (issue 6): a naive job, the floor and this project, side by side.
 
-    .venv/bin/python bench/verify_bench.py --scales 10 25 100 [--workdir DIR] [--write-docs]
+    .venv/bin/python bench/verify_bench.py [--shapes pgbench busflow] [--scales N ...]
+                                           [--workdir DIR] [--write-docs]
 
-For each pgbench scale N (N = 100 is a database of 2.1 GB): pgbench's own schema and data
-(`pgbench -i -s N`, with a filler of md5 text rather than blanks, so that the dump compresses like
-real data), plus `public.account_notes`, whose `aid` is a soft FK to `pgbench_accounts.aid`
-with 17 orphans; dumped with `pg_dump -Fc` as `pg_dump_YYYYMMDD_0100.dump` into a bucket served by
-`rclone serve s3` on loopback, with a week of same-sized history objects (sparse) before it for
-the size guard. Then, one after the other, from nothing to nothing (creating and removing the
-cluster is in every wall time):
+For each shape (both by default, one after the other) and each of its scales (bench_shapes.py):
+pgbench's schema and data (`pgbench -i -s N`, with a filler of md5 text so that the dump
+compresses like real data, plus `public.account_notes`, whose `aid` is a soft FK to
+`pgbench_accounts.aid` with 17 orphans; scale 100 is a 2.1 GB database), or the demo's Busflow
+database (messages.booking_id, the shipped allowlist's soft FK, with the GDPR scrub's expected
+orphans; scale 1600 is a 2.0 GB database); dumped with `pg_dump -Fc` as
+`pg_dump_YYYYMMDD_0100.dump` into a bucket served by `rclone serve s3` on loopback, with a week
+of same-sized history objects (sparse) before it for the size guard. Then, one after the other,
+from nothing to nothing (creating and removing the cluster is in every wall time):
 
 - naive: `rclone cat` of the object piped into `pg_restore` (no -j) against a default, durable
   cluster; then VACUUM ANALYZE, count(*) of every table and the soft FK's anti-join with psql;
@@ -49,19 +52,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_report import machine, report, write_docs
+from bench_shapes import SHAPES, Shape
 
 from busflow_verify.core.pgcluster import DisposablePostgres, sweep_stale_clusters
 from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-backups"
-TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers",
-          "account_notes"]
-ORPHANS = 17
-SOFT_FK = {"child": "public.account_notes.aid", "parent": "public.pgbench_accounts.aid",
-           "max_orphans": 100}
-SWEEP_SQL = ("SELECT count(*) FROM public.account_notes AS c WHERE c.aid IS NOT NULL AND NOT "
-             "EXISTS (SELECT 1 FROM public.pgbench_accounts AS p WHERE p.aid = c.aid)")
 CORES = os.cpu_count() or 1
 
 
@@ -81,12 +78,14 @@ class DurabilityOffPostgres(DisposablePostgres):
 
 @dataclass
 class Dump:
+    shape: Shape
     scale: int
     date: dt.date
     key: str
     db_bytes: int
     dump_bytes: int
     counts: dict[str, int]
+    orphans: int  # the soft FK's, counted in the source
 
 
 @dataclass
@@ -155,54 +154,27 @@ def rclone_env(s3: RcloneS3Server) -> dict:
 
 
 # -- the dumps -----------------------------------------------------------------------------------
-# pgbench's own data generation ("G") but with a filler that does not compress to nothing:
-# pgbench's blank filler makes a 1.5 GB database a dump of about 35 MB, where real data (and the
-# runbook's dumps) compress a few times, not fifty. char(84) is stored padded, so the database is
-# the same size either way; the dump is about a third of it.
-DATA_SQL = """
-INSERT INTO pgbench_branches(bid, bbalance) SELECT g, 0 FROM generate_series(1, {scale}) g;
-INSERT INTO pgbench_tellers(tid, bid, tbalance)
-    SELECT g, (g - 1) / 10 + 1, 0 FROM generate_series(1, 10 * {scale}) g;
-INSERT INTO pgbench_accounts(aid, bid, abalance, filler)
-    SELECT g, (g - 1) / 100000 + 1, 0,
-           left(md5(g::text) || md5((-g)::text) || md5((g * 7)::text), 84)
-    FROM generate_series(1, {accounts}) g;
-CREATE TABLE public.account_notes(id bigint, aid integer, note text);
-INSERT INTO public.account_notes
-    SELECT g, 1 + (g::bigint * 7919) % {accounts}, 'note ' || md5(g::text)
-    FROM generate_series(1, {notes}) g;
-INSERT INTO public.account_notes
-    SELECT {notes} + g, {accounts} + g, 'orphan' FROM generate_series(1, {orphans}) g;
-CREATE INDEX account_notes_aid ON public.account_notes(aid);
-"""
-
-
-def build_dumps(work: Path, scales: list[int]) -> list[Dump]:
+def build_dumps(work: Path, shape: Shape, scales: list[int]) -> list[Dump]:
     """One database and dump per scale; the source cluster is gone before anything is timed."""
     bucket = work / "s3" / BUCKET
     bucket.mkdir(parents=True)
     dumps = []
     with DisposablePostgres(base_dir=str(work)) as source:
         for i, scale in enumerate(sorted(scales)):
-            dumps.append(_build_one(source, bucket, scale, dt.date(2026, 1, 10) +
+            dumps.append(_build_one(source, bucket, shape, scale, dt.date(2026, 1, 10) +
                                     dt.timedelta(days=10 * i)))
     return dumps
 
 
-def _build_one(source: DisposablePostgres, bucket: Path, scale: int, date: dt.date) -> Dump:
+def _build_one(source: DisposablePostgres, bucket: Path, shape: Shape, scale: int,
+               date: dt.date) -> Dump:
     t0 = time.monotonic()
-    db = f"bench_s{scale}"
+    db = f"bench_{shape.name}_{scale}"
     psql(source, "postgres", f"CREATE DATABASE {db}")
-    pgbench = [source.tool("pgbench"), "-i", "-s", str(scale), "-q",
-               *source.conninfo(db).libpq_args()]
-    run([*pgbench, "-I", "dt"])  # drop and create pgbench's tables
-    accounts = 100_000 * scale
-    psql(source, db, DATA_SQL.format(scale=scale, accounts=accounts, notes=accounts // 2,
-                                     orphans=ORPHANS))
-    run([*pgbench, "-I", "vp"])  # pgbench's vacuum and primary keys
+    shape.populate(source, db, scale, run)
     db_bytes = int(psql(source, db, f"SELECT pg_database_size('{db}')")[0])
-    counts = {f"public.{t}": int(psql(source, db, f"SELECT count(*) FROM public.{t}")[0])
-              for t in TABLES}
+    counts = {t: int(psql(source, db, f"SELECT count(*) FROM {t}")[0]) for t in shape.tables}
+    orphans = int(psql(source, db, shape.sweep_sql)[0])
     key = f"pg_dump_{date:%Y%m%d}_0100.dump"
     run([source.tool("pg_dump"), "-Fc", *source.conninfo(db).libpq_args(), "-f",
          str(bucket / key)])
@@ -212,21 +184,21 @@ def _build_one(source: DisposablePostgres, bucket: Path, scale: int, date: dt.da
                   "wb") as fh:
             fh.truncate(size)
     psql(source, "postgres", f"DROP DATABASE {db}")
-    print(f"scale {scale}: database {db_bytes / 1e9:.2f} GB, dump {size / 1e6:.0f} MB "
-          f"({time.monotonic() - t0:.0f} s to build)", flush=True)
-    return Dump(scale, date, key, db_bytes, size, counts)
+    print(f"{shape.name} scale {scale}: database {db_bytes / 1e9:.2f} GB, "
+          f"dump {size / 1e6:.0f} MB ({time.monotonic() - t0:.0f} s to build)", flush=True)
+    return Dump(shape, scale, date, key, db_bytes, size, counts, orphans)
 
 
 # -- the three paths -----------------------------------------------------------------------------
-def queries(pg: DisposablePostgres, stages: Stages, result: Result) -> None:
+def queries(pg: DisposablePostgres, shape: Shape, stages: Stages, result: Result) -> None:
     """What the naive job and the floor run after the restore: the same statements."""
     with stages("vacuum_analyze"):
         psql(pg, "restored", "VACUUM ANALYZE")
     with stages("counts"):
-        rows = psql(pg, "restored", "; ".join(f"SELECT count(*) FROM public.{t}" for t in TABLES))
-    result.counts = {f"public.{t}": int(n) for t, n in zip(TABLES, rows)}
+        rows = psql(pg, "restored", "; ".join(f"SELECT count(*) FROM {t}" for t in shape.tables))
+    result.counts = {t: int(n) for t, n in zip(shape.tables, rows)}
     with stages("sweep"):
-        result.orphans = int(psql(pg, "restored", SWEEP_SQL)[0])
+        result.orphans = int(psql(pg, "restored", shape.sweep_sql)[0])
 
 
 def restore_args(pg: DisposablePostgres) -> list[str]:
@@ -242,7 +214,7 @@ def naive(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
         psql(pg, "postgres", "CREATE DATABASE restored")
         with stages("stream_restore"):
             _stream_restore(s3, dump, pg)
-        queries(pg, stages, result)
+        queries(pg, dump.shape, stages, result)
     finally:
         with stages("cluster_stop"):
             pg.stop()
@@ -277,7 +249,7 @@ def floor(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
             psql(pg, "postgres", "CREATE DATABASE restored")
             with stages("restore"):
                 run([*restore_args(pg), "-j", str(CORES), str(local)])
-            queries(pg, stages, result)
+            queries(pg, dump.shape, stages, result)
         finally:
             with stages("cluster_stop"):
                 pg.stop()
@@ -383,7 +355,7 @@ def _stop_verify(proc: subprocess.Popen) -> None:
         _kill(proc)
 
 
-def project_env(work: Path, s3: RcloneS3Server) -> dict:
+def project_env(work: Path, s3: RcloneS3Server, shape: Shape) -> dict:
     """The verify's environment: the bench's S3 server, instance and config, scratch in `work`."""
     home, config = work / "dagster_home", work / "config"
     home.mkdir()
@@ -393,7 +365,7 @@ def project_env(work: Path, s3: RcloneS3Server) -> dict:
     shipped["size_guard"]["min_bytes"] = 1000  # the bench's dumps are under 10 GB
     shipped["row_counts"]["max_growth_ratio"] = 1000.0  # each size is bigger than the last
     (config / "verify.yaml").write_text(yaml.safe_dump(shipped))
-    (config / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump({"soft_fks": [SOFT_FK]}))
+    (config / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump({"soft_fks": [shape.soft_fk]}))
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("BACKUP_", "SLACK_"))}
     return {**env, "BACKUP_PRIMARY_ENDPOINT": s3.endpoint, "BACKUP_BUCKET": BUCKET,
@@ -432,9 +404,10 @@ def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -
 def check_same_answers(dump: Dump, results: list[Result]) -> None:
     """Every path must have found the source's rows and the planted orphans."""
     for r in results:
-        if r.counts != dump.counts or r.orphans != ORPHANS:
-            raise RuntimeError(f"{r.path} at scale {dump.scale} found {r.counts} and "
-                               f"{r.orphans} orphans; the source had {dump.counts}, {ORPHANS}")
+        if r.counts != dump.counts or r.orphans != dump.orphans:
+            raise RuntimeError(f"{r.path} at {dump.shape.name} scale {dump.scale} found "
+                               f"{r.counts} and {r.orphans} orphans; the source had "
+                               f"{dump.counts}, {dump.orphans}")
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -447,16 +420,17 @@ def _remove(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(work: Path, scales: list[int]) -> tuple[list[Dump], list[list[Result]], dict]:
-    dumps = build_dumps(work, scales)
+def measure(work: Path, shape: Shape,
+            scales: list[int]) -> tuple[list[Dump], list[list[Result]], dict]:
+    dumps = build_dumps(work, shape, scales)
     rows = []
     with RcloneS3Server(work / "s3", access_key="bench-" + secrets.token_hex(4),
                         secret_key=secrets.token_hex(16)) as s3:
-        env = project_env(work, s3)
+        env = project_env(work, s3, shape)
         for dump in dumps:
             results = []
             for path in ("naive", "floor", "project"):
-                print(f"scale {dump.scale}: {path} ...", end=" ", flush=True)
+                print(f"{shape.name} scale {dump.scale}: {path} ...", end=" ", flush=True)
                 results.append(naive(work, s3, dump) if path == "naive" else
                                floor(work, s3, dump) if path == "floor" else
                                project(work, env, dump))
@@ -467,32 +441,48 @@ def measure(work: Path, scales: list[int]) -> tuple[list[Dump], list[list[Result
     return dumps, rows, race
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[10, 25, 100],
-                        help="pgbench scales (100 is a 2.1 GB database, a 667 MB dump)")
-    parser.add_argument("--workdir", default=tempfile.gettempdir(),
-                        help="where clusters, dumps and the S3 folder go (default TMPDIR)")
-    parser.add_argument("--write-docs", action="store_true",
-                        help="write the tables into docs/performance.md")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    work = Path(tempfile.mkdtemp(prefix="busflow-bench-", dir=args.workdir))
+def bench_shape(workdir: str, shape: Shape, scales: list[int], write: bool) -> None:
+    """Build, measure and report one shape; everything it made is removed, interrupted or not."""
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{shape.name}-", dir=workdir))
     try:
         work.chmod(0o711)  # the clusters' server user (postgres, when we are root) passes through
         load_before = os.getloadavg()
-        dumps, rows, race = measure(work, args.scales)
+        dumps, rows, race = measure(work, shape, scales)
         text = report(dumps, rows, race, machine(load_before, os.getloadavg()),
-                      f"--scales {' '.join(map(str, args.scales))}", work / "dagster_home")
-    except KeyboardInterrupt:
-        print("\ninterrupted: removing what the bench started", file=sys.stderr)
-        return 130
+                      f"--shapes {shape.name} --scales {' '.join(map(str, scales))}",
+                      work / "dagster_home")
     finally:
         _remove(work)
-    print(text)
-    if args.write_docs:
-        write_docs(REPO / "docs/performance.md", text)
-        print("written to docs/performance.md")
+    print(text, flush=True)
+    if write:
+        write_docs(REPO / "docs/performance.md", shape.name, text)
+        print("written to docs/performance.md", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES),
+                        help="the databases restored, one after the other (bench_shapes.py)")
+    parser.add_argument("--scales", type=int, nargs="+",
+                        help="with one shape only; " + "; ".join(
+                            f"{s.name}: {s.scale_help} (default "
+                            f"{' '.join(map(str, s.default_scales))})" for s in SHAPES.values()))
+    parser.add_argument("--workdir", default=tempfile.gettempdir(),
+                        help="where clusters, dumps and the S3 folder go (default TMPDIR)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write each shape's tables into docs/performance.md")
+    args = parser.parse_args()
+    if args.scales and len(args.shapes) > 1:
+        parser.error("--scales is per shape: give one shape with it")
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for name in args.shapes:
+            shape = SHAPES[name]
+            bench_shape(args.workdir, shape, args.scales or shape.default_scales,
+                        args.write_docs)
+    except KeyboardInterrupt:
+        print("\ninterrupted: removed what the bench started", file=sys.stderr)
+        return 130
     return 0
 
 

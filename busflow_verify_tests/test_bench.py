@@ -1,0 +1,50 @@
+"""The restore-path benchmark (bench/verify_bench.py) runs end to end at a tiny scale.
+
+No timings are asserted (the numbers belong in docs/performance.md, not in `make test`); what is
+checked is that the three paths restore the same rows and orphans as the source had (the bench
+fails otherwise), that the report has its table, and that the bench leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workdir():
+    """In TMPDIR itself, not under pytest's 0700 folder: the clusters run as `postgres`."""
+    path = Path(tempfile.mkdtemp(prefix="bench-t-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("shape, scale", [("busflow", 3), ("pgbench", 1)])
+def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench/verify_bench.py"), "--shapes", shape, "--scales",
+         str(scale), "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"<!-- verify-bench:{shape}:begin -->" in out
+    assert f"<!-- verify-bench:{shape}:end -->" in out
+    row = re.search(rf"^\| {scale} \| [\d.]+ GB \| \d+ MB \|(.*)$", out, re.M)
+    assert row, out
+    cells = [c.strip() for c in row.group(1).split("|")]
+    naive, floor, project = (float(c) for c in cells[:3])
+    assert naive > 0 and floor > 0 and project > 0
+    assert re.match(r"\d+ MB \(\d+ MB \w+\)", cells[6]), cells  # the verify's peak RSS
+    assert "| **wall** |" in out and f"Targets at {shape} scale {scale}" in out
+    assert list(workdir.iterdir()) == []  # clusters, dumps, S3 folder and instance removed
