@@ -164,4 +164,4 @@ def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harne
             dagster_event=event).for_run_failure()
         ops_alert_on_failure(context)
     [text] = slack.texts()
-    assert "NOT VERIFIED" in text and "*DUMP_MISSING DUMP_MISSING* — severity P1" in text
+    assert "NOT VERIFIED" in text and "*DUMP_MISSING* — severity P1" in text

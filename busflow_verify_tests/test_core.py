@@ -207,6 +207,14 @@ def test_failed_checks_become_failures_and_format_reads_well():
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text and "b:y" in text
 
 
+def test_a_failure_the_runbook_does_not_number_is_named_once():
+    drift = Finding("ROW_COUNT_DRIFT", "commerce.bookings dropped 5.2%").to_dict()
+    verdict = build_verdict(facts([CheckOutcome("row_count_report:x", False, [drift])]))
+    assert drift["code"] == drift["name"] == "ROW_COUNT_DRIFT"  # the JSON keeps both fields
+    line = next(line for line in format_verdict(verdict).splitlines() if "FAILURE" in line)
+    assert line.split()[1:3] == ["ROW_COUNT_DRIFT", "severity"], line
+
+
 def test_all_passed_is_verified():
     verdict = build_verdict(facts([CheckOutcome("a:x", True)]))
     assert verdict["verified"] is True and verdict["failures"] == []

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from busflow_verify.core.failures import Finding
+from busflow_verify.core.failures import Finding, failure_label
 
 RETRY_STATUSES = {429} | set(range(500, 600))
 
@@ -50,13 +50,13 @@ def ops_message(verdict: dict[str, Any]) -> str:
     else:
         lines = [f":rotating_light: Backup verify {verdict['partition']}: NOT VERIFIED — {key}{where}"]
     for f in verdict["failures"]:
-        lines.append(f"*{f['code']} {f['name']}* — severity {f['severity']} — page "
+        lines.append(f"*{failure_label(f)}* — severity {f['severity']} — page "
                      f"{' + '.join(f['escalate_to'])}")
         lines.append(f"> {f['summary']}")
         if f.get("next_step"):
             lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
     for n in verdict.get("notices", []):
-        lines.append(f"_{n['code']} {n['name']} (informational)_: {n['summary']}")
+        lines.append(f"_{failure_label(n)} (informational)_: {n['summary']}")
     if verdict.get("cutover_halt"):
         lines.append(f":octagonal_sign: Cutover work is halted since "
                      f"{verdict['cutover_halt']['since']} until a verified dump is promoted (F5).")

@@ -37,6 +37,13 @@ class FailureMode:
 
 RUNBOOK = "Runbook: Daily Backup Verify Triage"
 
+
+def failure_label(failure: dict[str, Any]) -> str:
+    """How a failure is named to people: "F3 ORPHAN_FK_SURGE"; a code the runbook does not number
+    (DUMP_MISSING, ROW_COUNT_DRIFT, VERIFY_JOB_ERROR) is its own name, said once."""
+    code, name = failure["code"], failure["name"]
+    return name if code == name else f"{code} {name}"
+
 _MODES = [
     FailureMode(
         "F1", "SIZE_SHRUNK", "P2", ("@data-oncall",), "F1 — SIZE_EXCEEDED or SIZE_SHRUNK",

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from busflow_verify.core.failures import failure_label
+
 POINTER_NAME = "verified-latest.json"
 
 
@@ -61,7 +63,7 @@ def write_pointer(client, bucket: str, prefix: str, record: dict[str, Any]) -> N
 def promotion_decision(verdict: dict[str, Any], current: dict[str, Any] | None) -> tuple[bool, str]:
     """(promote?, why) for a verdict against the pointer as it stands."""
     if not verdict["verified"]:
-        failing = [f"{f['code']} {f['name']}" for f in verdict["failures"]] or ["checks missing"]
+        failing = [failure_label(f) for f in verdict["failures"]] or ["checks missing"]
         return False, f"not verified ({', '.join(failing)}): the pointer stays where it is"
     candidate = {"partition": verdict["partition"], "key": verdict["dump"]["key"]}
     if not moves_forward(current, candidate):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from busflow_verify.core.failures import Finding
+from busflow_verify.core.failures import Finding, failure_label
 
 
 @dataclass
@@ -108,9 +108,9 @@ def format_verdict(verdict: dict[str, Any]) -> str:
         mark = {True: "pass", False: "FAIL", None: "did not run"}[check["passed"]]
         lines.append(f"  check     {check['check']:<52} {mark}")
     for n in verdict.get("notices", []):
-        lines.append(f"  notice    {n['code']} {n['name']} (informational): {n['summary']}")
+        lines.append(f"  notice    {failure_label(n)} (informational): {n['summary']}")
     for f in verdict["failures"]:
-        lines.append(f"  FAILURE   {f['code']} {f['name']}  severity {f['severity']}  "
+        lines.append(f"  FAILURE   {failure_label(f)}  severity {f['severity']}  "
                      f"page {' '.join(f['escalate_to'])}")
         lines.append(f"            {f['summary']}")
         if f.get("next_step"):

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from busflow_verify.core.failures import CATALOGUE, Finding
+from busflow_verify.core.failures import CATALOGUE, Finding, failure_label
 from busflow_verify.defs.partitions import nightly_dump_partitions
 
 FINDING_KEY = "finding"
@@ -78,7 +78,7 @@ def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
 def fail_step(finding: Finding) -> dg.Failure:
     """A step failure carrying the finding, for stages that cannot produce their asset at all."""
     return dg.Failure(
-        description=f"{finding.mode.code} {finding.mode.name}: {finding.summary}. "
+        description=f"{failure_label(finding.to_dict())}: {finding.summary}. "
                     f"Next: {finding.mode.next_step}",
         metadata={FINDING_KEY: dg.MetadataValue.json(finding.to_dict())},
         allow_retries=False,
