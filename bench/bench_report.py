@@ -16,12 +16,6 @@ from pathlib import Path
 
 from busflow_verify.core.pgcluster import find_bin_dir
 
-
-
-def markers(shape: str) -> tuple[str, str]:
-    """Where a shape's latest run sits in docs/performance.md."""
-    return f"<!-- verify-bench:{shape}:begin -->", f"<!-- verify-bench:{shape}:end -->"
-
 STAGES = ["startup", "download", "cluster_start", "restore", "stream_restore", "vacuum_analyze",
           "counts", "sweep", "cluster_stop", "other"]
 ABOUT = {
@@ -52,6 +46,11 @@ def machine(load_before, load_after) -> dict:
             "cores": os.cpu_count(), "mem_gb": round(mem / 1024 / 1024),
             "postgres": pg[0] if pg else "?", "load_before": load_before,
             "load_after": load_after}
+
+
+def markers(shape: str) -> tuple[str, str]:
+    """Where a shape's latest run sits in docs/performance.md."""
+    return f"<!-- verify-bench:{shape}:begin -->", f"<!-- verify-bench:{shape}:end -->"
 
 
 def project_stages(home: Path, result) -> dict[str, float]:

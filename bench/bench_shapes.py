@@ -10,12 +10,17 @@ Each shape has one soft FK, swept by the naive path and the floor with the same 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import psycopg
+import yaml
 
 from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.demo import busflow_db
+
+SHIPPED_ALLOWLIST = (Path(__file__).resolve().parents[1]
+                     / "config/backup-verify/soft-fk-allowlist.yaml")
 
 
 class Shape:
@@ -70,10 +75,9 @@ class PgbenchShape(Shape):
                    *source.conninfo(db).libpq_args()]
         run([*pgbench, "-I", "dt"])  # drop and create pgbench's tables
         accounts = 100_000 * scale
-        run([source.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-             *source.conninfo(db).libpq_args(), "-c",
-             PGBENCH_DATA_SQL.format(scale=scale, accounts=accounts, notes=accounts // 2,
-                                     orphans=self.orphans)])
+        with psycopg.connect(**source.conninfo(db).kwargs(), autocommit=True) as conn:
+            conn.execute(PGBENCH_DATA_SQL.format(scale=scale, accounts=accounts,
+                                                 notes=accounts // 2, orphans=self.orphans))
         run([*pgbench, "-I", "vp"])  # pgbench's vacuum and primary keys
 
 
@@ -83,8 +87,8 @@ class BusflowShape(Shape):
     scale_help = ("Busflow scale: 2000 bookings per unit, with their messages and service legs; "
                   "1600 is a 2.0 GB database")
     tables = busflow_db.TABLES
-    soft_fk = {"child": "communications.messages.booking_id", "parent": "commerce.bookings.id",
-               "max_orphans": 200, "tenant_column": "tenant_id"}  # the shipped allowlist's
+    # the shipped allowlist's soft FK, as production sweeps it; sweep_sql counts the same one
+    soft_fk = yaml.safe_load(SHIPPED_ALLOWLIST.read_text())["soft_fks"][0]
     sweep_sql = ("SELECT count(*) FROM communications.messages AS c WHERE c.booking_id IS NOT "
                  "NULL AND NOT EXISTS (SELECT 1 FROM commerce.bookings AS p "
                  "WHERE p.id = c.booking_id)")

@@ -77,9 +77,10 @@ def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
 
 def fail_step(finding: Finding) -> dg.Failure:
     """A step failure carrying the finding, for stages that cannot produce their asset at all."""
+    as_dict = finding.to_dict()
     return dg.Failure(
-        description=f"{failure_label(finding.to_dict())}: {finding.summary}. "
+        description=f"{failure_label(as_dict)}: {finding.summary}. "
                     f"Next: {finding.mode.next_step}",
-        metadata={FINDING_KEY: dg.MetadataValue.json(finding.to_dict())},
+        metadata={FINDING_KEY: dg.MetadataValue.json(as_dict)},
         allow_retries=False,
     )
