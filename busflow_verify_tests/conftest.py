@@ -19,6 +19,7 @@ from psycopg import sql
 from busflow_verify import cli
 from busflow_verify.core.pgcluster import (DIR_PREFIX, OWNER_FILE, ConnInfo,
                                           DisposablePostgres)
+from busflow_verify.core.privilege import RestoreDatabase, provision
 from busflow_verify.demo.s3server import RcloneS3Server
 
 ACCESS_KEY = "busflow-test-access"
@@ -292,25 +293,33 @@ def slack(monkeypatch):
     fake.close()
 
 
-RESTORE_ROLE = "verify_restore"
+SERVER_ADMIN = "verify_admin"
 RESTORE_PASSWORD = "restore-secret-" + secrets.token_hex(8)
 
 
 @pytest.fixture(scope="session")
 def restore_server():
-    """A restore server the team keeps (the `server` target): a cluster of its own whose restore
-    role is no superuser (LOGIN CREATEDB CREATEROLE) and must give its password (scram)."""
+    """A restore server the team keeps (the `server` target): a cluster of its own whose
+    administrative role (a superuser here: PostgreSQL 15 lets only superusers give BYPASSRLS)
+    must give its password (scram)."""
     with DisposablePostgres() as pg:
         SESSION_CLUSTERS.add(pg.root)
         with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-                sql.Identifier(RESTORE_ROLE), sql.Literal(RESTORE_PASSWORD)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(SERVER_ADMIN), sql.Literal(RESTORE_PASSWORD)))
             hba = pg.data_dir / "pg_hba.conf"
-            hba.write_text(f"local all {RESTORE_ROLE} scram-sha-256\n" + hba.read_text())
+            hba.write_text(f"local all {SERVER_ADMIN} scram-sha-256\n" + hba.read_text())
             conn.execute("SELECT pg_reload_conf()")
         yield pg
 
 
-def restore_server_conninfo(pg: DisposablePostgres, password: str = RESTORE_PASSWORD):
-    """How the `server` target reaches the restore server: the restore role, with its password."""
-    return ConnInfo(str(pg.root), pg.port, RESTORE_ROLE, "postgres", password=password)
+def restore_server_conninfo(pg: DisposablePostgres, password: str = RESTORE_PASSWORD,
+                            user: str = SERVER_ADMIN):
+    """How the `server` target reaches the restore server: its administrative role, with its
+    password."""
+    return ConnInfo(str(pg.root), pg.port, user, "postgres", password=password)
+
+
+def restore_database(pg: DisposablePostgres, name: str) -> RestoreDatabase:
+    """A fresh database in `pg` owned by a restore role of its own, as the targets make it."""
+    return provision(pg.conninfo(), name, f"{name}_owner")

@@ -223,10 +223,12 @@ def test_all_passed_is_verified():
 # -- F2 classification of pg_restore / psql output --------------------------------------------------
 def _restorer(tmp_path):
     from busflow_verify.core.pgcluster import ConnInfo
+    from busflow_verify.core.privilege import RestoreDatabase
     from busflow_verify.core.restore import Restorer
 
+    nowhere = ConnInfo("/nowhere", 1, "busflow_restore", "x")
     return Restorer(tmp_path / "d", "pg_dump_20261120_0100.dump",
-                    ConnInfo("/nowhere", 1, "postgres", "x"), tmp_path, tmp_path)
+                    RestoreDatabase(owner=nowhere, admin=nowhere), tmp_path, tmp_path)
 
 
 def test_an_extension_failing_during_the_restore_is_missing_extension(tmp_path):

@@ -16,7 +16,7 @@ from busflow_verify.core.failures import FindingError
 from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.core.restore import Restorer
 from busflow_verify.core.targets import ServerTarget
-from busflow_verify_tests.conftest import RESTORE_ROLE, restore_server_conninfo
+from busflow_verify_tests.conftest import restore_database, restore_server_conninfo
 
 KEY = "pg_dump_20261120_0100.dump"
 SOURCE_SQL = """
@@ -64,10 +64,10 @@ def target_pg():
 
 @pytest.fixture(params=["ephemeral", "server"])
 def target(request):
-    """An empty database to restore into, fresh for each test, on each restore target:
-    `ephemeral`, a cluster of the test's own (as superuser); `server`, a scratch database made
-    by the server target on the shared restore server, as its restore role (no superuser, with a
-    password), dropped after the test."""
+    """An empty database to restore into, fresh for each test, owned by an unprivileged restore
+    role, on each restore target: `ephemeral`, a cluster of the test's own; `server`, a scratch
+    database made by the server target on the shared restore server (its restore role has a
+    password), dropped with its role after the test."""
     if request.param == "server":
         server = ServerTarget(restore_server_conninfo(request.getfixturevalue("restore_server")))
         yield server.open("2026-11-20", uuid.uuid4().hex)
@@ -75,10 +75,7 @@ def target(request):
         return
     target_pg = request.getfixturevalue("target_pg")
     name = "t_" + request.node.name[:40].lower().replace("[", "_").replace("]", "")
-    with psycopg.connect(**target_pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield target_pg.conninfo(name)
+    yield restore_database(target_pg, name)
 
 
 def restore(path: Path, target, source_pg, tmp_path):
@@ -86,15 +83,15 @@ def restore(path: Path, target, source_pg, tmp_path):
     return restorer, restorer.run
 
 
-def tables_in(target) -> list[str]:
-    with psycopg.connect(**target.kwargs()) as conn:
+def tables_in(db) -> list[str]:
+    with psycopg.connect(**db.owner.kwargs()) as conn:
         return [r[0] for r in conn.execute(
             "SELECT schemaname || '.' || tablename FROM pg_tables "
             "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
 
 
-def count(target, table: str) -> int:
-    with psycopg.connect(**target.kwargs()) as conn:
+def count(db, table: str) -> int:
+    with psycopg.connect(**db.owner.kwargs()) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
@@ -122,88 +119,60 @@ def test_custom_archive_records_version_and_writer(source, source_pg, target, tm
     assert report.toc_entries > 5
 
 
-def test_plain_dump_roles_are_created_first(source, source_pg, tmp_path):
-    with DisposablePostgres() as fresh:
-        target = fresh.conninfo()
-        report = restore(source / "plain.sql", target, source_pg, tmp_path)[1]()
-        assert report.roles_created == ["busflow_app"]
-        with psycopg.connect(**target.kwargs()) as conn:
-            owner = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'commerce' "
-                                 "AND tablename = 'bookings'").fetchone()[0]
-        assert owner == "busflow_app"
+def owners(db, schema: str) -> set[str]:
+    with psycopg.connect(**db.owner.kwargs()) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = %s", (schema,))}
 
 
-SHARED_ROLES_SQL = """
-DO $$ BEGIN CREATE ROLE ops_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN CREATE ROLE ledger_owner NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-CREATE SCHEMA reads AUTHORIZATION ops_reader; CREATE SCHEMA ledger AUTHORIZATION ledger_owner;
-CREATE TABLE reads.t(id int); ALTER TABLE reads.t OWNER TO ops_reader;
-CREATE TABLE ledger.t(id int); ALTER TABLE ledger.t OWNER TO ledger_owner;
-"""
+@pytest.mark.parametrize("name", ["custom.dump", "plain.sql"])
+def test_everything_is_owned_by_the_restore_role_and_no_role_is_made(source, source_pg, target,
+                                                                     tmp_path, name):
+    """The source gives its tables to busflow_app; the restore gives them to the unprivileged
+    restore role instead (archives: --no-owner; plain dumps: OWNER TO left out) and creates no
+    role of the dump's."""
+    report = restore(source / name, target, source_pg, tmp_path)[1]()
+    assert owners(target, "commerce") == owners(target, "ledger") == {target.owner.user}
+    assert report.restore_role == target.owner.user
+    with psycopg.connect(**target.admin.kwargs()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'busflow_app'"
+                            ).fetchone() == (0,)
+    if name == "plain.sql":
+        left_out = {e["kind"] for e in report.left_out}
+        assert {"owner", "extension"} <= left_out, report.left_out
+    else:
+        assert {"entry": "EXTENSION pgcrypto",
+                "reason": "created by the administrative step before the restore"
+                } in report.left_out
 
 
-def role_flags(pg, role: str):
-    with psycopg.connect(**pg.conninfo().kwargs()) as conn:
-        return conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s",
-                            (role,)).fetchone()
-
-
-def test_a_shared_restore_server_keeps_its_roles(source_pg, restore_server, tmp_path):
-    """A plain dump on the server target: a role the server has is left exactly as it is (the
-    restore role was granted it, as the README asks), a missing one is created NOLOGIN, and
-    dropping the scratch database drops no role."""
-    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS rolesrc")
-        conn.execute("CREATE DATABASE rolesrc")
-    with psycopg.connect(**source_pg.conninfo("rolesrc").kwargs(), autocommit=True) as conn:
-        conn.execute(SHARED_ROLES_SQL)
-    dump = tmp_path / "roles.sql"
-    subprocess.run([source_pg.tool("pg_dump"), "-Fp", *source_pg.conninfo("rolesrc").libpq_args(),
-                    "-f", str(dump)], check=True)
-    with psycopg.connect(**restore_server.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute("DROP ROLE IF EXISTS ledger_owner")
-        conn.execute("DO $$ BEGIN CREATE ROLE ops_reader LOGIN; "
-                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        conn.execute(sql.SQL("GRANT ops_reader TO {}").format(sql.Identifier(RESTORE_ROLE)))
-    server = ServerTarget(restore_server_conninfo(restore_server))
-    try:
-        target = server.open("2026-11-20", uuid.uuid4().hex)
-        report = restore(dump, target, source_pg, tmp_path)[1]()
-        with psycopg.connect(**target.kwargs()) as conn:
-            owners = dict(conn.execute("SELECT schemaname, tableowner FROM pg_tables "
-                                       "WHERE tablename = 't'").fetchall())
-    finally:
-        server.close()
-    assert report.roles_created == ["ledger_owner"]
-    assert owners == {"reads": "ops_reader", "ledger": "ledger_owner"}
-    assert role_flags(restore_server, "ops_reader") == (True,)  # untouched: still LOGIN
-    assert role_flags(restore_server, "ledger_owner") == (False,)  # created NOLOGIN, not dropped
-    with psycopg.connect(**restore_server.conninfo().kwargs()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                            (target.dbname,)).fetchone() == (0,)
-
-
-def test_a_plain_dump_owned_by_a_role_the_server_role_cannot_take_is_named(
+def test_a_plain_dump_of_the_source_superuser_restores_on_a_shared_server(
         source_pg, restore_server, tmp_path):
+    """OWNER TO postgres (the source's superuser) is left out, so such a plain dump restores
+    without the restore role ever taking on a superuser; its role is dropped with the database."""
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS pgownsrc")
         conn.execute("CREATE DATABASE pgownsrc")
     with psycopg.connect(**source_pg.conninfo("pgownsrc").kwargs(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE owned_by_superuser(id int)")
+        conn.execute("CREATE TABLE owned_by_superuser(id int); INSERT INTO owned_by_superuser "
+                     "VALUES (1)")
     dump = tmp_path / "superuser.sql"
     subprocess.run([source_pg.tool("pg_dump"), "-Fp",
                     *source_pg.conninfo("pgownsrc").libpq_args(), "-f", str(dump)], check=True)
+    assert "OWNER TO postgres;" in dump.read_text()
     server = ServerTarget(restore_server_conninfo(restore_server))
     try:
-        with pytest.raises(FindingError) as err:
-            restore(dump, server.open("2026-11-20", uuid.uuid4().hex), source_pg, tmp_path)[1]()
+        db = server.open("2026-11-20", uuid.uuid4().hex)
+        restore(dump, db, source_pg, tmp_path)[1]()
+        assert count(db, "public.owned_by_superuser") == 1
+        assert owners(db, "public") == {db.owner.user}
     finally:
         server.close()
-    finding = err.value.finding
-    assert finding.details["cause"] == "owner_not_permitted"
-    assert (finding.details["role"], finding.details["restore_role"]) == ("postgres",
-                                                                          RESTORE_ROLE)
-    assert f"GRANT postgres TO {RESTORE_ROLE}" in finding.next_step
+    with psycopg.connect(**restore_server.conninfo().kwargs()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
+                            (db.owner.user,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (db.dbname,)).fetchone() == (0,)
 
 
 def test_copy_failure_names_schema_table_line_and_column(source, source_pg, target, tmp_path):

@@ -15,7 +15,7 @@ from busflow_verify.core.failures import FindingError
 from busflow_verify.core.restore import Restorer
 from busflow_verify.core.targets import (DockerSettings, DockerTarget, RestoreTargetError,
                                          RestoreTargetNotReady, ServerTarget, scratch_db_name)
-from busflow_verify_tests.conftest import (RESTORE_PASSWORD, RESTORE_ROLE, expected_counts,
+from busflow_verify_tests.conftest import (RESTORE_PASSWORD, SERVER_ADMIN, expected_counts,
                                            restore_server_conninfo)
 from busflow_verify_tests.fakedocker import FakeDockerClient
 
@@ -57,11 +57,13 @@ def test_a_bad_target_is_a_usage_error_before_anything_runs(harness, monkeypatch
 def test_server_scratch_database_is_dropped_even_with_a_connection_left_open(restore_server):
     server = ServerTarget(restore_server_conninfo(restore_server))
     target = server.open(DAY, RUN_ID)
-    assert target.dbname == "verify_20261120_3f2a9c1e" and target.user == RESTORE_ROLE
+    assert target.dbname == "verify_20261120_3f2a9c1e"
+    assert target.owner.user == "verify_20261120_3f2a9c1e_owner" != SERVER_ADMIN
     assert target.dbname in databases(restore_server)
-    leaked = psycopg.connect(**target.kwargs())  # a failed step that never closed its connection
+    leaked = psycopg.connect(**target.owner.kwargs())  # a failed step never closed it
     server.close()
     assert target.dbname not in databases(restore_server)
+    assert target.owner.user not in roles(restore_server)
     assert leaked.closed or leaked.broken or _dead(leaked)
 
 
@@ -83,15 +85,33 @@ def test_server_wrong_password_names_the_variables_never_the_password(restore_se
     assert wrong not in repr(restore_server_conninfo(restore_server, wrong))
 
 
-def test_server_role_without_createdb_is_told_what_to_grant(restore_server):
+def roles(pg) -> set[str]:
+    with psycopg.connect(**pg.conninfo().kwargs()) as conn:
+        return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+
+
+@pytest.mark.parametrize("attributes, told", [
+    ("CREATEDB CREATEROLE", "BYPASSRLS"),  # PostgreSQL 15: only a superuser gives BYPASSRLS
+    ("NOCREATEDB", "CREATEROLE"),
+])
+def test_an_administrative_role_without_the_rights_is_told_what_to_grant(restore_server,
+                                                                          attributes, told):
+    """The configured role administers (database, restore role); what it lacks is named, and
+    nothing is left behind."""
+    admin = "verify_weak_admin"
     with psycopg.connect(**restore_server.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute(f"ALTER ROLE {RESTORE_ROLE} NOCREATEDB")
+        conn.execute(f"CREATE ROLE {admin} LOGIN {attributes}")
+    before = databases(restore_server), roles(restore_server)
+    server = ServerTarget(restore_server_conninfo(restore_server, user=admin))
     try:
-        with pytest.raises(RestoreTargetError, match=f"ALTER ROLE {RESTORE_ROLE} CREATEDB"):
-            ServerTarget(restore_server_conninfo(restore_server)).open(DAY, RUN_ID)
+        with pytest.raises(RestoreTargetError, match=told):
+            server.open(DAY, RUN_ID)
     finally:
+        server.close()
         with psycopg.connect(**restore_server.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(f"ALTER ROLE {RESTORE_ROLE} CREATEDB")
+            conn.execute(f"DROP ROLE {admin}")
+    assert (databases(restore_server), roles(restore_server) | {admin}) == (
+        before[0], before[1])
 
 
 # -- docker (the SDK boundary) -----------------------------------------------------------------
@@ -108,7 +128,7 @@ def test_docker_target_starts_the_image_restores_and_removes_the_container(make_
             restored = target.open(DAY, RUN_ID)
             report = Restorer(make_dump(), KEY, restored, target.bin_dir, target.scratch_dir(),
                               jobs=2).run()
-            with psycopg.connect(**restored.kwargs()) as conn:
+            with psycopg.connect(**restored.owner.kwargs()) as conn:
                 bookings = conn.execute("SELECT count(*) FROM commerce.bookings").fetchone()[0]
         finally:
             target.close()
@@ -123,6 +143,8 @@ def test_docker_target_starts_the_image_restores_and_removes_the_container(make_
     assert container.removed_with == {"force": True, "v": True}
     password = run["environment"]["POSTGRES_PASSWORD"]
     assert len(password) >= 24 and password not in caplog.text and password not in repr(restored)
+    assert restored.owner.user == "busflow_restore" and restored.owner.password not in caplog.text
+    assert report.restore_role == "busflow_restore"
     assert container.name in caplog.text and "removed" in caplog.text
 
 
@@ -177,7 +199,7 @@ def use_server(monkeypatch, restore_server) -> None:
     for name, value in {"BUSFLOW_RESTORE_TARGET": "server",
                         "BUSFLOW_RESTORE_SERVER_HOST": str(restore_server.root),
                         "BUSFLOW_RESTORE_SERVER_PORT": str(restore_server.port),
-                        "BUSFLOW_RESTORE_SERVER_USER": RESTORE_ROLE,
+                        "BUSFLOW_RESTORE_SERVER_USER": SERVER_ADMIN,
                         "BUSFLOW_RESTORE_SERVER_PASSWORD": RESTORE_PASSWORD}.items():
         monkeypatch.setenv(name, value)
 

@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 
 from busflow_verify.core.restore import Restorer
+from busflow_verify_tests.conftest import restore_database
 
 KEY = "pg_dump_20261120_0100.dump"
 BASE = """
@@ -48,10 +49,9 @@ def test_tables_are_loaded_unlogged_unless_one_must_stay_logged(source_pg, tmp_p
     dump = tmp_path / KEY
     subprocess.run([source_pg.tool("pg_dump"), "-Fc", "-f", str(dump),
                     *source_pg.conninfo(f"unlog_src_{case}").libpq_args()], check=True)
-    _database(source_pg, f"unlog_dst_{case}")
-    target = source_pg.conninfo(f"unlog_dst_{case}")
-    report = Restorer(dump, KEY, target, source_pg.bin_dir, tmp_path, jobs=2).run()
-    with psycopg.connect(**target.kwargs()) as conn:
+    db = restore_database(source_pg, f"unlog_dst_{case}")
+    report = Restorer(dump, KEY, db, source_pg.bin_dir, tmp_path, jobs=2).run()
+    with psycopg.connect(**db.owner.kwargs()) as conn:
         persistence = conn.execute("SELECT relpersistence FROM pg_class "
                                    "WHERE oid = 'commerce.bookings'::regclass").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM commerce.messages").fetchone()[0]

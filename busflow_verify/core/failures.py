@@ -1,6 +1,6 @@
 """The runbook's failure catalogue and escalation matrix, in one place.
 
-Every check, the JSON verdict and (later) the #ops message take code, name, severity, who to page
+Every check, the JSON verdict and the #ops message take code, name, severity, who to page
 and the runbook step from here. The runbook's appendix:
 
 | Failure | Default severity | Escalate to |
@@ -111,6 +111,7 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
     severity: str | None = None  # overrides the default (e.g. F2 P1 when corruption is suspected)
     next_step: str | None = None  # overrides the mode's step where the cause says more
+    escalate_to: tuple[str, ...] | None = None  # overrides the matrix (a security event)
 
     @property
     def mode(self) -> FailureMode:
@@ -122,7 +123,7 @@ class Finding:
             "code": mode.code,
             "name": mode.name,
             "severity": self.severity or mode.severity,
-            "escalate_to": list(mode.escalate_to),
+            "escalate_to": list(self.escalate_to or mode.escalate_to),
             "summary": self.summary,
             "details": self.details,
             "runbook_section": mode.runbook_section,

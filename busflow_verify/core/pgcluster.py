@@ -29,6 +29,13 @@ DIR_PREFIX = "busflow-verify-pg-"
 OWNER_FILE = "owner.json"
 ORPHAN_AGE_SECONDS = 3600
 
+# What a child process (initdb, the server, pg_restore, psql) may inherit from the job: the job's
+# environment holds the backup store's keys and the #ops webhook, and a restored dump's code runs
+# inside the server. Everything else is dropped; a password is added only where one is needed.
+CHILD_ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PGCONNECT_TIMEOUT",
+                             "PGAPPNAME", "PGTZ", "PGCLIENTENCODING", "PGTARGETSESSIONATTRS"})
+CHILD_ENV_PREFIXES = ("LC_", "PGSSL", "PGGSS")
+
 # Settings for a cluster that is thrown away after the run: nothing needs to survive a crash.
 THROWAWAY_SETTINGS = {
     "listen_addresses": "''",
@@ -53,6 +60,13 @@ class ClusterStartError(RuntimeError):
     pass
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: the allow-listed variables of ours, plus `extra`."""
+    kept = {k: v for k, v in os.environ.items()
+            if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)}
+    return {**kept, **(extra or {})}
+
+
 def find_bin_dir(explicit: str | None = None) -> Path:
     """The PostgreSQL server bin dir: explicit, `pg_config --bindir`, or the newest Debian one."""
     candidates: list[Path] = []
@@ -60,7 +74,8 @@ def find_bin_dir(explicit: str | None = None) -> Path:
         candidates.append(Path(explicit))
     pg_config = shutil.which("pg_config")
     if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                             env=child_env())
         if out.returncode == 0:
             candidates.append(Path(out.stdout.strip()))
     debian = sorted(
@@ -133,8 +148,9 @@ class ConnInfo:
         return ["-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.dbname]
 
     def env(self) -> dict[str, str]:
-        """The environment for pg_restore and psql: ours, plus PGPASSWORD when there is one."""
-        return {**os.environ, "PGPASSWORD": self.password} if self.password else dict(os.environ)
+        """The environment for pg_restore and psql: the allow-listed part of ours (`child_env`:
+        none of the job's secrets), plus PGPASSWORD when there is one."""
+        return child_env({"PGPASSWORD": self.password} if self.password else None)
 
     def on(self, dbname: str) -> ConnInfo:
         """The same server, another database."""
@@ -176,7 +192,8 @@ class DisposablePostgres:
         return str(self.bin_dir / name)
 
     def major_version(self) -> int:
-        out = subprocess.run([self.tool("pg_ctl"), "--version"], capture_output=True, text=True)
+        out = subprocess.run([self.tool("pg_ctl"), "--version"], capture_output=True, text=True,
+                             env=child_env())
         return int(out.stdout.split()[-1].split(".")[0])
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -248,7 +265,7 @@ def run_in_own_group(argv: list[str]) -> tuple[int, str]:
     initdb writing into a directory that is being removed.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=child_env())
     try:
         _, stderr = proc.communicate()
     except BaseException:
@@ -266,7 +283,7 @@ def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
         argv = [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
         if run_as:
             argv = ["runuser", "-u", run_as, "--", *argv]
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:  # pg_ctl could not stop it: kill the postmaster directly
             try:
                 os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)

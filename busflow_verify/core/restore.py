@@ -4,12 +4,15 @@
 2. Preflight (F2 step 2): the extensions the dump creates are compared with the target's
    `pg_available_extensions` before anything is restored.
 3. Split-section restore (F2 step 4, the canonical path; there is deliberately no single-stream
-   option): pre-data, then data and post-data with `-j` from the local file. Archives are
-   restored without owners and privileges (`--no-owner --no-privileges`): the disposable cluster
-   has none of production's roles, and ownership is not what is being verified. Plain dumps keep
-   their `OWNER TO` lines, so the roles they name are created first (NOLOGIN).
-4. A failure is classified (F2 step 3): a COPY failure names the table, the line inside its data
-   and the column, and is P1 — source-side corruption suspected.
+   option): pre-data, then data and post-data with `-j` from the local file.
+4. Least privilege (core/privilege.py): every statement of the dump runs as the unprivileged role
+   that owns the database. The extensions it needs are created first by the administrative
+   role, only those on the allow-list; the restore then leaves out what that step did. Dumps are
+   restored without owners and privileges (archives: `--no-owner --no-privileges`; plain dumps:
+   a copy with those statements commented out), so no role of production's is needed or made.
+5. A failure is classified (F2 step 3): a COPY failure names the table, the line inside its data
+   and the column, and is P1 — source-side corruption suspected; a statement refused for lack of
+   privilege names the object and the function, and is a security event.
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
-from busflow_verify.core.failures import Finding, FindingError
-from busflow_verify.core.pgcluster import ConnInfo
+from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
+from busflow_verify.core.pgcluster import child_env
+from busflow_verify.core import plainscan
 from busflow_verify.core.plainscan import PlainScan, scan_plain
+from busflow_verify.core.privilege import (ExtensionSetup, RestoreDatabase, allowed_extensions,
+                                           create_extensions)
+from busflow_verify.core.toc import Toc, extension_schemas, parse_toc
 from busflow_verify.core.unlogged import unlog_tables
 
 SECTIONS = ("pre-data", "data", "post-data")
 PRODUCER_ENV = "docker/backup/producer.env"
+SECURITY_ONCALL = "@security-oncall"
 SNAPSHOT_STEP = ("Snapshot the source immediately (PITR snapshot via Ubicloud) before touching "
                  "anything else (F2 step 3); then re-run pg_dump.")
 
@@ -56,7 +63,9 @@ class RestoreReport:
     archive_version: str | None = None
     dumped_by: str | None = None
     extensions: list[str] = field(default_factory=list)
-    roles_created: list[str] = field(default_factory=list)
+    restore_role: str | None = None  # the unprivileged owner every statement ran as
+    extensions_created: dict[str, str | None] = field(default_factory=dict)  # by the admin step
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # and why (core/toc.py)
     toc_entries: int | None = None
     unlogged_tables: int = 0  # made UNLOGGED before the data section (core/unlogged.py)
     kept_logged: str | None = None  # why none were
@@ -67,57 +76,25 @@ class RestoreReport:
         return asdict(self)
 
 
-@dataclass
-class Toc:
-    """What an archive holds, from `pg_restore -l`."""
-
-    entries: int
-    extensions: list[str]
-    data: dict[int, str]  # dump id of every TABLE DATA entry -> schema.table
-    publishes: bool = False  # it adds tables to a publication
-
-    def qualify(self, table: str) -> list[str]:
-        return sorted({t for t in self.data.values() if t.split(".", 1)[1] == table or t == table})
-
-
-_TOC_LINE = re.compile(r"^(?P<id>\d+); \d+ \d+ (?P<rest>.*)$")
-
-
-def parse_toc(listing: str) -> Toc:
-    entries, extensions, data, publishes = 0, [], {}, False
-    for line in listing.splitlines():
-        match = _TOC_LINE.match(line)
-        if not match:
-            continue
-        entries += 1
-        rest = match["rest"]
-        if rest.startswith("EXTENSION - "):
-            extensions.append(rest.split()[2])
-        elif rest.startswith("TABLE DATA "):
-            parts = rest.split()
-            data[int(match["id"])] = f"{parts[2]}.{parts[3]}"
-        elif rest.startswith("PUBLICATION TABLE"):
-            publishes = True
-    return Toc(entries, extensions, data, publishes)
-
-
 def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
 class Restorer:
-    """One restore of one local dump into the empty database `target`."""
+    """One restore of one local dump into the empty database `db`, as its owner."""
 
-    def __init__(self, path: Path, key: str, target: ConnInfo, bin_dir: Path, scratch: Path,
+    def __init__(self, path: Path, key: str, db: RestoreDatabase, bin_dir: Path, scratch: Path,
                  jobs: int | None = None, log=None):
-        self.path, self.key, self.target, self.bin_dir = path, key, target, Path(bin_dir)
+        self.path, self.key, self.db, self.bin_dir = path, key, db, Path(bin_dir)
+        self.target = db.owner
         self.scratch = scratch
         self.log = log or (lambda msg: None)
         self.format: DumpFormat | None = None
         self.toc: Toc | None = None
         self.scan: PlainScan | None = None
-        self.report = RestoreReport(format="unknown", dbname=target.dbname,
-                                    jobs=jobs or default_jobs())
+        self.setup = ExtensionSetup()
+        self.report = RestoreReport(format="unknown", dbname=db.dbname,
+                                    jobs=jobs or default_jobs(), restore_role=db.owner.user)
 
     def run(self) -> RestoreReport:
         started = time.monotonic()
@@ -128,6 +105,7 @@ class Restorer:
             self.report.dumped_by = self.format.dumped_by
             source = self._prepare()
             self._preflight_extensions()
+            self._administer_extensions(source)
             if self.format.kind in ("plain", "plain_gzip"):
                 self._restore_plain(source)
             else:
@@ -155,7 +133,7 @@ class Restorer:
         else:
             source = self.path
         self.toc = self._read_toc(source)
-        self.report.toc_entries = self.toc.entries
+        self.report.toc_entries = len(self.toc.entries)
         self.report.extensions = self.toc.extensions
         return source
 
@@ -165,11 +143,13 @@ class Restorer:
         self.report.extensions = self.scan.extensions
         if self.scan.unsafe:
             line, command = self.scan.unsafe[0]
+            what = (f"the psql meta-command {command} (pg_dump writes only \\connect, \\restrict, "
+                    "\\unrestrict)" if command.startswith("\\") else
+                    f"a statement that reaches outside the database ({command})")
             raise FindingError(Finding(
                 "RESTORE_FAILED",
-                f"{self.key} is a plain dump containing the psql meta-command {command} at line "
-                f"{line} (pg_dump writes only \\connect, \\restrict, \\unrestrict): refused, "
-                "nothing was run",
+                f"{self.key} is a plain dump containing {what} at line {line}: refused, nothing "
+                "was run",
                 {"cause": "unsafe_plain_dump", "key": self.key, "line": line,
                  "command": command, "all": [{"line": n, "command": c}
                                              for n, c in self.scan.unsafe[:20]]},
@@ -193,7 +173,7 @@ class Restorer:
 
     def _read_toc(self, source: Path) -> Toc:
         proc = subprocess.run([str(self.bin_dir / "pg_restore"), "-l", str(source)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:
             raise FindingError(self.classify(proc.stderr, "table of contents"))
         return parse_toc(proc.stdout)
@@ -221,11 +201,74 @@ class Restorer:
                       "target's image) and re-run the date (F2 step 2).",
         )
 
+    # -- the administrative step -------------------------------------------------------------
+    def _administer_extensions(self, source: Path) -> None:
+        """Create the dump's extensions as the administrative role, only those on the
+        allow-list (core/privilege.py); any other is an F2 naming it, before anything runs."""
+        wanted = self._extension_schemas(source)
+        if not wanted:
+            return
+        refused = sorted(set(wanted) - allowed_extensions(self.db.admin))
+        if refused:
+            raise FindingError(self._extensions_not_allowed(refused))
+        try:
+            self.setup = create_extensions(self.db, wanted)
+        except psycopg.Error as exc:
+            raise FindingError(self._extension_not_created(wanted, exc)) from None
+        self.report.extensions_created = dict(self.setup.created)
+        self.log(f"extensions created by the administrative role: {', '.join(wanted)}")
+
+    def _extension_schemas(self, source: Path) -> dict[str, str | None]:
+        if self.scan is not None:
+            return dict(self.scan.extension_schemas)
+        if not self.toc.extensions:
+            return {}
+        listing = self.scratch / "extensions.list"
+        listing.write_text(self.toc.extension_list())
+        proc = subprocess.run([str(self.bin_dir / "pg_restore"), "-L", str(listing), "-f", "-",
+                               str(source)], capture_output=True, text=True, env=child_env())
+        if proc.returncode != 0:
+            raise FindingError(self.classify(proc.stderr, "table of contents"))
+        found = extension_schemas(proc.stdout)
+        return {name: found.get(name) for name in self.toc.extensions}
+
+    def _extensions_not_allowed(self, refused: list[str]) -> Finding:
+        names = ", ".join(refused)
+        return Finding(
+            "RESTORE_FAILED",
+            f"{self.key} needs extension(s) {names}, which are neither in EXTENSIONS of "
+            f"{PRODUCER_ENV} nor trusted by the restore target's PostgreSQL: not created, "
+            "nothing was restored (F2 step 2)",
+            {"cause": "extension_not_allowed", "key": self.key, "extensions": refused,
+             "remedy": f"if production really uses {names}, add it to EXTENSIONS in "
+                       f"{PRODUCER_ENV} (it is then created by a superuser before the restore)"},
+            next_step=f"Check that production really uses {names} (an extension is created "
+                      f"with superuser rights); if so add it to EXTENSIONS in {PRODUCER_ENV} and "
+                      "re-run the date (F2 step 2).",
+        )
+
+    def _extension_not_created(self, wanted: dict, exc: psycopg.Error) -> Finding:
+        error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Finding(
+            "RESTORE_FAILED",
+            f"the administrative role {self.db.admin.user} could not create the extension(s) "
+            f"{', '.join(wanted)} that {self.key} needs ({error}): nothing was restored",
+            {"cause": "extension_not_created", "key": self.key, "extensions": list(wanted),
+             "admin_role": self.db.admin.user, "error": error},
+            next_step="Give the restore target's administrative role the right to create these "
+                      "extensions (a superuser, for extensions that are not trusted), or install "
+                      f"them there ({PRODUCER_ENV}), then re-run the date (F2 step 2).",
+        )
+
     # -- restore -----------------------------------------------------------------------------
     def _restore_archive(self, source: Path) -> None:
+        listing, self.report.left_out = self.toc.restore_list(self.setup.schemas)
+        entries = self.scratch / "restore.list"
+        entries.write_text(listing)
         # --verbose names the TOC entry a COPY failed in, which qualifies its table
         base = [str(self.bin_dir / "pg_restore"), *self.target.libpq_args(), "--no-owner",
-                "--no-privileges", "--exit-on-error", "--verbose"]
+                "--no-privileges", "--no-security-labels", "--no-subscriptions",
+                "--exit-on-error", "--verbose", "-L", str(entries)]
         # pg_restore cannot run the tar format in parallel; custom and directory can.
         parallel = self.format.kind != "tar" and self.report.jobs > 1
         for section in SECTIONS:
@@ -237,29 +280,18 @@ class Restorer:
                         conn, self.toc.publishes)
 
     def _restore_plain(self, plain: Path) -> None:
-        self.report.roles_created = self._create_roles(sorted(self.scan.roles))
+        """psql runs a copy of the dump without its ownership and privilege statements and
+        without what the administrative step did (line numbers kept: errors still point into
+        the original)."""
+        restorable = self.scratch / "restorable.sql"
+        with open(plain, encoding="utf-8", errors="surrogateescape", newline="") as src, \
+                open(restorable, "w", encoding="utf-8", errors="surrogateescape",
+                     newline="") as dst:
+            self.report.left_out = plainscan.write_restorable(src, dst, self.scan,
+                                                              set(self.setup.schemas))
         psql = [str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                *self.target.libpq_args(), "-f", str(plain)]
+                *self.target.libpq_args(), "-f", str(restorable)]
         self._section("plain", psql)
-
-    def _create_roles(self, roles: list[str]) -> list[str]:
-        """Create the roles the dump names that the target lacks (NOLOGIN); existing roles are
-        left as they are, and no role is ever dropped: roles are cluster-wide, and on a shared
-        restore server they may be someone else's. A restore role that is not a superuser
-        (CREATEROLE) is made a member of the roles it creates, or OWNER TO would be refused."""
-        created = []
-        with psycopg.connect(**self.target.kwargs(), autocommit=True) as conn:
-            existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
-            superuser = conn.execute(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
-            for role in roles:
-                if role not in existing:
-                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-                    if not superuser:
-                        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(
-                            sql.Identifier(role)))
-                    created.append(role)
-        return created
 
     def _section(self, section: str, argv: list[str]) -> None:
         self.log(f"restoring {section} of {self.key}")
@@ -285,8 +317,8 @@ class Restorer:
             finding = self._missing_extensions(missing, f"while restoring {section}")
             finding.details.update(common)
             return finding
-        if owner := _OWNER_REFUSED.search(stderr):
-            return self._owner_not_permitted(owner["role"] or owner["role16"], common)
+        if refused := _PRIVILEGE_REFUSED.search(stderr):
+            return self._privilege_refused(refused["message"], stderr, common)
         if copy := _COPY_CONTEXT.search(stderr):
             return self._copy_failed(copy, stderr, common)
         if _TRUNCATED.search(stderr):
@@ -297,7 +329,7 @@ class Restorer:
 
     def _version_mismatch(self, archive_version: str, common: dict) -> Finding:
         ours = subprocess.run([str(self.bin_dir / "pg_restore"), "--version"],
-                              capture_output=True, text=True).stdout.strip()
+                              capture_output=True, text=True, env=child_env()).stdout.strip()
         writer = (f"pg_dump {self.format.dumped_by}" if self.format and self.format.dumped_by
                   else writer_of(archive_version))
         return Finding(
@@ -310,20 +342,59 @@ class Restorer:
                       "archive: raise the restore target's PostgreSQL major (docker/backup).",
         )
 
-    def _owner_not_permitted(self, role: str, common: dict) -> Finding:
-        """A plain dump's OWNER TO a role the restore role cannot take on: the restore server's
-        role is no superuser and was not granted that role."""
-        user = self.target.user
+    def _privilege_refused(self, message: str, stderr: str, common: dict) -> Finding:
+        """A statement of the dump needed rights the restore role does not have: code of the
+        source's choosing asked for more than a database owner may do (a function calling
+        COPY ... TO PROGRAM from a CHECK constraint, an index expression, a materialized view).
+        A security event, not a broken backup: P1, and @security-oncall is paged too."""
+        where = self._failing_statement(stderr)
+        functions = _failing_functions(stderr)  # innermost first
+        used_by = sorted({d for f in functions for d in self._dependents_of(f)})
+        culprit = (f"function {functions[-1]}" + (f" (calling {', '.join(functions[-2::-1])})"
+                                                   if len(functions) > 1 else "")
+                   if functions else where["object"] or "a statement")
+        uses = f", used by {'; '.join(used_by)}," if used_by else ""
         return Finding(
             "RESTORE_FAILED",
-            f"{self.key} is a plain dump that gives objects to role {role}, which the restore "
-            f"role {user} cannot take on: grant {role} to {user} on the restore server, restore "
-            "as a superuser there, or restore plain dumps with the docker or ephemeral target",
-            {"cause": "owner_not_permitted", "role": role, "restore_role": user, **common},
-            next_step=f"On the restore server: GRANT {role} TO {user} (a superuser role cannot "
-                      "be granted safely: use the docker or ephemeral restore target for such "
-                      "dumps), then re-run the date.",
+            f"{self.key}: {culprit}{uses} needed rights the restore role {self.target.user} "
+            f"does not have, in {where['object'] or 'section ' + common['section']} "
+            f"({message}): refused, nothing ran with more rights than a database owner has. A "
+            "security event: the dump carries code that asks for superuser powers",
+            {"cause": "insufficient_privilege", "object": where["object"],
+             "statement": where["statement"], "functions": functions, "used_by": used_by,
+             "restore_role": self.target.user, "message": message, **common},
+            severity="P1",
+            escalate_to=(*CATALOGUE["RESTORE_FAILED"].escalate_to, SECURITY_ONCALL),
+            next_step=f"Treat it as a security event: find who created {culprit} in production "
+                      "and what it was meant to run, remove it from the source, then take a "
+                      "fresh pg_dump. Do not restore this dump as a superuser.",
         )
+
+    def _failing_statement(self, stderr: str) -> dict[str, str | None]:
+        """The object and statement that failed: the TOC entry and "Command was" pg_restore
+        prints, or the plain dump's statement at the line psql names."""
+        if self.toc and (entry := _TOC_ENTRY.search(stderr)):
+            listed = self.toc.entry(int(entry["id"]))
+            command = _COMMAND.search(stderr)
+            return {"object": listed.label if listed else None,
+                    "statement": command["statement"][:300] if command else None}
+        if self.scan and (where := re.search(r"psql:[^\n]*?:(\d+): ERROR", stderr)):
+            statement = self.scan.statement_at(int(where[1]))
+            head = statement["head"] if statement else None
+            return {"object": f"line {where[1]}" + (f": {head[:80]}" if head else ""),
+                    "statement": head}
+        return {"object": None, "statement": None}
+
+    def _dependents_of(self, function: str) -> list[str]:
+        """What uses the function in the restored database (a constraint, an index, a view)."""
+        by_signature = "(" in function
+        query = _DEPENDENTS + ("p.oid = to_regprocedure(%s)" if by_signature else
+                               "p.proname = %s")
+        try:
+            with psycopg.connect(**self.target.kwargs(), connect_timeout=10) as conn:
+                return [r[0] for r in conn.execute(query, (function,)).fetchall()]
+        except psycopg.Error:
+            return []
 
     def _copy_failed(self, copy: re.Match, stderr: str, common: dict) -> Finding:
         table = copy["table"]
@@ -369,11 +440,27 @@ class Restorer:
 
 _COPY_CONTEXT = re.compile(
     r"CONTEXT:\s+COPY (?P<table>[^,\s]+), line (?P<line>\d+)(?:, column (?P<column>[^:\n]+))?")
-_OWNER_REFUSED = re.compile(  # PostgreSQL 15 and earlier, then 16 and later
-    r'must be member of role "(?P<role>[^"]+)"|must be able to SET ROLE "(?P<role16>[^"]+)"')
+_PRIVILEGE_REFUSED = re.compile(  # the messages of SQLSTATE 42501 and of superuser checks
+    r"ERROR:\s+(?P<message>(?:permission denied|must be (?:superuser|owner|a member|member|able "
+    r"to SET ROLE)|must have privileges of|only superusers?)[^\n]*)")
+_TOC_ENTRY = re.compile(r"from TOC entry (?P<id>\d+);")
+_COMMAND = re.compile(r"Command was: (?P<statement>[^\n]*)")
+_FUNCTION = re.compile(r'PL/pgSQL function (?P<plpgsql>[^\s(]+\([^)]*\))|'
+                       r'SQL function "(?P<sql>[^"]+)"')
+_DEPENDENTS = """
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'n' AND """
 _ERROR_LINE = re.compile(r"ERROR:\s+(.*)")
 _TRUNCATED = re.compile(r"end of file|unexpected EOF|could not read (?:from )?input file|"
                         r"invalid compressed data|corrupt", re.I)
+
+
+def _failing_functions(stderr: str) -> list[str]:
+    """The functions of the failing statement's CONTEXT, innermost first."""
+    context = stderr[stderr.find("CONTEXT:"):] if "CONTEXT:" in stderr else ""
+    found = [m["plpgsql"] or m["sql"] for m in _FUNCTION.finditer(context)]
+    return list(dict.fromkeys(found))
 
 
 def _missing_extension_names(stderr: str) -> list[str]:

@@ -6,8 +6,9 @@
 - `docker`: the restore image (docker/restore-target.Dockerfile, built with the extensions of
   docker/backup/producer.env) started through the Docker SDK for the run and removed after it.
 
-Every target gives the run one empty database to restore into (`open`), local scratch space for
-the download, the PostgreSQL client binaries, and `close`, which removes what the target made.
+Every target gives the run one empty database to restore into (`open`: a RestoreDatabase,
+owned by an unprivileged restore role, core/privilege.py), local scratch space for the download,
+the PostgreSQL client binaries, and `close`, which removes what the target made.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from psycopg import sql
 
 from busflow_verify.core.config import ConfigError
 from busflow_verify.core.pgcluster import ConnInfo, DisposablePostgres, find_bin_dir
+from busflow_verify.core.privilege import (RESTORE_ROLE, ProvisionError, RestoreDatabase,
+                                           drop_role, provision)
 
 TARGET_ENV = "BUSFLOW_RESTORE_TARGET"
 KINDS = ("ephemeral", "docker", "server")
@@ -99,6 +102,11 @@ def scratch_db_name(partition: str, run_id: str) -> str:
     return f"verify_{partition.replace('-', '')}_{run_id.replace('-', '')[:8]}".lower()
 
 
+def owner_role_name(scratch_db: str) -> str:
+    """The restore role of a scratch database on a restore server: unique with it."""
+    return f"{scratch_db}_owner"
+
+
 class _Target:
     """What the three targets share: bin dir, local scratch space, a logger."""
 
@@ -169,12 +177,8 @@ class EphemeralTarget(_Target):
     def scratch_dir(self) -> Path:
         return self._started().scratch_dir()
 
-    def open(self, partition: str, run_id: str) -> ConnInfo:
-        cluster = self._started()
-        with psycopg.connect(**cluster.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(RESTORED_DB)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(RESTORED_DB)))
-        return cluster.conninfo(RESTORED_DB)
+    def open(self, partition: str, run_id: str) -> RestoreDatabase:
+        return provision(self._started().conninfo(), RESTORED_DB, RESTORE_ROLE)
 
     def close(self) -> None:
         if self.cluster is None and self._starting is not None:
@@ -200,8 +204,9 @@ class EphemeralTarget(_Target):
 class ServerTarget(_Target):
     """A scratch database on a restore server: created with a unique name, dropped after.
 
-    The restore role needs CREATEDB (and CREATEROLE for plain dumps, whose roles are created
-    NOLOGIN when missing and never dropped). The password never leaves `server`'s secret field.
+    The configured role administers: it makes the database and its restore role
+    (core/privilege.py), so it needs CREATEDB, CREATEROLE and the right to give BYPASSRLS. The
+    password never leaves `server`'s secret field.
     """
 
     kind = "server"
@@ -225,18 +230,23 @@ class ServerTarget(_Target):
                 f"{SERVER_ENV['host']}, {SERVER_ENV['port']}, {SERVER_ENV['user']} and "
                 f"{SERVER_ENV['password']}") from None
 
-    def open(self, partition: str, run_id: str) -> ConnInfo:
+    def open(self, partition: str, run_id: str) -> RestoreDatabase:
+        """The scratch database, owned by a restore role made for this run (`<database>_owner`,
+        dropped with it): the configured role only administers."""
         name = scratch_db_name(partition, run_id)
-        with self._admin() as conn:
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.InsufficientPrivilege:
-                raise RestoreTargetError(
-                    f"the {self._where()} may not create the scratch database {name}: "
-                    f"ALTER ROLE {self.server.user} CREATEDB") from None
+        self._admin().close()  # a connection problem is named before anything is created
         self.created = name
-        self.log.info(f"scratch database {name} created on the {self._where()}")
-        return self.server.on(name)
+        try:
+            db = provision(self.server, name, owner_role_name(name))
+        except ProvisionError as exc:
+            raise RestoreTargetError(f"{exc} (on the {self._where()})") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise RestoreTargetError(
+                f"the {self._where()} may not create the scratch database {name} "
+                f"({exc.diag.message_primary}): ALTER ROLE {self.server.user} CREATEDB") from None
+        self.log.info(f"scratch database {name} created on the {self._where()}, owned by the "
+                      f"restore role {db.owner.user}")
+        return db
 
     def close(self) -> None:
         """Drop the scratch database (WITH (FORCE): a failed step may have left a connection).
@@ -246,15 +256,18 @@ class ServerTarget(_Target):
         if self.created is None:
             return
         name, self.created = self.created, None
+        role = owner_role_name(name)
         try:
             with self._admin() as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(name)))
+            drop_role(self.server, role)
         except (RestoreTargetError, psycopg.Error) as exc:
-            self.log.error(f"scratch database {name} could not be dropped from the "
-                           f"{self._where()} ({exc}); drop it by hand: DROP DATABASE {name}")
+            self.log.error(f"scratch database {name} and its role {role} could not be dropped "
+                           f"from the {self._where()} ({exc}); drop them by hand: DROP DATABASE "
+                           f"{name}; DROP ROLE {role}")
             return
-        self.log.info(f"scratch database {name} dropped from the {self._where()}")
+        self.log.info(f"scratch database {name} and its role dropped from the {self._where()}")
 
 
 def docker_client():
@@ -296,7 +309,7 @@ class DockerTarget(_Target):
         self._client = client
         self.container = None
 
-    def open(self, partition: str, run_id: str) -> ConnInfo:
+    def open(self, partition: str, run_id: str) -> RestoreDatabase:
         import docker
 
         client = self._client or docker_client()
@@ -319,9 +332,9 @@ class DockerTarget(_Target):
             raise RestoreTargetError(f"the Docker engine refused to start {name} from "
                                      f"{self.settings.image}: {exc.explanation or exc}") from None
         self.log.info(f"restore container {name} started from {self.settings.image}")
-        target = self._address(password)
-        wait_until_ready(self.container, target, self.settings.ready_timeout)
-        return target
+        admin = self._address(password)
+        wait_until_ready(self.container, admin, self.settings.ready_timeout)
+        return provision(admin, RESTORED_DB, RESTORE_ROLE)
 
     def _address(self, password: str) -> ConnInfo:
         if self.settings.network:
@@ -330,7 +343,7 @@ class DockerTarget(_Target):
             self.container.reload()
             host, port = "127.0.0.1", int(
                 self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"])
-        return ConnInfo(host, port, "postgres", RESTORED_DB, password=password)
+        return ConnInfo(host, port, "postgres", "postgres", password=password)
 
     def close(self) -> None:
         """Remove the container and its data volume, whatever happened in the run."""

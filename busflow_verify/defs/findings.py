@@ -80,7 +80,7 @@ def fail_step(finding: Finding) -> dg.Failure:
     as_dict = finding.to_dict()
     return dg.Failure(
         description=f"{failure_label(as_dict)}: {finding.summary}. "
-                    f"Next: {finding.mode.next_step}",
+                    f"Next: {as_dict['next_step']}",
         metadata={FINDING_KEY: dg.MetadataValue.json(as_dict)},
         allow_retries=False,
     )

@@ -105,7 +105,8 @@ class RestoreSession:
 
 
 class RestoreServer(dg.Config):
-    """A restore server the team keeps (`server` target): the restore role needs CREATEDB."""
+    """A restore server the team keeps (`server` target): `user` is the administrative role
+    (CREATEDB, CREATEROLE, the right to give BYPASSRLS; README: Security)."""
 
     host: str
     port: int = 5432

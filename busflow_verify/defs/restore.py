@@ -59,13 +59,13 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
     scratch = session.target.scratch_dir()
     local = scratch / Path(dump_object.key).name
     download_seconds = _download(context, backup_store, dump_object, local)
-    target = session.target.open(context.partition_key, context.run_id)
-    restorer = Restorer(local, dump_object.key, target, session.target.bin_dir, scratch,
+    db = session.target.open(context.partition_key, context.run_id)
+    restorer = Restorer(local, dump_object.key, db, session.target.bin_dir, scratch,
                         jobs=restore_target.parallel_jobs(), log=context.log.info)
     findings = []
     try:
         restorer.run()
-        session.mark_restored(target)
+        session.mark_restored(db.owner)
     except FindingError as exc:
         findings.append(exc.finding)
     finally:
@@ -76,7 +76,7 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
         **report.to_dict(),
         "restored": not findings,
         "restore_target": session.target.kind,
-        "postgres_major": server_major(target),
+        "postgres_major": server_major(db.owner),
         "download_seconds": download_seconds,
         "restore_seconds": report.seconds,
     }
