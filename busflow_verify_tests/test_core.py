@@ -249,3 +249,13 @@ def test_an_unrecognised_error_is_a_plain_restore_error_naming_the_section(tmp_p
     assert finding.details["cause"] == "restore_error"
     assert "post-data" in finding.summary and 'relation "x" already exists' in finding.summary
     assert finding.to_dict()["severity"] == "P2"
+
+
+def test_a_step_failure_gives_the_findings_own_next_step():
+    from busflow_verify.core.failures import Finding
+    from busflow_verify.defs.findings import fail_step
+
+    failure = fail_step(Finding("RESTORE_FAILED", "the dump needs file_fdw",
+                                next_step="Add file_fdw to producer.env, if production uses it."))
+    assert failure.description.endswith("Next: Add file_fdw to producer.env, if production uses it.")
+    assert "Walk F2" not in failure.description  # the catalogue's generic step is overridden
