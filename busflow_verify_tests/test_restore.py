@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.pgcluster import DisposablePostgres

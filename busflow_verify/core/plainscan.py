@@ -17,8 +17,8 @@ only). It assumes psql runs with -X and ON_ERROR_STOP=1 (a failing COPY FROM STD
 psql instead of running the data as SQL). Statements that could change how psql itself lexes
 the rest of the file (standard_conforming_strings, a client-only encoding) are refused too.
 
-The same pass collects what the restore needs: the extensions (and their schemas), the roles the
-dump hands objects to, where each COPY block starts, each statement's lines and head (to name
+The same pass collects what the restore needs: the extensions (and their schemas), where each
+COPY block starts, each statement's lines and head (to name
 the statement psql reports an error at), and the single-line ownership, privilege and extension
 statements `write_restorable` leaves out of the copy psql runs. COPY data (the bulk of a dump) is
 skipped line by line and never stored.
@@ -81,9 +81,6 @@ _LEAVE_OUT = [(kind, re.compile(pattern, re.I | re.S)) for kind, pattern in [
     ("extension_comment", r"COMMENT\s+ON\s+EXTENSION\s"),
     ("schema", rf"CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}\s*"),
 ]]
-_OWNER = re.compile(r"\bOWNER TO (\"[^\"]+\"|[A-Za-z0-9_]+);")
-_GRANTEE = re.compile(r"^(?:GRANT|REVOKE) .* (?:TO|FROM) (\"[^\"]+\"|[A-Za-z0-9_]+)(?: WITH .*)?;")
-_BUILTIN_ROLES = re.compile(r"^(PUBLIC|pg_\w+|CURRENT_USER|SESSION_USER|CURRENT_ROLE)$", re.I)
 _ROUTINE_WORDS = frozenset({"create", "or", "replace", "function", "procedure"})
 
 
@@ -102,7 +99,6 @@ class LeaveOut:
 class PlainScan:
     extensions: list[str] = field(default_factory=list)
     extension_schemas: dict[str, str | None] = field(default_factory=dict)  # WITH SCHEMA
-    roles: set[str] = field(default_factory=set)
     copies: list[tuple[int, str]] = field(default_factory=list)  # (line, schema.table)
     unsafe: list[tuple[int, str]] = field(default_factory=list)  # (line, "\\!"), by line
     unsafe_statements: list[dict] = field(default_factory=list)  # {line, kind, statement}
@@ -217,8 +213,6 @@ class _Scanner:
         pos, end = 0, len(line)
         while pos < end:
             pos = self._sql(line, pos) if self.state == "sql" else self._quoted(line, pos)
-        if self.line_start_sql:
-            _collect_roles(self.scan, line)
         if self.finished and self.stmt is None and self.state == "sql":
             stmt, col = self.finished
             if stmt.at_line_start and stmt.start == number and not line[col:].strip():
@@ -439,10 +433,6 @@ def _collect_extension(scan: PlainScan, masked: str) -> None:
         scan.extension_schemas[name] = _unquote(schema[1]) if schema else None
 
 
-def _collect_roles(scan: PlainScan, line: str) -> None:
-    for pattern in (_OWNER, _GRANTEE):
-        if (match := pattern.search(line)) and not _BUILTIN_ROLES.match(_unquote(match[1])):
-            scan.roles.add(_unquote(match[1]))
 
 
 def _leave_out_candidate(scan: PlainScan, stmt: _Statement, number: int, line: str) -> None:
