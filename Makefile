@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo ui test unit clean
+.PHONY: install browser postgres-newest demo ui test unit clean
 
-install: $(STAMP) browser
+install: $(STAMP) postgres-newest browser
 
 # Postgres server binaries (initdb, pg_ctl, pg_restore) come from Debian when missing.
 $(STAMP): pyproject.toml
@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# Production's PostgreSQL (18, with pgcrypto, vector and pg_cron) beside Debian's 15, for dumps
+# that pg_restore 15 cannot read (tools/postgres-newest/README.md). Idempotent: ~25 ms when done.
+PG_NEWEST ?= /opt/busflow-pg/18
+postgres-newest: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO env PIP="$(abspath $(BIN))/python -m pip" tools/postgres-newest/install-postgres-newest.sh $(PG_NEWEST)
+
 # The browser test drives Debian's chromium through its chromedriver (Selenium; never a browser
 # download). `make install` and `make test` install them when missing; `make demo` and `make ui`
 # do not need them.
@@ -32,12 +39,12 @@ browser:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) postgres-newest
 	$(BIN)/python -m busflow_verify.demo
 
 # The Dagster UI on the demo's data (S3 server kept up) until Ctrl-C: http://127.0.0.1:$(UI_PORT)
 UI_PORT ?= 3000
-ui: $(STAMP)
+ui: $(STAMP) postgres-newest
 	$(BIN)/python -m busflow_verify.demo.ui --port $(UI_PORT)
 
 # The tests' disposable clusters, dumps and S3 folders live in tmpfs when there is one: creating

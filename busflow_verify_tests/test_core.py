@@ -173,8 +173,8 @@ def test_sniff_accepts_custom_and_plain(tmp_path):
 
 def test_archive_versions_name_their_writer():
     assert writer_of("1.14") == "PostgreSQL 12-15"
-    assert writer_of("1.16") == "PostgreSQL 17 or newer"
-    assert writer_of("1.32") == "a pg_dump newer than PostgreSQL 17"
+    assert writer_of("1.16") == "PostgreSQL 17 or 18"
+    assert writer_of("1.32") == "a pg_dump newer than PostgreSQL 18"
     assert read_custom_header(b"PGDMP") == (None, None)
 
 

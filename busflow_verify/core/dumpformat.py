@@ -25,14 +25,14 @@ SNIFF_BYTES = 8192
 # The newest archive version each pg_dump major writes (pg_backup_archiver.h), to name the
 # writer of an archive our pg_restore cannot read.
 ARCHIVE_VERSION_WRITERS = {(1, 14): "PostgreSQL 12-15", (1, 15): "PostgreSQL 16",
-                           (1, 16): "PostgreSQL 17 or newer"}
+                           (1, 16): "PostgreSQL 17 or 18"}
 
 
 @dataclass
 class DumpFormat:
     kind: str  # custom | plain | plain_gzip | tar | directory_tar
     archive_version: str | None = None  # custom format: "1.14"
-    dumped_by: str | None = None  # custom format: "15.18 (Debian ...)" when readable
+    dumped_by: str | None = None  # "15.18 (Debian ...)": the custom header or the plain header
 
 
 def sniff(path: Path, key: str) -> DumpFormat:
@@ -57,8 +57,15 @@ def sniff(path: Path, key: str) -> DumpFormat:
                       "re-run pg_dump's upload if the object itself is the error page.",
         ))
     if looks_like_plain_sql(head):
-        return DumpFormat("plain")
+        return DumpFormat("plain", dumped_by=plain_dumped_by(head))
     raise not_a_dump(key, head)
+
+
+def plain_dumped_by(head: bytes) -> str | None:
+    """The pg_dump version a plain dump names in its header ("-- Dumped by pg_dump version
+    18.6")."""
+    match = re.search(rb"^-- Dumped by pg_dump version (\S+)", head, re.M)
+    return match[1].decode("ascii", "replace") if match else None
 
 
 def not_a_dump(key: str, head: bytes, what: str = "") -> FindingError:
@@ -96,7 +103,7 @@ def _sniff_gzip(path: Path, key: str) -> DumpFormat:
     except (OSError, EOFError, zlib.error):
         raise not_a_dump(key, b"", " (a gzip stream that does not decompress)") from None
     if looks_like_plain_sql(inner):
-        return DumpFormat("plain_gzip")
+        return DumpFormat("plain_gzip", dumped_by=plain_dumped_by(inner))
     raise not_a_dump(key, inner, " (gzip-compressed, but not plain SQL inside)")
 
 
@@ -154,4 +161,4 @@ def writer_of(archive_version: str | None) -> str:
     if (major, minor) in ARCHIVE_VERSION_WRITERS:
         return ARCHIVE_VERSION_WRITERS[(major, minor)]
     newest = max(ARCHIVE_VERSION_WRITERS)
-    return "a pg_dump newer than PostgreSQL 17" if (major, minor) > newest else "an old pg_dump"
+    return "a pg_dump newer than PostgreSQL 18" if (major, minor) > newest else "an old pg_dump"

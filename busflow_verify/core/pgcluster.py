@@ -12,7 +12,6 @@ removed by the next cluster that starts (`sweep_stale_clusters`).
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import pwd
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DIR_PREFIX = "busflow-verify-pg-"
+SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets.py)
 OWNER_FILE = "owner.json"
 ORPHAN_AGE_SECONDS = 3600
 
@@ -68,27 +68,11 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def find_bin_dir(explicit: str | None = None) -> Path:
-    """The PostgreSQL server bin dir: explicit, `pg_config --bindir`, or the newest Debian one."""
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                             env=child_env())
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    debian = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
-    )
-    candidates += [Path(p) for p in debian]
-    for cand in candidates:
-        if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
-            return cand
-    raise PostgresBinariesNotFound(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found via pg_config or "
-        "/usr/lib/postgresql/*/bin; run `make install` (installs Debian's postgresql)"
-    )
+    """The PostgreSQL bin dir to use: `explicit`, else the newest installed server
+    (core/servers.py: its pg_restore reads every archive the older ones read)."""
+    from busflow_verify.core.servers import installed
+
+    return installed(explicit)[0].bin_dir
 
 
 def free_port() -> int:
@@ -163,9 +147,11 @@ class DisposablePostgres:
     SUPERUSER = "postgres"
     SETTINGS = THROWAWAY_SETTINGS  # server settings (bench/ starts a durable one to compare)
 
-    def __init__(self, bin_dir: str | None = None, base_dir: str | None = None):
+    def __init__(self, bin_dir: str | None = None, base_dir: str | None = None,
+                 cron_database: str = "restored", run_cron_jobs: bool = False):
         self.bin_dir = find_bin_dir(bin_dir)
         self.base_dir = base_dir or tempfile.gettempdir()
+        self.cron_database, self.run_cron_jobs = cron_database, run_cron_jobs
         self.run_as = _server_user()
         self.root: Path | None = None
         self.port: int | None = None
@@ -178,12 +164,6 @@ class DisposablePostgres:
     @property
     def log_file(self) -> Path:
         return self.root / "server.log"
-
-    def scratch_dir(self) -> Path:
-        """A directory for the run's downloads, removed with the cluster."""
-        path = self.root / "scratch"
-        path.mkdir(exist_ok=True)
-        return path
 
     def conninfo(self, dbname: str = "postgres") -> ConnInfo:
         return ConnInfo(host=str(self.root), port=self.port, user=self.SUPERUSER, dbname=dbname)
@@ -229,7 +209,8 @@ class DisposablePostgres:
     def _start_server(self, attempts: int = 3) -> None:
         for attempt in range(attempts):
             self.port = free_port()
-            opts = " ".join(f"-c {k}={v}" for k, v in self.SETTINGS.items())
+            settings = {**self.SETTINGS, **self._cron_settings()}
+            opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
             opts += f" -p {self.port} -k {self.root}"
             try:
                 self._run(
@@ -243,6 +224,20 @@ class DisposablePostgres:
                     log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
                     raise ClusterStartError(f"disposable Postgres did not start: {log}") from None
                 time.sleep(0.2)
+
+    def _cron_settings(self) -> dict[str, str]:
+        """pg_cron, where this server has it: preloaded (a dump that creates it restores only
+        then), in the one database it may live in, and, unless asked, never launching a job, from
+        the first second: restored scrub jobs must not run against the copy. Jobs connect over
+        the cluster's socket (there is no TCP listener)."""
+        from busflow_verify.core.servers import describe
+
+        server = describe(str(self.bin_dir))
+        if server is None or not server.has_library("pg_cron"):
+            return {}
+        return {"shared_preload_libraries": "pg_cron", "cron.database_name": self.cron_database,
+                "cron.launch_active_jobs": "on" if self.run_cron_jobs else "off",
+                "cron.host": str(self.root)}
 
     def stop(self) -> None:
         """Stop the server (immediate: nothing in it is worth a clean shutdown) and remove it."""
@@ -299,7 +294,8 @@ def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
 def sweep_stale_clusters(base_dir: str) -> list[str]:
     """Remove clusters left behind by a process that no longer exists. Returns what was removed."""
     removed = []
-    for root in Path(base_dir).glob(DIR_PREFIX + "*"):
+    roots = [*Path(base_dir).glob(DIR_PREFIX + "*"), *Path(base_dir).glob(SCRATCH_PREFIX + "*")]
+    for root in roots:
         try:
             owner = json.loads((root / OWNER_FILE).read_text())["pid"]
         except (OSError, ValueError, KeyError):

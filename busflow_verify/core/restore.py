@@ -32,7 +32,8 @@ import psycopg
 
 from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
-from busflow_verify.core.pgcluster import child_env
+from busflow_verify.core.pgcluster import ConnInfo, PostgresBinariesNotFound, child_env
+from busflow_verify.core.servers import Choice, installed, major_of
 from busflow_verify.core import plainscan
 from busflow_verify.core.plainscan import PlainScan, scan_plain
 from busflow_verify.core.privilege import (ExtensionSetup, RestoreDatabase, allowed_extensions,
@@ -43,6 +44,7 @@ from busflow_verify.core.unlogged import unlog_tables
 SECTIONS = ("pre-data", "data", "post-data")
 PRODUCER_ENV = "docker/backup/producer.env"
 SECURITY_ONCALL = "@security-oncall"
+NOT_PACKAGED = {"pgsodium": " (it is in no Debian 12 or PyPI package)"}
 SNAPSHOT_STEP = ("Snapshot the source immediately (PITR snapshot via Ubicloud) before touching "
                  "anything else (F2 step 3); then re-run pg_dump.")
 
@@ -64,6 +66,7 @@ class RestoreReport:
     dumped_by: str | None = None
     extensions: list[str] = field(default_factory=list)
     restore_role: str | None = None  # the unprivileged owner every statement ran as
+    server: dict[str, str] | None = None  # which PostgreSQL restored it, and why (ephemeral)
     extensions_created: dict[str, str | None] = field(default_factory=dict)  # by the admin step
     left_out: list[dict[str, Any]] = field(default_factory=list)  # and why (core/toc.py)
     toc_entries: int | None = None
@@ -83,35 +86,67 @@ def default_jobs() -> int:
 class Restorer:
     """One restore of one local dump into the empty database `db`, as its owner."""
 
-    def __init__(self, path: Path, key: str, db: RestoreDatabase, bin_dir: Path, scratch: Path,
-                 jobs: int | None = None, log=None):
-        self.path, self.key, self.db, self.bin_dir = path, key, db, Path(bin_dir)
-        self.target = db.owner
+    def __init__(self, path: Path, key: str, db: RestoreDatabase | None, bin_dir: Path,
+                 scratch: Path, jobs: int | None = None, log=None):
+        self.path, self.key, self.bin_dir = path, key, Path(bin_dir)
         self.scratch = scratch
         self.log = log or (lambda msg: None)
         self.format: DumpFormat | None = None
         self.toc: Toc | None = None
         self.scan: PlainScan | None = None
+        self.source: Path | None = None  # what pg_restore/psql read, once inspected
+        self.choice: Choice | None = None  # the server picked for this dump (ephemeral target)
         self.setup = ExtensionSetup()
-        self.report = RestoreReport(format="unknown", dbname=db.dbname,
-                                    jobs=jobs or default_jobs(), restore_role=db.owner.user)
+        self.report = RestoreReport(format="unknown", dbname="", jobs=jobs or default_jobs())
+        self.inspect_seconds = 0.0
+        if db is not None:
+            self.attach(db)
+
+    def inspect(self) -> Restorer:
+        """Format, version and table of contents (or the plain scan), before any database is
+        needed: they decide which server restores the dump. Done once."""
+        if self.source is None:
+            started = time.monotonic()
+            try:
+                self.format = sniff(self.path, self.key)
+                self.report.format = self.format.kind
+                self.report.archive_version = self.format.archive_version
+                self.report.dumped_by = self.format.dumped_by
+                self.source = self._prepare()
+            finally:
+                self.inspect_seconds = time.monotonic() - started
+        return self
+
+    def needs(self) -> dict[str, Any]:
+        """What a server must offer to restore this dump (core/servers.py `choose`)."""
+        version = self.format.archive_version if self.format else None
+        return {"archive_version": _version_tuple(version),
+                "dumped_by_major": major_of(self.format.dumped_by if self.format else None),
+                "extensions": list(self.report.extensions)}
+
+    def attach(self, db: RestoreDatabase, bin_dir: Path | None = None,
+               choice: Choice | None = None) -> None:
+        """The database to restore into, with the tools of its server."""
+        self.db, self.target = db, db.owner
+        self.bin_dir = Path(bin_dir or self.bin_dir)
+        self.report.dbname, self.report.restore_role = db.dbname, db.owner.user
+        if choice is not None and choice.server is not None:
+            self.choice = choice
+            self.report.server = {"version": choice.server.version,
+                                  "bin_dir": str(choice.server.bin_dir), "why": choice.reason}
 
     def run(self) -> RestoreReport:
         started = time.monotonic()
         try:
-            self.format = sniff(self.path, self.key)
-            self.report.format = self.format.kind
-            self.report.archive_version = self.format.archive_version
-            self.report.dumped_by = self.format.dumped_by
-            source = self._prepare()
+            self.inspect()
             self._preflight_extensions()
-            self._administer_extensions(source)
+            self._administer_extensions(self.source)
             if self.format.kind in ("plain", "plain_gzip"):
-                self._restore_plain(source)
+                self._restore_plain(self.source)
             else:
-                self._restore_archive(source)
+                self._restore_archive(self.source)
         finally:
-            self.report.seconds = round(time.monotonic() - started, 3)
+            self.report.seconds = round(time.monotonic() - started + self.inspect_seconds, 3)
         return self.report
 
     # -- preparation -------------------------------------------------------------------------
@@ -190,12 +225,15 @@ class Restorer:
             raise FindingError(self._missing_extensions(missing, "before restoring anything"))
 
     def _missing_extensions(self, missing: list[str], when: str) -> Finding:
+        lacking = (f"{self.choice.server.label}, the server chosen for it ({self.choice.reason}), "
+                   "does not have" if self.choice else "the restore target does not have")
+        where = where_extensions_are(missing)
         return Finding(
             "RESTORE_FAILED",
-            f"{self.key} needs extension(s) {', '.join(missing)} that the restore target does "
-            f"not have (found {when}): add them to EXTENSIONS in {PRODUCER_ENV} and re-run "
-            "(F2 step 2)",
+            f"{self.key} needs extension(s) {', '.join(missing)} that {lacking} (found {when}); "
+            f"{where}: add them to EXTENSIONS in {PRODUCER_ENV} and re-run (F2 step 2)",
             {"cause": "missing_extension", "key": self.key, "extensions": missing,
+             "server": self.report.server, "found_elsewhere": where,
              "remedy": f"add {', '.join(missing)} to EXTENSIONS in {PRODUCER_ENV}"},
             next_step=f"Add {', '.join(missing)} to EXTENSIONS in {PRODUCER_ENV} (the restore "
                       "target's image) and re-run the date (F2 step 2).",
@@ -327,6 +365,18 @@ class Restorer:
                        f"restoring {self.key} failed in section {section}: {error}",
                        {"cause": "restore_error", **common})
 
+    def no_server_reads(self, choice: Choice) -> Finding:
+        """No installed PostgreSQL is as new as the pg_dump that wrote the dump."""
+        return Finding(
+            "RESTORE_FAILED",
+            f"{self.key} was written by pg_dump {self.format.dumped_by or '?'}: {choice.reason}; "
+            "restore it with a PostgreSQL at least as new",
+            {"cause": "version_mismatch", "key": self.key, "dumped_by": self.format.dumped_by,
+             "archive_version": self.format.archive_version, "format": self.format.kind},
+            next_step="Install a PostgreSQL at least as new as the dump's pg_dump on the verify "
+                      "host (tools/postgres-newest, PG_MAJOR of the docker images) and re-run.",
+        )
+
     def _version_mismatch(self, archive_version: str, common: dict) -> Finding:
         ours = subprocess.run([str(self.bin_dir / "pg_restore"), "--version"],
                               capture_output=True, text=True, env=child_env()).stdout.strip()
@@ -454,6 +504,48 @@ WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'n' AND """
 _ERROR_LINE = re.compile(r"ERROR:\s+(.*)")
 _TRUNCATED = re.compile(r"end of file|unexpected EOF|could not read (?:from )?input file|"
                         r"invalid compressed data|corrupt", re.I)
+
+
+_CRON_JOBS = """
+SELECT jobname, schedule, database, active, left(command, 200) AS command
+FROM cron.job ORDER BY jobid
+"""
+
+
+def restored_cron_jobs(owner: ConnInfo) -> list[dict[str, Any]]:
+    """The pg_cron jobs a restored dump carries (name, schedule, database, active): F1 step 3's
+    deadline is the next run of a scrub job. Empty without pg_cron."""
+    with psycopg.connect(**owner.kwargs(), connect_timeout=10) as conn:
+        if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension "
+                            "WHERE extname = 'pg_cron')").fetchone()[0]:
+            return []
+        cursor = conn.execute(_CRON_JOBS)
+        names = [c.name for c in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def where_extensions_are(names: list[str]) -> str:
+    """Which installed servers have each extension, or that none here does (and what to use
+    then: the docker target, whose image installs producer.env's extensions)."""
+    try:
+        servers = installed()
+    except PostgresBinariesNotFound:
+        servers = []
+    parts = []
+    for name in names:
+        having = [s.version for s in servers if name in s.extensions]
+        if having:
+            parts.append(f"{name} is installed for PostgreSQL {', '.join(having)} here")
+        else:
+            parts.append(f"{name} is on no PostgreSQL of this machine"
+                         + (NOT_PACKAGED.get(name, "")) + "; the docker target (docker/restore-"
+                         "target.Dockerfile, which installs producer.env's EXTENSIONS) has it")
+    return "; ".join(parts)
+
+
+def _version_tuple(version: str | None) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def _failing_functions(stderr: str) -> list[str]:

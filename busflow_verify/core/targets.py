@@ -13,6 +13,7 @@ the PostgreSQL client binaries, and `close`, which removes what the target made.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -27,14 +28,15 @@ import psycopg
 from psycopg import sql
 
 from busflow_verify.core.config import ConfigError
-from busflow_verify.core.pgcluster import ConnInfo, DisposablePostgres, find_bin_dir
+from busflow_verify.core.pgcluster import (OWNER_FILE, SCRATCH_PREFIX, ConnInfo,
+                                          DisposablePostgres, find_bin_dir)
+from busflow_verify.core.servers import Choice, choose, installed
 from busflow_verify.core.privilege import (RESTORE_ROLE, ProvisionError, RestoreDatabase,
                                            drop_role, provision)
 
 TARGET_ENV = "BUSFLOW_RESTORE_TARGET"
 KINDS = ("ephemeral", "docker", "server")
 RESTORED_DB = "restored"  # the database name in a cluster or container of our own
-SCRATCH_PREFIX = "busflow-verify-scratch-"
 CONTAINER_PREFIX = "busflow-verify-restore-"
 RUN_LABEL = "busflow-verify.run-id"
 DEFAULT_IMAGE = "busflow-verify-restore:latest"
@@ -122,6 +124,8 @@ class _Target:
         """Local space for the download, removed by `close`."""
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self._scratch_base))
+            # owned like a cluster: a run killed outright leaves it to the next run's sweep
+            (self._scratch / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}))
         return self._scratch
 
     def _remove_scratch(self) -> None:
@@ -131,6 +135,11 @@ class _Target:
 
     def prepare(self) -> None:
         """Begin making the target while the run's first steps go; nothing to do here."""
+
+    def select_server(self, needs: dict) -> Choice | None:
+        """The server to restore a dump with; None: the target's own (a restore server, the
+        restore image), which the run does not choose."""
+        return None
 
 
 def server_major(target: ConnInfo) -> int:
@@ -149,6 +158,7 @@ class EphemeralTarget(_Target):
     def __init__(self, bin_dir: str | None = None, scratch_base: str | None = None, log=None,
                  keep: bool = False):
         super().__init__(bin_dir, scratch_base, log)
+        self.explicit_bin_dir = bin_dir
         self.keep = keep
         self.cluster: DisposablePostgres | None = None
         self._starting: Future | None = None
@@ -174,11 +184,21 @@ class EphemeralTarget(_Target):
             self.cluster = self._starting.result()
         return self.cluster
 
-    def scratch_dir(self) -> Path:
-        return self._started().scratch_dir()
+    def select_server(self, needs: dict) -> Choice:
+        """The installed server for this dump (core/servers.py): the newest that reads it and
+        has its extensions. The cluster started at run start (the newest) is replaced when
+        another one is chosen."""
+        return choose(installed(self.explicit_bin_dir), needs["archive_version"],
+                      needs["dumped_by_major"], needs["extensions"])
 
-    def open(self, partition: str, run_id: str) -> RestoreDatabase:
-        return provision(self._started().conninfo(), RESTORED_DB, RESTORE_ROLE)
+    def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
+        cluster = self._started()
+        if choice and choice.server and choice.server.bin_dir != cluster.bin_dir:
+            self.log.info(f"restoring with {choice.server.label} instead: {choice.reason}")
+            cluster.stop()
+            self.bin_dir = choice.server.bin_dir
+            self.cluster = cluster = self._start()
+        return provision(cluster.conninfo(), RESTORED_DB, RESTORE_ROLE)
 
     def close(self) -> None:
         if self.cluster is None and self._starting is not None:
@@ -187,6 +207,7 @@ class EphemeralTarget(_Target):
             except Exception as exc:
                 self.log.warning(f"the disposable Postgres did not start: {exc}")
         self._starting = None
+        self._remove_scratch()
         if self.cluster is None:
             return
         if self.keep:
@@ -230,7 +251,7 @@ class ServerTarget(_Target):
                 f"{SERVER_ENV['host']}, {SERVER_ENV['port']}, {SERVER_ENV['user']} and "
                 f"{SERVER_ENV['password']}") from None
 
-    def open(self, partition: str, run_id: str) -> RestoreDatabase:
+    def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         """The scratch database, owned by a restore role made for this run (`<database>_owner`,
         dropped with it): the configured role only administers."""
         name = scratch_db_name(partition, run_id)
@@ -309,7 +330,7 @@ class DockerTarget(_Target):
         self._client = client
         self.container = None
 
-    def open(self, partition: str, run_id: str) -> RestoreDatabase:
+    def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         import docker
 
         client = self._client or docker_client()

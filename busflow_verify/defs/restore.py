@@ -9,13 +9,15 @@ import dagster as dg
 
 from busflow_verify.core.download import DownloadError, download
 from busflow_verify.core.failures import Finding, FindingError
-from busflow_verify.core.restore import Restorer
+from busflow_verify.core.privilege import RestoreDatabase
+from busflow_verify.core.restore import Restorer, restored_cron_jobs
 from busflow_verify.core.store import DumpObject, store_error_finding
 from busflow_verify.core.targets import server_major
 from busflow_verify.defs.checks import restore_check
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.resources import BackupStore, RestoreTarget, VerifySettings
+from busflow_verify.defs.resources import (BackupStore, RestoreSession, RestoreTarget,
+                                           VerifySettings)
 from busflow_verify.defs.stages import describe
 from busflow_verify.defs.tables import table
 
@@ -59,13 +61,11 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
     scratch = session.target.scratch_dir()
     local = scratch / Path(dump_object.key).name
     download_seconds = _download(context, backup_store, dump_object, local)
-    db = session.target.open(context.partition_key, context.run_id)
-    restorer = Restorer(local, dump_object.key, db, session.target.bin_dir, scratch,
+    restorer = Restorer(local, dump_object.key, None, session.target.bin_dir, scratch,
                         jobs=restore_target.parallel_jobs(), log=context.log.info)
-    findings = []
+    findings, db = [], None
     try:
-        restorer.run()
-        session.mark_restored(db.owner)
+        db = _restore(context, session, restorer)
     except FindingError as exc:
         findings.append(exc.finding)
     finally:
@@ -76,7 +76,8 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
         **report.to_dict(),
         "restored": not findings,
         "restore_target": session.target.kind,
-        "postgres_major": server_major(db.owner),
+        "postgres_major": server_major(db.owner) if db else None,
+        "cron_jobs": restored_cron_jobs(db.owner) if db and not findings else [],
         "download_seconds": download_seconds,
         "restore_seconds": report.seconds,
     }
@@ -90,6 +91,21 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
     })
     yield check_result(restore_check, findings, {"format": str(summary["format"])},
                        passed_note=f"restored {dump_object.key} ({summary['format']} format)")
+
+
+def _restore(context, session: RestoreSession, restorer: Restorer) -> RestoreDatabase:
+    """Inspect the dump, pick the server that restores it (ephemeral target), restore."""
+    restorer.inspect()
+    choice = session.target.select_server(restorer.needs())
+    if choice is not None:
+        if choice.server is None:
+            raise FindingError(restorer.no_server_reads(choice))
+        context.log.info(f"restoring with {choice.server.label}: {choice.reason}")
+    db = session.target.open(context.partition_key, context.run_id, choice)
+    restorer.attach(db, session.target.bin_dir, choice)
+    restorer.run()
+    session.mark_restored(db.owner)
+    return db
 
 
 def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path) -> float:
