@@ -23,11 +23,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Production's PostgreSQL (18, with pgcrypto, vector and pg_cron) beside Debian's 15, for dumps
-# that pg_restore 15 cannot read (tools/postgres-newest/README.md). Idempotent: ~25 ms when done.
+# that pg_restore 15 cannot read (tools/postgres-newest/README.md), and Debian's pg_cron for each
+# Debian major. Idempotent: well under a second when done.
 PG_NEWEST ?= /opt/busflow-pg/18
 postgres-newest: $(STAMP)
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	$$SUDO env PIP="$(abspath $(BIN))/python -m pip" tools/postgres-newest/install-postgres-newest.sh $(PG_NEWEST)
+	$$SUDO env PIP="$(abspath $(BIN))/python -m pip" tools/postgres-newest/install-postgres-newest.sh $(PG_NEWEST); \
+	for major in $$(ls /usr/lib/postgresql 2>/dev/null); do \
+		[ -e /usr/lib/postgresql/$$major/lib/pg_cron.so ] && continue; \
+		echo "installing Debian's postgresql-$$major-cron (pg_cron for PostgreSQL $$major dumps)"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$$major-cron >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$$major-cron >/dev/null; }; \
+	done
 
 # The browser test drives Debian's chromium through its chromedriver (Selenium; never a browser
 # download). `make install` and `make test` install them when missing; `make demo` and `make ui`

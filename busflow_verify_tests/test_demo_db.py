@@ -1,11 +1,14 @@
 """The demo's generator and S3 server as building blocks: exact determinism, the orphan baseline
-and the planted surge, both dump formats, and the S3 behaviour the pipeline relies on (sizes,
+and the planted surge, both dump formats, production's extensions where the server has them (and
+a database without them where it has not), and the S3 behaviour the pipeline relies on (sizes,
 sparse 11 GB objects, error codes, an outage and its end)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import subprocess
 
 import boto3
 import botocore.exceptions
@@ -13,13 +16,23 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from busflow_verify.demo.busflow_db import TABLES, build_day, write_nightly_dumps
+from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.servers import installed
+from busflow_verify.demo.busflow_db import (CRON_JOB, EXTENSIONS, TABLES, build_day,
+                                            supported_extensions, write_nightly_dumps)
 from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
 ORPHAN_MESSAGES = """
     SELECT count(*) FROM communications.messages m
     LEFT JOIN commerce.bookings b ON b.id = m.booking_id
     WHERE m.booking_id IS NOT NULL AND b.id IS NULL"""
+
+
+def _has_all_extensions(server) -> bool:
+    return set(EXTENSIONS) <= server.extensions and server.has_library("pg_cron")
+
+
+NEWEST = installed()[0]
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +171,90 @@ def test_mass_delete_drops_messages(db):
     clean = build_day(db, 2)["communications.messages"]
     dropped = build_day(db, 2, planted="mass_delete")["communications.messages"]
     assert dropped < 0.7 * clean
+
+
+@pytest.mark.skipif(not _has_all_extensions(NEWEST),
+                    reason=f"{NEWEST.label} lacks one of {', '.join(EXTENSIONS)}")
+def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
+    dates = [dt.date(2026, 11, 19), dt.date(2026, 11, 20)]
+    dump = write_nightly_dumps(tmp_path, dates)[-1]  # the second night: the job scheduled once
+    with DisposablePostgres() as pg:  # pg_cron's database: "restored", as for the pipeline
+        with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE restored")
+        target = pg.conninfo("restored")
+        proc = subprocess.run([pg.tool("pg_restore"), "--exit-on-error", *target.libpq_args(),
+                               str(dump)], capture_output=True, text=True, env=target.env())
+        assert proc.returncode == 0, proc.stderr
+        with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
+            extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+            assert set(EXTENSIONS) <= extensions
+
+            # pgvector: a vector(3) column, every 10th message embedded, an HNSW index that a
+            # nearest-neighbour query uses
+            assert conn.execute("""
+                SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                WHERE attrelid = 'communications.messages'::regclass AND attname = 'embedding'
+                """).fetchone()[0] == "vector(3)"
+            [indexdef] = [r[0] for r in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'communications' "
+                "AND indexdef LIKE '%USING hnsw%'")]
+            assert "(embedding vector_l2_ops)" in indexdef
+            embedded, tenth, wrong = conn.execute("""
+                SELECT count(embedding), count(*) FILTER (WHERE mod(id, 10) = 0),
+                       count(*) FILTER (WHERE embedding IS DISTINCT FROM CASE WHEN mod(id, 10) = 0
+                           THEN ARRAY[mod(id, 7), mod(id, 11), mod(tenant_id, 13)]::real[]::vector
+                           END)
+                FROM communications.messages""").fetchone()
+            assert embedded == tenth > 500 and wrong == 0
+            assert conn.execute("SELECT embedding::text FROM communications.messages "
+                                "WHERE id = 10").fetchone()[0].startswith("[3,10,")
+            conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(
+                "EXPLAIN SELECT id FROM communications.messages "
+                "ORDER BY embedding <-> '[1,2,3]' LIMIT 5"))
+            assert "messages_embedding_hnsw" in plan
+
+            # pgcrypto: every booking's token is its SHA-256 prefix, computed again by pgcrypto
+            bookings, tokens, mismatched = conn.execute("""
+                SELECT count(*), count(card_token), count(*) FILTER (WHERE card_token IS DISTINCT
+                    FROM left(encode(digest('card:' || id, 'sha256'), 'hex'), 16))
+                FROM commerce.bookings""").fetchone()
+            assert bookings == tokens > 1000 and mismatched == 0
+            first_id, token = conn.execute(
+                "SELECT id, card_token FROM commerce.bookings ORDER BY id LIMIT 1").fetchone()
+            assert token == hashlib.sha256(f"card:{first_id}".encode()).hexdigest()[:16]
+
+            # pg_cron: the one scrub job, as the source scheduled it (never launched here)
+            assert conn.execute(
+                "SELECT jobid, jobname, schedule, command, database, active FROM cron.job"
+            ).fetchall() == [(1, CRON_JOB, "0 4 * * *",
+                              "DELETE FROM public.tenant_scrub_logs WHERE false", "busflow", True)]
+            assert conn.execute("SHOW cron.launch_active_jobs").fetchone()[0] == "off"
+
+
+def test_extensions_a_database_cannot_have_are_left_out(db):
+    # the module's database is not the source cluster's pg_cron database ("restored")
+    assert "pg_cron" not in supported_extensions(db)
+    build_day(db, 0)
+    names = {r[0] for r in db.execute("SELECT extname FROM pg_extension")}
+    assert "pg_cron" not in names and set(supported_extensions(db)) <= names
+    lacking = [s for s in installed() if not _has_all_extensions(s)]
+    if not lacking:
+        pytest.skip(f"every installed server has {', '.join(EXTENSIONS)}")
+    server = lacking[0]  # here Debian's 15: pgcrypto, no pgvector, a pg_cron it does not preload
+    with DisposablePostgres(bin_dir=str(server.bin_dir), cron_database="busflow") as pg:
+        with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE busflow")
+            preloaded = "pg_cron" in admin.execute("SHOW shared_preload_libraries").fetchone()[0]
+        with psycopg.connect(**pg.conninfo("busflow").kwargs(), autocommit=True) as conn:
+            has = [e for e in EXTENSIONS if e in server.extensions
+                   and (e != "pg_cron" or preloaded)]
+            assert supported_extensions(conn) == has
+            assert build_day(conn, 0) == build_day(db, 0)  # the same rows either way
+            names = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+            assert names - {"plpgsql"} == set(has)
+            columns = {r[0] for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attnum > 0 AND attrelid IN "
+                "('communications.messages'::regclass, 'commerce.bookings'::regclass)")}
+            assert ("embedding" in columns) == ("vector" in has)
+            assert ("card_token" in columns) == ("pgcrypto" in has)

@@ -247,14 +247,16 @@ def test_plain_dump_with_a_shell_escape_is_refused_and_nothing_runs(source, sour
 
 @pytest.fixture
 def vanishing_extension(source_pg):
-    """A real extension installed for the source's pg_dump and gone before the restore."""
+    """A real extension installed for the source's pg_dump and gone before the restore; named
+    per test, as tests in other workers share the server's extension folder."""
     share = Path(subprocess.run([str(source_pg.bin_dir / "pg_config"), "--sharedir"],
                                 capture_output=True, text=True).stdout.strip()) / "extension"
-    files = [share / "busflow_probe.control", share / "busflow_probe--1.0.sql"]
+    name = f"busflow_probe_{uuid.uuid4().hex[:8]}"
+    files = [share / f"{name}.control", share / f"{name}--1.0.sql"]
     files[0].write_text("default_version = '1.0'\nrelocatable = true\n")
-    files[1].write_text("CREATE FUNCTION busflow_probe() RETURNS int LANGUAGE sql AS 'SELECT 1';\n")
+    files[1].write_text(f"CREATE FUNCTION {name}() RETURNS int LANGUAGE sql AS 'SELECT 1';\n")
     try:
-        yield files
+        yield name, files
     finally:
         for f in files:
             f.unlink(missing_ok=True)
@@ -263,22 +265,23 @@ def vanishing_extension(source_pg):
 @pytest.mark.parametrize("fmt", ["c", "p"])
 def test_missing_extension_fails_before_anything_is_restored(source_pg, target, tmp_path,
                                                              vanishing_extension, fmt):
+    name, files = vanishing_extension
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS extsrc")
         conn.execute("CREATE DATABASE extsrc")
     with psycopg.connect(**source_pg.conninfo("extsrc").kwargs(), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION busflow_probe; CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
+        conn.execute(f"CREATE EXTENSION {name}; CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
     dump = tmp_path / f"ext.{fmt}"
     subprocess.run([source_pg.tool("pg_dump"), f"-F{fmt}",
                     *source_pg.conninfo("extsrc").libpq_args(), "-f", str(dump)], check=True)
-    for f in vanishing_extension:
+    for f in files:
         f.unlink()
     restorer, run = restore(dump, target, source_pg, tmp_path)
     with pytest.raises(FindingError) as err:
         run()
     finding = err.value.finding.to_dict()
     assert finding["details"]["cause"] == "missing_extension"
-    assert finding["details"]["extensions"] == ["busflow_probe"]
+    assert finding["details"]["extensions"] == [name]
     assert "docker/backup/producer.env" in finding["summary"]
     assert restorer.report.sections == []  # nothing was restored
     assert tables_in(target) == []

@@ -47,6 +47,18 @@ class SizeGuardConfig(_Strict):
     largest_tables: list[str] = RUNBOOK_LARGEST_TABLES
     # rows are "proportional" to the size when rows_ratio / size_ratio is within 1 +/- this
     proportionality_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    # F1 step 3's deadline: pg_cron jobs whose name matches this (case-insensitive regex) are
+    # the scrub cycle a re-run pg_dump must beat
+    scrub_job_pattern: str = "scrub"
+
+    @field_validator("scrub_job_pattern")
+    @classmethod
+    def _pattern(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
 
     @field_validator("largest_tables")
     @classmethod

@@ -235,9 +235,13 @@ class DisposablePostgres:
         server = describe(str(self.bin_dir))
         if server is None or not server.has_library("pg_cron"):
             return {}
-        return {"shared_preload_libraries": "pg_cron", "cron.database_name": self.cron_database,
-                "cron.launch_active_jobs": "on" if self.run_cron_jobs else "off",
-                "cron.host": str(self.root)}
+        if not (server.cron_can_hold_jobs or self.run_cron_jobs):
+            return {}  # an old pg_cron would run a restored job: a restore cluster goes without
+        settings = {"shared_preload_libraries": "pg_cron", "cron.database_name": self.cron_database,
+                    "cron.host": str(self.root)}
+        if server.cron_can_hold_jobs:
+            settings["cron.launch_active_jobs"] = "on" if self.run_cron_jobs else "off"
+        return settings
 
     def stop(self) -> None:
         """Stop the server (immediate: nothing in it is worth a clean shutdown) and remove it."""

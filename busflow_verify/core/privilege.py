@@ -133,6 +133,7 @@ def create_extensions(db: RestoreDatabase, wanted: dict[str, str | None]) -> Ext
     setup = ExtensionSetup()
     with psycopg.connect(**db.admin.kwargs(), autocommit=True, connect_timeout=10) as conn:
         for name, schema in wanted.items():
+            schema = _fixed_schema(conn, name) or schema
             if schema and not _schema_exists(conn, schema):
                 conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
                     sql.Identifier(schema), sql.Identifier(db.owner.user)))
@@ -144,6 +145,17 @@ def create_extensions(db: RestoreDatabase, wanted: dict[str, str | None]) -> Ext
             setup.created[name] = schema
         _grant_config_tables(conn, list(wanted), db.owner.user)
     return setup
+
+
+def _fixed_schema(conn, name: str) -> str | None:
+    """The schema the installed version of an extension insists on (its control file's
+    `schema`, e.g. pg_cron 1.6's pg_catalog), which wins over the one the dump names: a dump of
+    an older version may have had it elsewhere."""
+    row = conn.execute(
+        "SELECT v.schema FROM pg_catalog.pg_available_extension_versions v "
+        "JOIN pg_catalog.pg_available_extensions a ON a.name = v.name "
+        "AND a.default_version = v.version WHERE v.name = %s", (name,)).fetchone()
+    return row[0] if row else None
 
 
 def _schema_exists(conn, schema: str) -> bool:

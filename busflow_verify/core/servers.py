@@ -49,12 +49,24 @@ class Server:
         newest = ARCHIVE_VERSIONS.get(self.major, max(ARCHIVE_VERSIONS.values()))
         return archive_version <= newest
 
-    @functools.cached_property
+    @property
     def extensions(self) -> frozenset[str]:
         return frozenset(p.stem for p in (self.sharedir / "extension").glob("*.control"))
 
     def has_library(self, name: str) -> bool:
         return (self.pkglibdir / f"{name}.so").exists()
+
+    @property
+    def cron_can_hold_jobs(self) -> bool:
+        """Its pg_cron has `cron.launch_active_jobs` (1.5+): a restored job can be kept from
+        running from the first second. An older pg_cron would run the copy's jobs."""
+        library = self.pkglibdir / "pg_cron.so"
+        return library.exists() and b"launch_active_jobs" in library.read_bytes()
+
+    @property
+    def restorable_extensions(self) -> frozenset[str]:
+        """The extensions a dump may create here: pg_cron only where its jobs can be held."""
+        return self.extensions - ({"pg_cron"} if not self.cron_can_hold_jobs else set())
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,11 +125,11 @@ def choose(servers: list[Server], archive_version: tuple[int, int] | None,
         return Choice(None, f"no installed server reads {written} (newest: {newest})")
     wanted = set(extensions)
     for server in able:
-        if wanted <= server.extensions:
+        if wanted <= server.restorable_extensions:
             has = f" and has {', '.join(sorted(wanted))}" if wanted else ""
             return Choice(server, f"the newest installed server that reads {written}{has}")
     server = able[0]
-    lacking = tuple(sorted(wanted - server.extensions))
+    lacking = tuple(sorted(wanted - server.restorable_extensions))
     return Choice(server, f"the newest installed server that reads {written}; no installed "
                           f"server has all of {', '.join(sorted(wanted))}", lacking)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from busflow_verify.core.cronschedule import describe_next
 from busflow_verify.core.failures import Finding
 
 
@@ -101,3 +104,22 @@ def triage(current_size: int, current_counts: dict[str, int], baseline_size: int
             "rows_ratio": round(rows_ratio, 4) if rows_ratio is not None else None,
             "baseline_size_bytes": baseline_size, "size_bytes": current_size,
             "tables": per_table, "conclusion": conclusion}
+
+
+def scrub_deadline(cron_jobs: list[dict[str, Any]], pattern: str, after: dt.datetime,
+                   baseline_partition: str | None) -> dict[str, Any]:
+    """F1 step 3's deadline: a re-run of pg_dump must land before the next pg_cron scrub cycle,
+    i.e. the next run (UTC) of the scrub jobs recorded with the last verified dump (their names
+    match `pattern`, verify.yaml size_guard.scrub_job_pattern)."""
+    scrubs = [j for j in cron_jobs if re.search(pattern, j.get("jobname") or "", re.I)]
+    runs = [r for r in describe_next(scrubs, after) if r["next_run_utc"]]
+    where = (f"the last verified dump ({baseline_partition})" if baseline_partition
+             else "any verified dump (there is none yet)")
+    if not runs:
+        return {"next_run_utc": None, "jobs": runs, "text": (
+            f"No pg_cron scrub job is known from {where}: find the source's next scrub in its "
+            "cron.job before re-running pg_dump.")}
+    first = runs[0]
+    return {"next_run_utc": first["next_run_utc"], "jobs": runs, "text": (
+        f"Re-run pg_dump before {first['next_run_utc']} (UTC): the next run of the pg_cron scrub "
+        f"job {first['jobname']} ({first['schedule']}) recorded in {where}.")}

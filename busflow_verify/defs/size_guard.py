@@ -1,13 +1,16 @@
 """Runbook step 2 and F1: the size guard, from listing/HEAD sizes only."""
 
+import datetime as dt
+
 import dagster as dg
 
-from busflow_verify.core.sizeguard import evaluate
+from busflow_verify.core.sizeguard import evaluate, scrub_deadline
 from busflow_verify.core.store import DumpObject, trailing_history
 from busflow_verify.defs.checks import size_guard_check
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.locate import partition_date
 from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.records import last_verified
 from busflow_verify.defs.resources import BackupStore, VerifySettings
 from busflow_verify.defs.stages import describe
 from busflow_verify.defs.tables import table
@@ -57,11 +60,25 @@ def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
         "history": _history_table(result.history, dump_object),
         "size_guard": dg.MetadataValue.json(summary),
     }
+    if result.findings:
+        _name_the_deadline(context, result.findings, guard)
     yield dg.Output(summary, metadata=metadata)
     yield check_result(size_guard_check, result.findings, {
         "size_bytes": result.size_bytes, "min_bytes": result.min_bytes,
         "median_bytes": result.median_bytes or 0.0, "ratio": result.ratio or 0.0,
     }, passed_note="size within the floor and the trailing-median ratio")
+
+
+def _name_the_deadline(context, findings: list, guard) -> None:
+    """F1 step 3: the next step says before when the new pg_dump must land (the next scrub run
+    of the last verified dump's pg_cron jobs), or that none is known."""
+    baseline = last_verified(context.instance, context.partition_key)
+    jobs = ((baseline.restore or {}).get("cron_jobs") or []) if baseline else []
+    deadline = scrub_deadline(jobs, guard.scrub_job_pattern, dt.datetime.now(dt.timezone.utc),
+                              baseline.partition if baseline else None)
+    for finding in findings:
+        finding.next_step = f"{finding.mode.next_step} {deadline['text']}"
+        finding.details["scrub_deadline"] = deadline
 
 
 def _history_table(history: dict, dump: DumpObject) -> dg.TableMetadataValue:

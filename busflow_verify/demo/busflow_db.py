@@ -6,6 +6,13 @@ skewed (most bookings have a few, some have dozens), some messages are broadcast
 small, expected baseline of orphans with a matching tenant_scrub_logs entry. The soft FKs are
 deliberately not constraints: that is what the sweep is for.
 
+Production's extensions, where the server has them (`supported_extensions`; a machine with only
+PostgreSQL 15 builds the database without those it lacks): pgcrypto (bookings.card_token, from a
+SHA-256 digest), pgvector (messages.embedding vector(3) with an HNSW index) and pg_cron (the
+`tenant-scrub` job, never launched: the source cluster runs with cron.launch_active_jobs=off).
+pg_cron lives in one database per cluster, `cron.database_name`: the nightly dumps' source cluster
+names `DATABASE` there.
+
 Everything is deterministic from the seed and set-based SQL (no per-row round trips).
 """
 
@@ -20,6 +27,7 @@ from psycopg import sql
 
 from busflow_verify.core.pgcluster import DisposablePostgres
 
+DATABASE = "busflow"  # the nightly dumps' source database (and the source cluster's pg_cron one)
 TENANTS = 20
 BASE_BOOKINGS = 2000  # night 0, scale 1
 DAILY_GROWTH = 0.02
@@ -114,6 +122,46 @@ PLANTED = {
     "mass_delete": "DELETE FROM communications.messages WHERE id %% 5 IN (1, 3)",
 }
 
+# What each of production's extensions adds to the night's database (run after POPULATE). The
+# values are deterministic, so dumps of different nights stay comparable, and small, so the dumps
+# stay about the size they were without them (the size guard's history): a 16-hex-digit token
+# (a SHA-256 prefix), and an embedding of small integers for every 10th message only (the rest are
+# not embedded yet: NULL, which the HNSW index leaves out).
+EXTENSIONS = ("pgcrypto", "vector", "pg_cron")
+CRON_JOB = "tenant-scrub"
+EXTENSION_SQL = {
+    "pgcrypto": """
+        ALTER TABLE commerce.bookings ADD COLUMN card_token text;
+        UPDATE commerce.bookings
+        SET card_token = left(encode(digest('card:' || id, 'sha256'), 'hex'), 16);
+    """,
+    "vector": """
+        ALTER TABLE communications.messages ADD COLUMN embedding vector(3);
+        UPDATE communications.messages
+        SET embedding = ARRAY[mod(id, 7), mod(id, 11), mod(tenant_id, 13)]::real[]::vector(3)
+        WHERE mod(id, 10) = 0;
+        CREATE INDEX messages_embedding_hnsw ON communications.messages
+            USING hnsw (embedding vector_l2_ops);
+    """,
+    # a harmless command under production's job name (F1 names the next run of a scrub job);
+    # scheduled once, so the job and its id are the same every night
+    "pg_cron": f"""
+        SELECT cron.schedule('{CRON_JOB}', '0 4 * * *',
+                             $$DELETE FROM public.tenant_scrub_logs WHERE false$$)
+        WHERE NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '{CRON_JOB}');
+    """,
+}
+
+# Which of EXTENSIONS this database can create: those the server has, and pg_cron only where it
+# is preloaded and this is its database (CREATE EXTENSION pg_cron fails anywhere else).
+_SUPPORTED = """
+SELECT name FROM pg_catalog.pg_available_extensions
+WHERE name = ANY(%s) AND (name <> 'pg_cron' OR (
+    'pg_cron' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''),
+                                    ','))
+    AND current_setting('cron.database_name', true) = current_database()))
+"""
+
 TABLES = ["commerce.bookings", "communications.messages", "operations.service_legs",
           "public.tenant_scrub_logs"]
 
@@ -122,9 +170,16 @@ def bookings_on(day_index: int, scale: int = 1) -> int:
     return int(BASE_BOOKINGS * scale * (1 + DAILY_GROWTH) ** day_index)
 
 
+def supported_extensions(conn: psycopg.Connection) -> list[str]:
+    """The EXTENSIONS this database can have (see _SUPPORTED), in EXTENSIONS' order."""
+    found = {row[0] for row in conn.execute(_SUPPORTED, (list(EXTENSIONS),)).fetchall()}
+    return [name for name in EXTENSIONS if name in found]
+
+
 def build_day(conn: psycopg.Connection, day_index: int, *, scale: int = 1, seed: int = 7,
               planted: str | None = None) -> dict[str, int]:
-    """(Re)build the database as it was on night `day_index`; returns its row counts."""
+    """(Re)build the database as it was on night `day_index`, with the production extensions
+    this database supports (`supported_extensions`); returns its row counts."""
     if planted and planted not in PLANTED:
         raise ValueError(f"unknown planted problem {planted!r}; known: {sorted(PLANTED)}")
     params = {"seed": str(seed), "bookings": bookings_on(day_index, scale),
@@ -133,6 +188,9 @@ def build_day(conn: psycopg.Connection, day_index: int, *, scale: int = 1, seed:
     with psycopg.ClientCursor(conn) as cur:
         cur.execute(SCHEMA)
         cur.execute(POPULATE, params)
+        for name in supported_extensions(conn):
+            cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+            cur.execute(EXTENSION_SQL[name])
         cur.execute(SCRUB, params)
         if planted:
             cur.execute(PLANTED[planted], params)
@@ -163,10 +221,10 @@ def write_nightly_dumps(dest_dir: Path, dates: list[dt.date], *, scale: int = 1,
     dest_dir.mkdir(parents=True, exist_ok=True)
     planted = planted or {}
     paths = []
-    with DisposablePostgres() as pg:
+    with DisposablePostgres(cron_database=DATABASE) as pg:
         with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE busflow")
-        target = pg.conninfo("busflow")
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        target = pg.conninfo(DATABASE)
         for index, date in enumerate(dates):
             with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
                 build_day(conn, index, scale=scale, seed=seed, planted=planted.get(date))
