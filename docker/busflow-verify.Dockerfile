@@ -1,14 +1,14 @@
 # The busflow-verify image: the code location (`dagster code-server start`, the default command),
 # and with another command the webserver and the daemon (docker/compose.yaml), and the runs the
 # DockerRunLauncher starts. Build from the repository root:
-#   docker build -f docker/busflow-verify.Dockerfile --build-arg PG_MAJOR=15 \
+#   docker build -f docker/busflow-verify.Dockerfile --build-arg PG_MAJOR=18 \
 #       -t busflow-verify:latest .
 FROM python:3.11-slim-bookworm
 
 # PostgreSQL of production's major from the PGDG repository (bookworm ships 15): pg_restore and
 # psql for every restore target, initdb and pg_ctl for the ephemeral one. No cluster is created
 # at install; the ephemeral target makes its own per run, as the `postgres` OS user.
-ARG PG_MAJOR=15
+ARG PG_MAJOR=18
 ENV PG_MAJOR=${PG_MAJOR}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-common ca-certificates curl gnupg \

@@ -1,9 +1,9 @@
 # The restore target for BUSFLOW_RESTORE_TARGET=docker: PostgreSQL of production's major with the
 # extensions of docker/backup/producer.env (EXTENSIONS=, runbook F2 step 2), the list read at
 # build time by install-extensions.sh, never copied here. Build from the docker/ folder:
-#   docker build -f docker/restore-target.Dockerfile --build-arg PG_MAJOR=15 \
+#   docker build -f docker/restore-target.Dockerfile --build-arg PG_MAJOR=18 \
 #       -t busflow-verify-restore:latest docker
-ARG PG_MAJOR=15
+ARG PG_MAJOR=18
 FROM postgres:${PG_MAJOR}-bookworm
 
 COPY backup/producer.env install-extensions.sh /opt/busflow-verify/
