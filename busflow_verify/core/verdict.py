@@ -1,4 +1,4 @@
-"""The JSON verdict other tools read (design notes: `busflow-verify verify --json`).
+"""The JSON verdict other tools read (README: the JSON verdict of `busflow-verify verify --json`).
 
 Built from what a run recorded: its check evaluations, step failures and asset metadata. A
 partition is verified only when the run completed and every expected check has an evaluation
@@ -97,13 +97,16 @@ def build_verdict(facts: RunFacts) -> dict[str, Any]:
 
 
 def format_verdict(verdict: dict[str, Any]) -> str:
-    """The verdict for a person reading a terminal (or, later, #ops)."""
+    """The verdict for a person reading a terminal (#ops has its own format: core/alerts.py)."""
     head = "VERIFIED" if verdict["verified"] else "NOT VERIFIED"
     lines = [f"backup verify {verdict['partition']}: {head}"]
     dump = verdict.get("dump")
     if dump:
         lines.append(f"  dump      s3://{dump.get('bucket')}/{dump['key']}  "
                      f"{dump['size_bytes']:,} bytes  ({dump['endpoint']} endpoint)")
+    server = (verdict.get("restore") or {}).get("server")
+    if server:
+        lines.append(f"  restored  with PostgreSQL {server['version']}: {server['why']}")
     for check in verdict.get("checks", []):
         mark = {True: "pass", False: "FAIL", None: "did not run"}[check["passed"]]
         lines.append(f"  check     {check['check']:<52} {mark}")

@@ -1,7 +1,7 @@
 """Reading what runs recorded in the Dagster instance: check evaluations, metadata, verdicts.
 
 The instance is the record of truth: the last verified dump (the row-count baseline), the CLI's
-JSON verdict and, later, alerts and promotion all read it here.
+JSON verdict, the #ops alerts and promotion all read it here.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def _env(name: str, default=None):
 
 
 def build_resources() -> dict:
-    """The resources of the code location, from the environment contract in the design notes."""
+    """The resources of the code location, from the environment contract (README: Configuration)."""
     fallback = None
     if os.environ.get("BACKUP_FALLBACK_ENDPOINT"):
         fallback = S3Endpoint(
