@@ -64,5 +64,8 @@ TEST_WORKERS ?= 2
 test: install
 	TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
 clean:
 	rm -rf $(VENV) .dagster_home .demo *.egg-info

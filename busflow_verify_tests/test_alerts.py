@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 from dagster._core.events import DagsterEventType
 
 from busflow_verify import cli
 from busflow_verify.definitions import build_defs
 from busflow_verify.defs.alerts import ops_alert_on_success
 from busflow_verify.defs.records import JOB_NAME
+
+pytestmark = pytest.mark.e2e
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"

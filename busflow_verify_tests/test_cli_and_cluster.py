@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from busflow_verify import cli
 from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres, _pid_alive
@@ -26,23 +27,27 @@ def run_cli(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.e2e
 def test_bad_date_is_a_usage_error(harness, capsys):
     code, out, err = run_cli(capsys, "verify", "--date", "2026-11-31", "--json")
     assert code == 2 and out == ""
     assert "--date '2026-11-31' is not a date" in err
 
 
+@pytest.mark.e2e
 def test_date_outside_partitions_is_a_usage_error(harness, capsys):
     code, _, err = run_cli(capsys, "verify", "--date", "2019-01-01")
     assert code == 2 and "outside the partitions" in err
 
 
+@pytest.mark.e2e
 def test_missing_required_variable_is_named(harness, capsys, monkeypatch):
     monkeypatch.delenv("BACKUP_BUCKET")
     code, _, err = run_cli(capsys, "verify", "--date", DAY)
     assert code == 2 and "BACKUP_BUCKET" in err
 
 
+@pytest.mark.e2e
 def test_malformed_config_key_is_exit_2_naming_file_key_and_line(harness, capsys):
     (harness.config_dir / "soft-fk-allowlist.yaml").write_text(
         "soft_fks:\n  - child: communications.messages.booking_id\n"
@@ -58,6 +63,7 @@ def test_no_subcommand_is_a_usage_error(capsys):
 
 
 # -- the disposable cluster ------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_cluster_is_removed_with_its_server():
     pg = DisposablePostgres().start()
     root = pg.root
@@ -79,6 +85,7 @@ os.kill(os.getpid(), 9)
 """
 
 
+@pytest.mark.e2e
 def test_a_cluster_whose_owner_was_killed_is_swept_by_the_next_one():
     proc = subprocess.run([sys.executable, "-c", _ORPHANED_OWNER], capture_output=True, text=True)
     stale = Path(proc.stdout.strip())
@@ -89,6 +96,7 @@ def test_a_cluster_whose_owner_was_killed_is_swept_by_the_next_one():
         assert not _pid_alive(pid)
 
 
+@pytest.mark.e2e
 def test_interrupted_run_removes_its_cluster(harness, make_dump):
     """SIGTERM during the restore: the run stops and the disposable Postgres is gone."""
     harness.put(KEY, make_dump(bookings=150_000, messages=450_000, legs=200_000))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 
 def test_make_demo_verifies_the_newest_date_and_catches_the_planted_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "busflow_verify.demo"], cwd=tmp_path,

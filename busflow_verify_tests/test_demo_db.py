@@ -22,6 +22,8 @@ from busflow_verify.demo.busflow_db import (CRON_JOB, EXTENSIONS, TABLES, build_
                                             supported_extensions, write_nightly_dumps)
 from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
+pytestmark = pytest.mark.e2e
+
 ORPHAN_MESSAGES = """
     SELECT count(*) FROM communications.messages m
     LEFT JOIN commerce.bookings b ON b.id = m.booking_id

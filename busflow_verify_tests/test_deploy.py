@@ -62,6 +62,7 @@ def production_config() -> dict:
     return yaml.safe_load(DAGSTER_YAML.read_text())
 
 
+@pytest.mark.e2e
 def test_production_instance_loads_with_its_docker_run_launcher(tmp_path, storage_env):
     """The whole instance is built from deploy/dagster.yaml as it is: the DockerRunLauncher is
     configured without talking to an engine (there is none here; it connects at launch)."""
@@ -87,6 +88,7 @@ def test_production_instance_loads_with_its_docker_run_launcher(tmp_path, storag
                          "limit": 1}
 
 
+@pytest.mark.e2e
 def test_a_partition_materialized_into_postgres_storage_reads_back(harness, make_dump, dagster_pg,
                                                                   storage_env):
     """The production yaml with only its run_launcher section dropped (no Docker engine runs

@@ -11,6 +11,8 @@ from busflow_verify.core.store import DumpObject
 from busflow_verify.defs.resources import S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 
+pytestmark = pytest.mark.e2e
+
 KEY = "pg_dump_20261120_0100.dump"
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from busflow_verify.core.pgcluster import free_port
 from busflow_verify.demo.s3server import RcloneS3Server
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
+
+pytestmark = pytest.mark.e2e
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"

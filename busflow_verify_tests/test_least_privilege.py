@@ -21,6 +21,8 @@ from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.core.restore import Restorer
 from busflow_verify_tests.conftest import busflow_sql, expected_counts, restore_database
 
+pytestmark = pytest.mark.e2e
+
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 APP = "lp_app"  # production's application role: no superuser

@@ -10,6 +10,8 @@ import pytest
 from busflow_verify.defs.records import JOB_NAME
 from busflow_verify_tests.conftest import expected_counts
 
+pytestmark = pytest.mark.e2e
+
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 

@@ -276,6 +276,7 @@ def test_write_restorable_copies_undecodable_bytes_unchanged(tmp_path):
     assert out[:3] == raw.split(b"\n")[:3] and out[3].startswith(b"-- busflow-verify")
 
 
+@pytest.mark.e2e
 def test_a_real_pg_dump_passes_and_loses_only_ownership_privileges_and_extensions(
         source_pg, tmp_path):
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:

@@ -23,6 +23,8 @@ from busflow_verify.core.servers import installed
 from busflow_verify.core.targets import RESTORED_DB, EphemeralTarget
 from busflow_verify_tests.conftest import busflow_sql, expected_counts
 
+pytestmark = pytest.mark.e2e
+
 KEY = "pg_dump_20261120_0100.dump"
 
 

@@ -8,6 +8,7 @@ import re
 import threading
 
 import dagster as dg
+import pytest
 
 from busflow_verify import cli
 from busflow_verify.core.progress import Progress, human_bytes
@@ -63,6 +64,7 @@ def test_work_counted_by_threads_is_reported_by_the_waiting_one():
     assert 1 <= len(lines) <= 4 and threads == {threading.get_ident()}
 
 
+@pytest.mark.e2e
 def test_a_run_reports_progress_in_its_event_log_and_json_stdout_stays_one_object(
         harness, make_dump, capsys):
     harness.put(KEY, make_dump())

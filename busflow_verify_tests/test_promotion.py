@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 from dagster._core.events import DagsterEventType
 
 from busflow_verify.core.pointer import POINTER_NAME, promotion_decision
@@ -20,6 +21,7 @@ def pointer(harness, bucket_dir=None):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+@pytest.mark.e2e
 def test_a_verified_dump_is_promoted_with_its_record(harness, make_dump, fallback_s3, monkeypatch):
     harness.put(KEY, make_dump())
     mirror = harness.mirror_to(fallback_s3, monkeypatch)
@@ -33,6 +35,7 @@ def test_a_verified_dump_is_promoted_with_its_record(harness, make_dump, fallbac
     assert pointer(harness, mirror) == record  # mirrored to the fallback
 
 
+@pytest.mark.e2e
 def test_a_failing_dump_is_not_promoted(harness, make_dump):
     harness.put(KEY, make_dump(orphans=500))
     code, verdict = harness.verify("2026-11-20", "--promote")
@@ -41,6 +44,7 @@ def test_a_failing_dump_is_not_promoted(harness, make_dump):
     assert pointer(harness) is None
 
 
+@pytest.mark.e2e
 def test_a_backfill_of_an_older_date_never_moves_it_back(harness, make_dump):
     harness.put(KEY, make_dump())
     harness.put("pg_dump_20261118_0100.dump", make_dump())
@@ -51,6 +55,7 @@ def test_a_backfill_of_an_older_date_never_moves_it_back(harness, make_dump):
     assert pointer(harness)["partition"] == "2026-11-20"
 
 
+@pytest.mark.e2e
 def test_without_promote_the_cli_leaves_the_pointer(harness, make_dump):
     harness.put(KEY, make_dump())
     code, verdict = harness.verify("2026-11-20")
@@ -64,6 +69,7 @@ def test_a_check_that_did_not_run_is_not_a_pass():
         False, "not verified (checks missing): the pointer stays where it is")
 
 
+@pytest.mark.e2e
 def test_the_sensor_promotes_a_scheduled_run(harness, make_dump):
     harness.put(KEY, make_dump())
     defs = build_defs()

@@ -17,6 +17,8 @@ from busflow_verify.core.restore import Restorer
 from busflow_verify.core.targets import ServerTarget
 from busflow_verify_tests.conftest import restore_database, restore_server_conninfo
 
+pytestmark = pytest.mark.e2e
+
 KEY = "pg_dump_20261120_0100.dump"
 SOURCE_SQL = """
 CREATE SCHEMA commerce; CREATE SCHEMA ledger;

@@ -6,6 +6,8 @@ import pytest
 
 from busflow_verify_tests.conftest import scrub_uuid
 
+pytestmark = pytest.mark.e2e
+
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 

@@ -47,6 +47,7 @@ def test_target_kind_and_its_variables_are_checked():
     assert scratch_db_name(DAY, RUN_ID) == "verify_20261120_3f2a9c1e"
 
 
+@pytest.mark.e2e
 def test_a_bad_target_is_a_usage_error_before_anything_runs(harness, monkeypatch):
     monkeypatch.setenv("BUSFLOW_RESTORE_TARGET", "podman")
     code, out = harness.verify(DAY)
@@ -54,6 +55,7 @@ def test_a_bad_target_is_a_usage_error_before_anything_runs(harness, monkeypatch
 
 
 # -- server --------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_server_scratch_database_is_dropped_even_with_a_connection_left_open(restore_server):
     server = ServerTarget(restore_server_conninfo(restore_server))
     target = server.open(DAY, RUN_ID)
@@ -75,6 +77,7 @@ def _dead(conn) -> bool:
     return False
 
 
+@pytest.mark.e2e
 def test_server_wrong_password_names_the_variables_never_the_password(restore_server):
     wrong = "not-the-" + RESTORE_PASSWORD
     with pytest.raises(RestoreTargetError) as err:
@@ -90,6 +93,7 @@ def roles(pg) -> set[str]:
         return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("attributes, told", [
     ("CREATEDB CREATEROLE", "BYPASSRLS"),  # PostgreSQL 15: only a superuser gives BYPASSRLS
     ("NOCREATEDB", "CREATEROLE"),
@@ -119,6 +123,7 @@ def docker_target(client, **settings) -> DockerTarget:
     return DockerTarget(DockerSettings(**{"ready_timeout": 60.0, **settings}), client=client)
 
 
+@pytest.mark.e2e
 def test_docker_target_starts_the_image_restores_and_removes_the_container(make_dump, tmp_path,
                                                                            caplog):
     client = FakeDockerClient()
@@ -148,6 +153,7 @@ def test_docker_target_starts_the_image_restores_and_removes_the_container(make_
     assert container.name in caplog.text and "removed" in caplog.text
 
 
+@pytest.mark.e2e
 def test_docker_container_is_removed_when_the_restore_fails(make_dump, tmp_path):
     client = FakeDockerClient()
     target = docker_target(client)
@@ -175,6 +181,7 @@ def test_docker_container_that_exits_is_a_named_error_with_its_logs_and_is_remov
     assert client.containers_started[0].removed_with == {"force": True, "v": True}
 
 
+@pytest.mark.e2e
 def test_docker_on_a_network_is_reached_by_name_and_times_out_by_name():
     client = FakeDockerClient()
     target = docker_target(client, network="busflow-verify", ready_timeout=1.0)
@@ -204,6 +211,7 @@ def use_server(monkeypatch, restore_server) -> None:
         monkeypatch.setenv(name, value)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dump", ["good", "truncated"])
 def test_the_job_on_the_server_target_drops_its_scratch_database(harness, make_dump, monkeypatch,
                                                                  restore_server, dump):
@@ -222,6 +230,7 @@ def test_the_job_on_the_server_target_drops_its_scratch_database(harness, make_d
     assert RESTORE_PASSWORD not in harness.last_stderr + str(verdict)
 
 
+@pytest.mark.e2e
 def test_the_job_on_the_docker_target(harness, make_dump, monkeypatch):
     client = FakeDockerClient()
     monkeypatch.setattr(targets, "docker_client", lambda: client)

@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
@@ -70,6 +71,7 @@ def _assert_recorded_as_tables(home: Path, verdict: dict) -> None:
     assert {t: d["current"] for t, d in deltas.items()} == verdict["row_counts"]
 
 
+@pytest.mark.e2e
 def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(harness, make_dump,
                                                                           tmp_path):
     date = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # always a partition

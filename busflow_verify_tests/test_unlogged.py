@@ -12,6 +12,8 @@ from psycopg import sql
 from busflow_verify.core.restore import Restorer
 from busflow_verify_tests.conftest import restore_database
 
+pytestmark = pytest.mark.e2e
+
 KEY = "pg_dump_20261120_0100.dump"
 BASE = """
 CREATE SCHEMA commerce;
