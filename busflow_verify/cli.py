@@ -88,12 +88,14 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_verify(partition: str, log_level: str, promote: bool = False) -> dict:
+def run_verify(partition: str, log_level: str, promote: bool = False):
+    """Run the job for one partition in process, then finish it as the sensors finish theirs
+    (defs/finish.py): the verdict, the pointer (with --promote), #ops."""
     import dagster as dg
 
     from busflow_verify.definitions import build_defs
-    from busflow_verify.defs.alerts import LAUNCHED_BY_TAG
-    from busflow_verify.defs.records import JOB_NAME, verdict_for_run
+    from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
+    from busflow_verify.defs.records import JOB_NAME
 
     defs = build_defs()
     job = defs.resolve_job_def(JOB_NAME)
@@ -105,21 +107,11 @@ def run_verify(partition: str, log_level: str, promote: bool = False) -> dict:
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             tags={LAUNCHED_BY_TAG: "cli"},
         )
-        verdict = verdict_for_run(instance, result.run_id)
-    verdict["promoted"] = False
-    if promote:
-        from busflow_verify.core.pointer import CutoverHalt
-        from busflow_verify.defs.promotion import promote as promote_pointer
-
         # the configured resource holds EnvVars; build_resources resolves them
         with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:
-            outcome = promote_pointer(verdict, built.backup_store,
-                                      log=lambda m: print(m, file=sys.stderr),
-                                      halt=CutoverHalt(os.environ["DAGSTER_HOME"]))
-        verdict["cutover_halt"] = CutoverHalt(os.environ["DAGSTER_HOME"]).get()
-        verdict["promoted"] = outcome["promoted"]
-        verdict["promotion"] = outcome
-    return verdict
+            return finish_run(instance, result.run_id,
+                              store=built.backup_store if promote else None,
+                              log=lambda m: print(m, file=sys.stderr))
 
 
 def verify(args) -> int:
@@ -133,23 +125,9 @@ def verify(args) -> int:
             verdict = run_verify(partition, args.log_level, args.promote)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    alert_ops(verdict)
-    print(json.dumps(verdict, indent=2, default=str) if args.json else format_verdict(verdict))
-    return EXIT_VERIFIED if verdict["verified"] else EXIT_NOT_VERIFIED
-
-
-def alert_ops(verdict: dict) -> None:
-    """Post the run's #ops message. A delivery failure is an F4 in `failures`; `verified` stays
-    what the checks said (runbook F4 step 2)."""
-    from busflow_verify.core.alerts import notify
-    from busflow_verify.defs.alerts import alert_settings
-
-    channel, outbox, policy = alert_settings()
-    result = notify(verdict, channel, outbox, policy, log=lambda m: print(m, file=sys.stderr))
-    f4 = result.pop("f4")
-    verdict["alert"] = result
-    if f4:
-        verdict["failures"].append(f4)
+    print(json.dumps(verdict.to_json(), indent=2, default=str) if args.json
+          else format_verdict(verdict))
+    return EXIT_VERIFIED if verdict.verified else EXIT_NOT_VERIFIED
 
 
 def repost() -> int:

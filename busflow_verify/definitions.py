@@ -2,10 +2,9 @@
 
 import dagster as dg
 
-from busflow_verify.defs.alerts import ops_alert_on_failure, ops_alert_on_success
+from busflow_verify.defs.finish import finish_failed_verify_run, finish_verify_run
 from busflow_verify.defs.jobs import backup_verify_job
 from busflow_verify.defs.locate import dump_object
-from busflow_verify.defs.promotion import promote_verified_latest
 from busflow_verify.defs.resources import build_resources
 from busflow_verify.defs.restore import restored_db
 from busflow_verify.defs.schedules import backup_verify_schedule
@@ -23,7 +22,7 @@ def build_defs() -> dg.Definitions:
         assets=ASSETS,
         jobs=[backup_verify_job],
         schedules=[backup_verify_schedule],
-        sensors=[ops_alert_on_success, ops_alert_on_failure, promote_verified_latest],
+        sensors=[finish_verify_run, finish_failed_verify_run],
         resources=build_resources(),
         executor=dg.in_process_executor,
     )

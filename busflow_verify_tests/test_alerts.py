@@ -10,7 +10,7 @@ from dagster._core.events import DagsterEventType
 
 from busflow_verify import cli
 from busflow_verify.definitions import build_defs
-from busflow_verify.defs.alerts import ops_alert_on_success
+from busflow_verify.defs.finish import finish_verify_run
 from busflow_verify.defs.records import JOB_NAME
 
 pytestmark = pytest.mark.e2e
@@ -121,10 +121,12 @@ def test_the_sensor_posts_for_runs_the_schedule_or_ui_launched(harness, make_dum
         assert result.success  # the F3 check failed, but it is not blocking: the run is green
         run = instance.get_run_by_id(result.run_id)
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="ops_alert_on_success", dagster_instance=instance, dagster_run=run,
-            dagster_event=event)
-        ops_alert_on_success(context)
+        defs = build_defs()
+        with dg.build_run_status_sensor_context(
+                sensor_name="finish_verify_run", dagster_instance=instance, dagster_run=run,
+                dagster_event=event,
+                resources={"backup_store": defs.resources["backup_store"]}) as context:
+            finish_verify_run(context)
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text
 
@@ -153,7 +155,7 @@ def test_a_bot_token_posts_through_dagster_slack_with_the_same_classification(
 
 
 def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harness, slack):
-    from busflow_verify.defs.alerts import ops_alert_on_failure
+    from busflow_verify.defs.finish import finish_failed_verify_run
 
     harness.put("pg_dump_20261119_0100.dump", b"yesterday only")  # no dump for the date
     with dg.DagsterInstance.get() as instance:
@@ -162,9 +164,9 @@ def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harne
         assert not result.success
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = dg.build_run_status_sensor_context(
-            sensor_name="ops_alert_on_failure", dagster_instance=instance,
+            sensor_name="finish_failed_verify_run", dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
             dagster_event=event).for_run_failure()
-        ops_alert_on_failure(context)
+        finish_failed_verify_run(context)
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "*DUMP_MISSING* — severity P1" in text

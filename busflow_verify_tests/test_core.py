@@ -194,15 +194,15 @@ def facts(checks, status="SUCCESS", step_failures=()):
 
 def test_a_check_that_did_not_run_is_not_a_pass():
     verdict = build_verdict(facts([CheckOutcome("a:x", True), CheckOutcome("b:y", None)]))
-    assert verdict["verified"] is False
-    assert verdict["failures"][0]["name"] == "VERIFY_JOB_ERROR"
-    assert "b:y" in verdict["failures"][0]["summary"]
+    assert verdict.verified is False
+    assert verdict.failures[0]["name"] == "VERIFY_JOB_ERROR"
+    assert "b:y" in verdict.failures[0]["summary"]
 
 
 def test_failed_checks_become_failures_and_format_reads_well():
     finding = Finding("ORPHAN_FK_SURGE", "x -> y: 9 orphans", {"n": 9}).to_dict()
     verdict = build_verdict(facts([CheckOutcome("a:x", True), CheckOutcome("b:y", False, [finding])]))
-    assert verdict["verified"] is False and verdict["failures"] == [finding]
+    assert verdict.verified is False and verdict.failures == (finding,)
     text = format_verdict(verdict)
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text and "b:y" in text
 
@@ -217,7 +217,8 @@ def test_a_failure_the_runbook_does_not_number_is_named_once():
 
 def test_all_passed_is_verified():
     verdict = build_verdict(facts([CheckOutcome("a:x", True)]))
-    assert verdict["verified"] is True and verdict["failures"] == []
+    assert verdict.verified is True and verdict.failures == ()
+    assert verdict.to_json()["failures"] == [] and "alert" not in verdict.to_json()
 
 
 # -- F2 classification of pg_restore / psql output --------------------------------------------------

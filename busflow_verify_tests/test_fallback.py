@@ -70,7 +70,7 @@ def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h
 
     import dagster as dg
 
-    from busflow_verify.defs.records import dpia_note
+    from busflow_verify.core.verdict import dpia_note
 
     harness.put(KEY, make_dump())
     harness.put("pg_dump_20261121_0100.dump", make_dump())
@@ -88,9 +88,9 @@ def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h
     assert dpia_note(since, now=since + dt.timedelta(hours=23)) is None
     assert "DPIA note is required" in dpia_note(since, now=since + dt.timedelta(hours=25))
     # once past the window, the verdict and its notice say so
-    from busflow_verify.defs import records
+    from busflow_verify.core import verdict as verdicts
 
-    monkeypatch.setattr(records, "DPIA_AFTER", dt.timedelta(0))
+    monkeypatch.setattr(verdicts, "DPIA_AFTER", dt.timedelta(0))
     third = harness.verify("2026-11-21")[1]
     [notice] = third["notices"]
     assert "DPIA note is required" in notice["summary"]

@@ -10,7 +10,8 @@ from dagster._core.events import DagsterEventType
 
 from busflow_verify.core.pointer import POINTER_NAME, promotion_decision
 from busflow_verify.definitions import build_defs
-from busflow_verify.defs.promotion import promote_verified_latest
+from busflow_verify.core.verdict import Verdict
+from busflow_verify.defs.finish import finish_verify_run
 from busflow_verify.defs.records import JOB_NAME
 
 KEY = "pg_dump_20261120_0100.dump"
@@ -63,8 +64,7 @@ def test_without_promote_the_cli_leaves_the_pointer(harness, make_dump):
 
 
 def test_a_check_that_did_not_run_is_not_a_pass():
-    verdict = {"verified": False, "partition": "2026-11-20", "dump": {"key": KEY},
-               "failures": []}
+    verdict = Verdict(verified=False, partition="2026-11-20", dump={"key": KEY})
     assert promotion_decision(verdict, None) == (
         False, "not verified (checks missing): the pointer stays where it is")
 
@@ -78,8 +78,8 @@ def test_the_sensor_promotes_a_scheduled_run(harness, make_dump):
             partition_key="2026-11-20", instance=instance, tags={"dagster/schedule_name": "x"})
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
         with dg.build_run_status_sensor_context(
-                sensor_name="promote_verified_latest", dagster_instance=instance,
+                sensor_name="finish_verify_run", dagster_instance=instance,
                 dagster_run=instance.get_run_by_id(result.run_id), dagster_event=event,
                 resources={"backup_store": defs.resources["backup_store"]}) as context:
-            promote_verified_latest(context)
+            finish_verify_run(context)
     assert pointer(harness)["run_id"] == result.run_id

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from busflow_verify.core import alerts
+from busflow_verify.core.verdict import Verdict
 from busflow_verify.core.alerts import (BotChannel, Delivery, Outbox, RetryPolicy, WebhookChannel,
                                         f4_finding, notify, post)
 
@@ -224,8 +225,8 @@ def test_the_bot_channel_reads_web_api_errors_as_statuses(status, error, answer)
 
 
 # -- notify and the outbox ---------------------------------------------------------------------
-VERDICT = {"verified": True, "partition": "2026-11-20", "run_id": "run-1", "failures": [],
-           "dump": {"key": "pg_dump_20261120_0100.dump"}}
+VERDICT = Verdict(verified=True, partition="2026-11-20", run_id="run-1",
+                  dump={"key": "pg_dump_20261120_0100.dump"})
 
 
 @pytest.mark.parametrize("outcomes, delivered, attempts, f4_cause, kept", [

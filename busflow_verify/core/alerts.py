@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from busflow_verify.core.failures import Finding, failure_label
+from busflow_verify.core.verdict import Verdict
 
 RETRY_STATUSES = {429} | set(range(500, 600))
 
@@ -39,31 +40,31 @@ class Delivery:
     statuses: list[int | None] = field(default_factory=list)
 
 
-def ops_message(verdict: dict[str, Any]) -> str:
+def ops_message(verdict: Verdict) -> str:
     """The #ops text: partition, dump, and per failure code, severity, who to page, the numbers
     and the runbook step."""
-    dump = verdict.get("dump") or {}
+    dump = verdict.dump or {}
     key = dump.get("key", "no dump")
     where = f" ({dump['endpoint']} endpoint)" if dump.get("endpoint") else ""
-    if verdict["verified"]:
-        lines = [f":white_check_mark: Backup verify {verdict['partition']}: VERIFIED — {key}{where}"]
+    if verdict.verified:
+        lines = [f":white_check_mark: Backup verify {verdict.partition}: VERIFIED — {key}{where}"]
     else:
-        lines = [f":rotating_light: Backup verify {verdict['partition']}: NOT VERIFIED — {key}{where}"]
-    for f in verdict["failures"]:
+        lines = [f":rotating_light: Backup verify {verdict.partition}: NOT VERIFIED — {key}{where}"]
+    for f in verdict.failures:
         lines.append(f"*{failure_label(f)}* — severity {f['severity']} — page "
                      f"{' + '.join(f['escalate_to'])}")
         lines.append(f"> {f['summary']}")
         if f.get("next_step"):
             lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
-    for n in verdict.get("notices", []):
+    for n in verdict.notices:
         lines.append(f"_{failure_label(n)} (informational)_: {n['summary']}")
-    if verdict.get("cutover_halt"):
+    if verdict.cutover_halt:
         lines.append(f":octagonal_sign: Cutover work is halted since "
-                     f"{verdict['cutover_halt']['since']} until a verified dump is promoted (F5).")
-    counts = verdict.get("row_counts") or {}
+                     f"{verdict.cutover_halt['since']} until a verified dump is promoted (F5).")
+    counts = verdict.row_counts
     if counts:
         lines.append("Rows: " + ", ".join(f"{t} {n:,}" for t, n in list(counts.items())[:5]))
-    lines.append(f"Run {verdict.get('run_id')}")
+    lines.append(f"Run {verdict.run_id}")
     return "\n".join(lines)
 
 
@@ -186,7 +187,7 @@ class Outbox:
         return results
 
 
-def notify(verdict: dict[str, Any], channel, outbox: Outbox, policy: RetryPolicy,
+def notify(verdict: Verdict, channel, outbox: Outbox, policy: RetryPolicy,
            log, sleep=time.sleep) -> dict[str, Any]:
     """Post the run's message; on failure keep it in the outbox and return the F4 finding.
 
@@ -195,7 +196,7 @@ def notify(verdict: dict[str, Any], channel, outbox: Outbox, policy: RetryPolicy
     text = ops_message(verdict)
     if channel is None:
         log(f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}")
-        outbox.keep(verdict["partition"], verdict.get("run_id"), text, "no webhook configured")
+        outbox.keep(verdict.partition, verdict.run_id, text, "no webhook configured")
         return {"delivered": False, "attempts": 0, "status": None, "f4": None,
                 "reason": "no webhook configured"}
     delivery = post(channel, text, policy, sleep)
@@ -203,7 +204,7 @@ def notify(verdict: dict[str, Any], channel, outbox: Outbox, policy: RetryPolicy
         return {"delivered": True, "attempts": delivery.attempts, "status": delivery.status,
                 "f4": None}
     finding = f4_finding(delivery, channel.secret_name)
-    outbox.keep(verdict["partition"], verdict.get("run_id"), text, finding.details["cause"])
+    outbox.keep(verdict.partition, verdict.run_id, text, finding.details["cause"])
     log(f"F4 {finding.summary}")
     return {"delivered": False, "attempts": delivery.attempts, "status": delivery.status,
             "f4": finding.to_dict()}

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 from busflow_verify.core.failures import failure_label
+from busflow_verify.core.verdict import Verdict
 
 POINTER_NAME = "verified-latest.json"
 
@@ -35,15 +35,15 @@ def read_pointer(client, bucket: str, prefix: str) -> dict[str, Any] | None:
     return json.loads(body)
 
 
-def pointer_record(verdict: dict[str, Any]) -> dict[str, Any]:
-    dump = verdict["dump"]
+def pointer_record(verdict: Verdict) -> dict[str, Any]:
+    dump = verdict.dump
     return {
         "key": dump["key"],
-        "partition": verdict["partition"],
+        "partition": verdict.partition,
         "size_bytes": dump["size_bytes"],
-        "row_counts": verdict["row_counts"],
+        "row_counts": verdict.row_counts,
         "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "run_id": verdict["run_id"],
+        "run_id": verdict.run_id,
     }
 
 
@@ -60,42 +60,13 @@ def write_pointer(client, bucket: str, prefix: str, record: dict[str, Any]) -> N
                       ContentType="application/json")
 
 
-def promotion_decision(verdict: dict[str, Any], current: dict[str, Any] | None) -> tuple[bool, str]:
+def promotion_decision(verdict: Verdict, current: dict[str, Any] | None) -> tuple[bool, str]:
     """(promote?, why) for a verdict against the pointer as it stands."""
-    if not verdict["verified"]:
-        failing = [failure_label(f) for f in verdict["failures"]] or ["checks missing"]
+    if not verdict.verified:
+        failing = [failure_label(f) for f in verdict.failures] or ["checks missing"]
         return False, f"not verified ({', '.join(failing)}): the pointer stays where it is"
-    candidate = {"partition": verdict["partition"], "key": verdict["dump"]["key"]}
+    candidate = {"partition": verdict.partition, "key": verdict.dump["key"]}
     if not moves_forward(current, candidate):
         return False, (f"the pointer is at {current['partition']} ({current['key']}), newer than "
                        f"{candidate['partition']}: it never moves backwards")
     return True, f"verified-latest -> {candidate['key']} ({candidate['partition']})"
-
-
-class CutoverHalt:
-    """F5 step 2: with both endpoints down, cutover work halts until a verified dump exists.
-
-    Kept beside the Dagster instance (the buckets are what is unreachable); set by the run that
-    found both endpoints down, shown in every verdict and #ops message while it stands, cleared
-    by the next promotion of a verified dump.
-    """
-
-    FILE = "busflow-cutover-halt.json"
-
-    def __init__(self, home: str | Path):
-        self.path = Path(home) / self.FILE
-
-    def set(self, reason: str, run_id: str | None) -> None:
-        if self.path.exists():
-            return  # keep the first: since when cutover has been halted
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "reason": reason, "run_id": run_id}))
-        tmp.rename(self.path)
-
-    def get(self) -> dict[str, Any] | None:
-        return json.loads(self.path.read_text()) if self.path.exists() else None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.pointer import CutoverHalt
+from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.store import DumpObject, locate_with_fallback
 from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.findings import check_result, fail_step

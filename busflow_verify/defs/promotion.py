@@ -1,20 +1,17 @@
-"""Promotion of `verified-latest`: one function, used by the sensor and `verify --promote`."""
+"""Promotion of `verified-latest` after a run (defs/finish.py): only verified, only forward."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import dagster as dg
-
-from busflow_verify.core.pointer import (CutoverHalt, pointer_record, promotion_decision,
-                                         read_pointer, write_pointer)
-from busflow_verify.defs.alerts import LAUNCHED_BY_TAG
-from busflow_verify.defs.jobs import backup_verify_job
-from busflow_verify.defs.records import verdict_for_run
+from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.pointer import (pointer_record, promotion_decision, read_pointer,
+                                         write_pointer)
+from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.resources import BackupStore
 
 
-def promote(verdict: dict[str, Any], store: BackupStore, log,
+def promote(verdict: Verdict, store: BackupStore, log,
             halt: CutoverHalt | None = None) -> dict[str, Any]:
     """Move the pointer to the verdict's dump if it is verified and newer; mirror it. A
     promotion ends a cutover halt: a verified dump exists again."""
@@ -37,15 +34,3 @@ def promote(verdict: dict[str, Any], store: BackupStore, log,
         except Exception as exc:  # the mirror is best effort; the primary is the pointer
             log(f"verified-latest not mirrored to the fallback ({type(exc).__name__})")
     return {"promoted": True, "reason": why, "pointer": record, "mirrored": mirrored}
-
-
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[backup_verify_job],
-                      name="promote_verified_latest", default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Moves verified-latest to a run's dump when every check of the "
-                                  "partition passed in that run, and only forward.")
-def promote_verified_latest(context: dg.RunStatusSensorContext, backup_store: BackupStore):
-    run = context.dagster_run
-    if run.tags.get(LAUNCHED_BY_TAG) == "cli":
-        return  # the CLI promotes its own runs with --promote
-    promote(verdict_for_run(context.instance, run.run_id), backup_store, context.log.info,
-            CutoverHalt(context.instance.root_directory))

@@ -13,8 +13,8 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from busflow_verify.core.failures import Finding
-from busflow_verify.core.pointer import CutoverHalt
-from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, is_verified
+from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.verdict import CheckOutcome, RunFacts, Verdict, build_verdict, is_verified
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
 
@@ -92,23 +92,13 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
                    {"step": step_key, "error": error.cls_name if error else None}).to_dict()
 
 
-def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> Verdict:
+    """The run's verdict from what it recorded, the cutover halt and the primary's outage."""
     facts = run_facts(instance, run_id)
-    verdict = build_verdict(facts)
-    verdict["cutover_halt"] = CutoverHalt(instance.root_directory).get()
-    if _primary_down(facts):
-        since = primary_down_since(instance, run_id)
-        verdict["primary_down_since"] = since.isoformat() if since else None
-        note = dpia_note(since)
-        if note:
-            for entry in verdict["notices"] + verdict["failures"]:
-                if entry["code"] == "F5":
-                    entry["summary"] += f" {note}"
-                    entry["details"]["dpia_note_required"] = True
-    return verdict
-
-
-DPIA_AFTER = dt.timedelta(hours=24)
+    down = _primary_down(facts)
+    return build_verdict(facts, halt=CutoverHalt(instance.root_directory).get(),
+                         primary_down=down,
+                         primary_down_since=primary_down_since(instance, run_id) if down else None)
 
 
 def _primary_down(facts: RunFacts) -> bool:
@@ -134,16 +124,6 @@ def primary_down_since(instance: dg.DagsterInstance, run_id: str,
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.timezone.utc)
     return since
-
-
-def dpia_note(since: dt.datetime | None, now: dt.datetime | None = None) -> str | None:
-    if since is None:
-        return None
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if now - since <= DPIA_AFTER:
-        return None
-    return (f"The offsite primary has been failing since {since:%Y-%m-%d %H:%M} UTC (> 24 h): a "
-            "DPIA note is required, offsite residency is part of the audit contract (F5 step 3).")
 
 
 def last_verified(instance: dg.DagsterInstance, before_partition: str,
