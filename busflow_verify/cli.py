@@ -20,7 +20,6 @@ import sys
 import warnings
 
 EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_USAGE = 0, 1, 2
-REQUIRED_ENV = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")
 
 
 class UsageError(Exception):
@@ -54,25 +53,26 @@ def _parser() -> argparse.ArgumentParser:
 def _preflight(date_text: str) -> str:
     """Everything that is a usage or configuration error, before a run is launched."""
     from busflow_verify.core import config as cfg
-    from busflow_verify.core.targets import target_kind
+    from busflow_verify.defs import environment
     from busflow_verify.defs.partitions import nightly_dump_partitions
 
     try:
         date = dt.date.fromisoformat(date_text)
     except ValueError:
         raise UsageError(f"--date {date_text!r} is not a date (YYYY-MM-DD)") from None
-    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    missing = environment.missing_required()
     if missing:
         raise UsageError(f"environment variable(s) not set: {', '.join(missing)} "
                          "(see README: Configuration)")
-    if not os.path.isabs(os.environ["DAGSTER_HOME"]):
-        raise UsageError(f"DAGSTER_HOME must be an absolute path, got {os.environ['DAGSTER_HOME']!r}")
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    folder = cfg.config_dir()
+    home = environment.dagster_home()
+    if not os.path.isabs(home):
+        raise UsageError(f"DAGSTER_HOME must be an absolute path, got {home!r}")
+    os.makedirs(home, exist_ok=True)
+    folder = environment.config_dir()
     try:
         cfg.load_verify_config(folder)
         cfg.load_allowlist(folder)
-        target_kind()
+        environment.restore_kind()
     except cfg.ConfigError as exc:
         raise UsageError(f"configuration error: {exc}") from None
     key = date.isoformat()
@@ -149,7 +149,9 @@ def check_allowlist(base: str, current: str | None) -> int:
     from busflow_verify.core import config as cfg
     from busflow_verify.core.allowlist_rule import unjustified_changes
 
-    path = current or str(cfg.config_dir() / cfg.ALLOWLIST_FILE)
+    from busflow_verify.defs import environment
+
+    path = current or str(environment.config_dir() / cfg.ALLOWLIST_FILE)
     try:
         problems = unjustified_changes(cfg.load_allowlist_file(base), cfg.load_allowlist_file(path))
     except cfg.ConfigError as exc:
@@ -174,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "allowlist":
             return check_allowlist(args.base, args.file)
         if args.command == "alerts":
-            if not os.environ.get("DAGSTER_HOME"):
+            from busflow_verify.defs import environment
+
+            if not environment.dagster_home():
                 raise UsageError("DAGSTER_HOME is not set (the outbox lives there)")
             return repost()
         return verify(args)

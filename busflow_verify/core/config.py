@@ -205,14 +205,14 @@ class ConfigError(Exception):
 
 
 def config_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The config folder: explicit, $BUSFLOW_VERIFY_CONFIG_DIR, or config/backup-verify.
+    """The config folder: explicit (BUSFLOW_VERIFY_CONFIG_DIR, read by defs/environment.py), or
+    config/backup-verify.
 
     The default is looked up in the working directory first, then in the checkout this package
     lives in, so `dagster dev` and the CLI find it from anywhere in the project.
     """
-    chosen = explicit or os.environ.get(CONFIG_DIR_ENV)
-    if chosen:
-        return Path(chosen)
+    if explicit:
+        return Path(explicit)
     here = Path.cwd() / DEFAULT_CONFIG_DIR
     if here.is_dir():
         return here

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 import secrets
 import shutil
 import tempfile
@@ -62,7 +63,7 @@ class RestoreTargetNotReady(RestoreTargetError):
     """The restore container did not accept connections in time."""
 
 
-def target_kind(env=os.environ) -> str:
+def target_kind(env: Mapping[str, str]) -> str:
     """The configured kind, checked: a bad value or a missing server variable is a ConfigError
     naming the variable (the CLI's exit 2, before anything is launched)."""
     kind = env.get(TARGET_ENV) or "ephemeral"
@@ -79,7 +80,7 @@ def target_kind(env=os.environ) -> str:
     return kind
 
 
-def env_number(name: str, default, cast=int, env=os.environ):
+def env_number(name: str, default, cast, env: Mapping[str, str]):
     """A numeric variable, or its default when unset; a non-number is a ConfigError naming it."""
     text = env.get(name)
     try:
@@ -88,7 +89,7 @@ def env_number(name: str, default, cast=int, env=os.environ):
         raise ConfigError(f"{name}={text!r} is not a number") from None
 
 
-def restore_host(env=os.environ) -> str:
+def restore_host(env: Mapping[str, str]) -> str:
     """What the verify runs of this deployment restore on, for the one-run-per-restore-host
     concurrency limit (the `busflow/restore_host` tag)."""
     kind = target_kind(env)

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from busflow_verify.core.targets import restore_host
+from busflow_verify.defs import environment
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.records import JOB_NAME
 
@@ -16,5 +16,5 @@ backup_verify_job = dg.define_asset_job(
     partitions_def=nightly_dump_partitions,
     executor_def=dg.in_process_executor,
     description="The daily backup verify: locate, size-guard, restore, count, sweep (runbook).",
-    tags={RESTORE_HOST_TAG: restore_host()},
+    tags={RESTORE_HOST_TAG: environment.restore_host()},
 )

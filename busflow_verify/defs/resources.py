@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from busflow_verify.core import targets
 from busflow_verify.core.pgcluster import ConnInfo
 from busflow_verify.core.restore import default_jobs
 from busflow_verify.core.store import Endpoint
+from busflow_verify.defs import environment
 
 
 class S3Endpoint(dg.ConfigurableResource):
@@ -174,36 +174,30 @@ class RestoreTarget(dg.ConfigurableResource):
         return self.jobs or default_jobs()
 
 
-def _env(name: str, default=None):
-    """An EnvVar when the variable is set (its value is resolved at run time and never shown in
-    the UI), else the default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
-
-
 def build_resources() -> dict:
     """The resources of the code location, from the environment contract (README: Configuration)."""
     fallback = None
-    if os.environ.get("BACKUP_FALLBACK_ENDPOINT"):
+    if environment.is_set("BACKUP_FALLBACK_ENDPOINT"):
         fallback = S3Endpoint(
             endpoint_url=dg.EnvVar("BACKUP_FALLBACK_ENDPOINT"),
-            access_key_id=_env("BACKUP_FALLBACK_ACCESS_KEY_ID", _env("BACKUP_ACCESS_KEY_ID")),
-            secret_access_key=_env("BACKUP_FALLBACK_SECRET_ACCESS_KEY",
-                                   _env("BACKUP_SECRET_ACCESS_KEY")),
-            region=_env("BACKUP_REGION", "us-east-1"),
+            access_key_id=environment.env_var_or("BACKUP_FALLBACK_ACCESS_KEY_ID", environment.env_var_or("BACKUP_ACCESS_KEY_ID")),
+            secret_access_key=environment.env_var_or("BACKUP_FALLBACK_SECRET_ACCESS_KEY",
+                                   environment.env_var_or("BACKUP_SECRET_ACCESS_KEY")),
+            region=environment.env_var_or("BACKUP_REGION", "us-east-1"),
         )
     return {
         "backup_store": BackupStore(
             primary=S3Endpoint(
                 endpoint_url=dg.EnvVar("BACKUP_PRIMARY_ENDPOINT"),
-                access_key_id=_env("BACKUP_ACCESS_KEY_ID"),
-                secret_access_key=_env("BACKUP_SECRET_ACCESS_KEY"),
-                region=_env("BACKUP_REGION", "us-east-1"),
+                access_key_id=environment.env_var_or("BACKUP_ACCESS_KEY_ID"),
+                secret_access_key=environment.env_var_or("BACKUP_SECRET_ACCESS_KEY"),
+                region=environment.env_var_or("BACKUP_REGION", "us-east-1"),
             ),
             fallback=fallback,
             bucket=dg.EnvVar("BACKUP_BUCKET"),
-            prefix=_env("BACKUP_PREFIX", ""),
+            prefix=environment.env_var_or("BACKUP_PREFIX", ""),
         ),
-        "verify_settings": VerifySettings(config_dir=_env(cfg.CONFIG_DIR_ENV)),
+        "verify_settings": VerifySettings(config_dir=environment.env_var_or(cfg.CONFIG_DIR_ENV)),
         "restore_target": restore_target(),
     }
 
@@ -211,16 +205,16 @@ def build_resources() -> dict:
 def restore_target() -> RestoreTarget:
     """The restore target from BUSFLOW_RESTORE_TARGET and its variables (README: Restore
     targets)."""
-    kind = targets.target_kind()
+    kind = environment.restore_kind()
     if kind == "server":
         env = targets.SERVER_ENV
         return RestoreTarget(kind=kind, server=RestoreServer(
-            host=dg.EnvVar(env["host"]), port=targets.env_number(env["port"], 5432, int),
-            user=dg.EnvVar(env["user"]), password=_env(env["password"]),
-            dbname=_env(env["dbname"], "postgres")))
+            host=dg.EnvVar(env["host"]), port=environment.number(env["port"], 5432, int),
+            user=dg.EnvVar(env["user"]), password=environment.env_var_or(env["password"]),
+            dbname=environment.env_var_or(env["dbname"], "postgres")))
     if kind == "docker":
         env = targets.DOCKER_ENV
         return RestoreTarget(kind=kind, docker=RestoreDocker(
-            image=_env(env["image"], targets.DEFAULT_IMAGE), network=_env(env["network"]),
-            ready_timeout_seconds=targets.env_number(env["ready_timeout"], 120.0, float)))
+            image=environment.env_var_or(env["image"], targets.DEFAULT_IMAGE), network=environment.env_var_or(env["network"]),
+            ready_timeout_seconds=environment.number(env["ready_timeout"], 120.0, float)))
     return RestoreTarget()

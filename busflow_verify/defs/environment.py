@@ -1,0 +1,75 @@
+"""The environment, read in one place (README: Configuration).
+
+Every variable of the contract is read here and handed to the rest as values: core/ takes
+values, never os.environ (the one exception is `core.pgcluster.child_env`, whose job is to keep
+the environment away from child processes). Secrets become `dg.EnvVar`s, so the UI and the event
+log show their names, never their values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from busflow_verify.core import config as cfg
+from busflow_verify.core import targets
+
+REQUIRED = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")  # by the CLI
+WEBHOOK = "SLACK_OPS_WEBHOOK"
+BOT_TOKEN, CHANNEL, API_URL = "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL", "SLACK_API_URL"
+
+
+def is_set(name: str) -> bool:
+    return bool(os.environ.get(name))
+
+
+def env_var_or(name: str, default=None):
+    """An EnvVar when the variable is set (its value is resolved at run time and never shown in
+    the UI), else the default."""
+    return dg.EnvVar(name) if is_set(name) else default
+
+
+def missing_required() -> list[str]:
+    return [name for name in REQUIRED if not is_set(name)]
+
+
+def dagster_home() -> str | None:
+    return os.environ.get("DAGSTER_HOME") or None
+
+
+def config_dir() -> Path:
+    """BUSFLOW_VERIFY_CONFIG_DIR, or the shipped config/backup-verify."""
+    return cfg.config_dir(os.environ.get(cfg.CONFIG_DIR_ENV))
+
+
+def restore_kind() -> str:
+    """BUSFLOW_RESTORE_TARGET and its variables, checked (a ConfigError names the variable)."""
+    return targets.target_kind(os.environ)
+
+
+def restore_host() -> str:
+    """What this deployment restores on: the value of the job's `busflow/restore_host` tag."""
+    return targets.restore_host(os.environ)
+
+
+def number(name: str, default, cast=int):
+    return targets.env_number(name, default, cast, os.environ)
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Where #ops messages go: the incoming webhook, else a bot token and a channel. The
+    webhook and the token are secrets: kept out of repr."""
+
+    webhook: str | None = field(default=None, repr=False)
+    bot_token: str | None = field(default=None, repr=False)
+    channel: str | None = None
+    api_url: str | None = None  # a Slack-compatible API elsewhere (and the tests)
+
+
+def slack() -> SlackSettings:
+    return SlackSettings(os.environ.get(WEBHOOK) or None, os.environ.get(BOT_TOKEN) or None,
+                         os.environ.get(CHANNEL) or None, os.environ.get(API_URL) or None)
