@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser postgres-newest demo ui test unit clean
+.PHONY: install browser postgres-newest demo ui lint test unit clean
 
 install: $(STAMP) postgres-newest browser
 
@@ -61,7 +61,12 @@ ui: $(STAMP) postgres-newest
 TEST_TMPDIR ?= $(shell test -w /dev/shm && echo /dev/shm || echo /tmp)
 TEST_WORKERS ?= 2
 
-test: install
+# House rules: ruff's lint and format (pyproject.toml [tool.ruff]); `ruff format .` fixes the latter.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
 	TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 unit: $(STAMP)

@@ -16,13 +16,23 @@ from pathlib import Path
 
 from busflow_verify.core.pgcluster import find_bin_dir
 
-STAGES = ["startup", "download", "cluster_start", "restore", "stream_restore", "vacuum_analyze",
-          "counts", "sweep", "cluster_stop", "other"]
+STAGES = [
+    "startup",
+    "download",
+    "cluster_start",
+    "restore",
+    "stream_restore",
+    "vacuum_analyze",
+    "counts",
+    "sweep",
+    "cluster_stop",
+    "other",
+]
 ABOUT = {
     "startup": "process start, imports, definitions, instance, run launch (project)",
     "download": "the dump to a local file",
     "cluster_start": "initdb and start of the restore target (project: the wait left after "
-                     "starting it in the background at run start)",
+    "starting it in the background at run start)",
     "restore": "pg_restore from the local file (project: sniff, TOC, 3 sections)",
     "stream_restore": "rclone cat \\| pg_restore, no -j (naive)",
     "vacuum_analyze": "VACUUM ANALYZE (project: with the counts, table by table, 2 at a time)",
@@ -34,18 +44,36 @@ ABOUT = {
 
 
 def machine(load_before, load_after) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    )
     pg_restore = str(find_bin_dir() / "pg_restore")
-    version = subprocess.run([pg_restore, "--version"], capture_output=True, text=True,
-                             check=True).stdout
+    version = subprocess.run(
+        [pg_restore, "--version"], capture_output=True, text=True, check=True
+    ).stdout
     pg = version.split("(PostgreSQL)")[-1].split()
-    return {"date": dt.date.today().isoformat(), "arch": platform.machine(), "cpu": cpu,
-            "cores": os.cpu_count(), "mem_gb": round(mem / 1024 / 1024),
-            "postgres": pg[0] if pg else "?", "load_before": load_before,
-            "load_after": load_after}
+    return {
+        "date": dt.date.today().isoformat(),
+        "arch": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gb": round(mem / 1024 / 1024),
+        "postgres": pg[0] if pg else "?",
+        "load_before": load_before,
+        "load_after": load_after,
+    }
 
 
 def markers(shape: str) -> tuple[str, str]:
@@ -66,9 +94,13 @@ def project_stages(home: Path, result) -> dict[str, float]:
         return found[-1] if last_one else found[0]
 
     def step_start(step: str) -> float:
-        return next(e.timestamp for e in logs
-                    if e.dagster_event and e.dagster_event.step_key == step
-                    and e.dagster_event.event_type_value == "STEP_START")
+        return next(
+            e.timestamp
+            for e in logs
+            if e.dagster_event
+            and e.dagster_event.step_key == step
+            and e.dagster_event.event_type_value == "STEP_START"
+        )
 
     restore = result.extra["restore"]
     stages = {
@@ -82,20 +114,23 @@ def project_stages(home: Path, result) -> dict[str, float]:
         "cluster_stop": at("stopped and removed") - at("done: ", last_one=True),
     }
     stages["other"] = result.wall - sum(stages.values())
-    result.extra.update(events=len(logs), run_seconds=last - first,
-                        after_run=result.extra["exited"] - last)
+    result.extra.update(
+        events=len(logs), run_seconds=last - first, after_run=result.extra["exited"] - last
+    )
     return {k: round(v, 2) for k, v in stages.items()}
 
 
 def _summary_row(dump, naive, floor, project) -> str:
-    return (f"| {dump.scale} | {dump.db_bytes / 1e9:.2f} GB | {dump.dump_bytes / 1e6:.0f} MB "
-            f"| {naive.wall:.1f} | {floor.wall:.1f} | {project.wall:.1f} "
-            f"| {project.wall / floor.wall:.2f} | {project.wall / naive.wall:.2f} "
-            f"| {floor.wall / naive.wall:.2f} "
-            f"| {project.extra['rss_self_mb']:.0f} MB ({project.extra['rss_children_mb']:.0f} MB "
-            f"{project.extra['rss_children_name']}) "
-            f"| {project.extra['download_mb_s']:.0f} / {floor.extra['download_mb_s']:.0f} "
-            f"= {project.extra['download_mb_s'] / floor.extra['download_mb_s']:.2f} |")
+    return (
+        f"| {dump.scale} | {dump.db_bytes / 1e9:.2f} GB | {dump.dump_bytes / 1e6:.0f} MB "
+        f"| {naive.wall:.1f} | {floor.wall:.1f} | {project.wall:.1f} "
+        f"| {project.wall / floor.wall:.2f} | {project.wall / naive.wall:.2f} "
+        f"| {floor.wall / naive.wall:.2f} "
+        f"| {project.extra['rss_self_mb']:.0f} MB ({project.extra['rss_children_mb']:.0f} MB "
+        f"{project.extra['rss_children_name']}) "
+        f"| {project.extra['download_mb_s']:.0f} / {floor.extra['download_mb_s']:.0f} "
+        f"= {project.extra['download_mb_s'] / floor.extra['download_mb_s']:.2f} |"
+    )
 
 
 def _stage_table(largest) -> list[str]:
@@ -121,41 +156,73 @@ def report(dumps, rows, race: dict, where: dict, args: str, home: Path) -> str:
     largest = rows[-1]
     p = largest[2]
     rss = [r[2].extra["rss_self_mb"] for r in rows]
-    header = (f"Measured {where['date']} on {where['arch']}, {where['cpu']}, {where['cores']} "
-              f"cores, {where['mem_gb']} GB RAM, PostgreSQL {where['postgres']}; load average "
-              f"{where['load_before'][0]:.2f} before and {where['load_after'][0]:.2f} after "
-              f"(1 min). Command: `.venv/bin/python bench/verify_bench.py {args} --write-docs`.")
-    legend = ("Wall seconds from nothing to nothing (cluster creation and removal included). "
-              "RSS: peak of the verify process itself (getrusage at its exit; in brackets the "
-              "largest peak among its child processes, sampled every 0.25 s, and which one). "
-              "floor/naive: the best any path that restores the dump with pg_restore reached "
-              "against the naive one on this machine. Download: the project's MB/s (restore "
-              "metadata) / `rclone copyto`'s MB/s (its whole command) for the same object, each "
-              "once in its path.")
-    race_line = (f"Download of the {shape} scale-{dumps[-1].scale} dump alone, best of 3: the "
-                 f"project's `core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
-                 f"{race['rclone']:.0f} MB/s (its whole command, process start included): "
-                 f"{race['project'] / race['rclone']:.2f}x.")
-    events = (f"The project's run wrote {p.extra['events']} event-log entries; the Dagster run "
-              f"itself lasted {p.extra['run_seconds']:.2f} s, and {p.extra['after_run']:.2f} s "
-              "passed from its last event to the process's exit (reading the verdict back, the "
-              "#ops message, exit).")
-    targets = (f"Targets at {shape} scale {dumps[-1].scale}: project/floor "
-               f"{p.wall / largest[1].wall:.2f} (target <= 1.2), project/naive "
-               f"{p.wall / largest[0].wall:.2f} (<= 0.5; the floor itself "
-               f"{largest[1].wall / largest[0].wall:.2f}); verify RSS {min(rss):.0f}-"
-               f"{max(rss):.0f} MB over a {dumps[-1].dump_bytes / dumps[0].dump_bytes:.1f}x dump "
-               f"range (<= 300 MB, flat); download {race['project'] / race['rclone']:.2f}x "
-               "rclone (>= 0.9).")
-    summary = [("| scale | database | dump | naive | floor | project | project/floor "
-                "| project/naive | floor/naive | verify RSS (children) "
-                "| download project / rclone |"),
-               "|---|---|---|---|---|---|---|---|---|---|---|",
-               *[_summary_row(d, *r) for d, r in zip(dumps, rows)]]
+    header = (
+        f"Measured {where['date']} on {where['arch']}, {where['cpu']}, {where['cores']} "
+        f"cores, {where['mem_gb']} GB RAM, PostgreSQL {where['postgres']}; load average "
+        f"{where['load_before'][0]:.2f} before and {where['load_after'][0]:.2f} after "
+        f"(1 min). Command: `.venv/bin/python bench/verify_bench.py {args} --write-docs`."
+    )
+    legend = (
+        "Wall seconds from nothing to nothing (cluster creation and removal included). "
+        "RSS: peak of the verify process itself (getrusage at its exit; in brackets the "
+        "largest peak among its child processes, sampled every 0.25 s, and which one). "
+        "floor/naive: the best any path that restores the dump with pg_restore reached "
+        "against the naive one on this machine. Download: the project's MB/s (restore "
+        "metadata) / `rclone copyto`'s MB/s (its whole command) for the same object, each "
+        "once in its path."
+    )
+    race_line = (
+        f"Download of the {shape} scale-{dumps[-1].scale} dump alone, best of 3: the "
+        f"project's `core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
+        f"{race['rclone']:.0f} MB/s (its whole command, process start included): "
+        f"{race['project'] / race['rclone']:.2f}x."
+    )
+    events = (
+        f"The project's run wrote {p.extra['events']} event-log entries; the Dagster run "
+        f"itself lasted {p.extra['run_seconds']:.2f} s, and {p.extra['after_run']:.2f} s "
+        "passed from its last event to the process's exit (reading the verdict back, the "
+        "#ops message, exit)."
+    )
+    targets = (
+        f"Targets at {shape} scale {dumps[-1].scale}: project/floor "
+        f"{p.wall / largest[1].wall:.2f} (target <= 1.2), project/naive "
+        f"{p.wall / largest[0].wall:.2f} (<= 0.5; the floor itself "
+        f"{largest[1].wall / largest[0].wall:.2f}); verify RSS {min(rss):.0f}-"
+        f"{max(rss):.0f} MB over a {dumps[-1].dump_bytes / dumps[0].dump_bytes:.1f}x dump "
+        f"range (<= 300 MB, flat); download {race['project'] / race['rclone']:.2f}x "
+        "rclone (>= 0.9)."
+    )
+    summary = [
+        (
+            "| scale | database | dump | naive | floor | project | project/floor "
+            "| project/naive | floor/naive | verify RSS (children) "
+            "| download project / rclone |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_summary_row(d, *r) for d, r in zip(dumps, rows)],
+    ]
     title = f"### {shape}: latest run (written by `bench/verify_bench.py --write-docs`)"
-    lines = [begin, title, "", header, "", legend, "", *summary, "",
-             f"Where the time went at {shape} scale {dumps[-1].scale}:", "",
-             *_stage_table(largest), "", race_line, "", events, "", targets, end]
+    lines = [
+        begin,
+        title,
+        "",
+        header,
+        "",
+        legend,
+        "",
+        *summary,
+        "",
+        f"Where the time went at {shape} scale {dumps[-1].scale}:",
+        "",
+        *_stage_table(largest),
+        "",
+        race_line,
+        "",
+        events,
+        "",
+        targets,
+        end,
+    ]
     return "\n".join(lines)
 
 

@@ -19,8 +19,9 @@ import yaml
 from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.demo import busflow_db
 
-SHIPPED_ALLOWLIST = (Path(__file__).resolve().parents[1]
-                     / "config/backup-verify/soft-fk-allowlist.yaml")
+SHIPPED_ALLOWLIST = (
+    Path(__file__).resolve().parents[1] / "config/backup-verify/soft-fk-allowlist.yaml"
+)
 
 
 class Shape:
@@ -31,8 +32,9 @@ class Shape:
     soft_fk: dict  # the allowlist entry the project sweeps
     sweep_sql: str  # the naive path's and the floor's orphan count for it
 
-    def populate(self, source: DisposablePostgres, db: str, scale: int,
-                 run: Callable[[list[str]], str]) -> None:
+    def populate(
+        self, source: DisposablePostgres, db: str, scale: int, run: Callable[[list[str]], str]
+    ) -> None:
         raise NotImplementedError
 
 
@@ -62,36 +64,62 @@ class PgbenchShape(Shape):
     name = "pgbench"
     default_scales = [10, 25, 100]
     scale_help = "pgbench scale: 100 is a 2.1 GB database, a 667 MB dump"
-    tables = [f"public.{t}" for t in ("pgbench_accounts", "pgbench_branches", "pgbench_history",
-                                      "pgbench_tellers", "account_notes")]
-    soft_fk = {"child": "public.account_notes.aid", "parent": "public.pgbench_accounts.aid",
-               "max_orphans": 100}
-    sweep_sql = ("SELECT count(*) FROM public.account_notes AS c WHERE c.aid IS NOT NULL AND "
-                 "NOT EXISTS (SELECT 1 FROM public.pgbench_accounts AS p WHERE p.aid = c.aid)")
+    tables = [
+        f"public.{t}"
+        for t in (
+            "pgbench_accounts",
+            "pgbench_branches",
+            "pgbench_history",
+            "pgbench_tellers",
+            "account_notes",
+        )
+    ]
+    soft_fk = {
+        "child": "public.account_notes.aid",
+        "parent": "public.pgbench_accounts.aid",
+        "max_orphans": 100,
+    }
+    sweep_sql = (
+        "SELECT count(*) FROM public.account_notes AS c WHERE c.aid IS NOT NULL AND "
+        "NOT EXISTS (SELECT 1 FROM public.pgbench_accounts AS p WHERE p.aid = c.aid)"
+    )
     orphans = 17
 
     def populate(self, source, db, scale, run):
-        pgbench = [source.tool("pgbench"), "-i", "-s", str(scale), "-q",
-                   *source.conninfo(db).libpq_args()]
+        pgbench = [
+            source.tool("pgbench"),
+            "-i",
+            "-s",
+            str(scale),
+            "-q",
+            *source.conninfo(db).libpq_args(),
+        ]
         run([*pgbench, "-I", "dt"])  # drop and create pgbench's tables
         accounts = 100_000 * scale
         with psycopg.connect(**source.conninfo(db).kwargs(), autocommit=True) as conn:
-            conn.execute(PGBENCH_DATA_SQL.format(scale=scale, accounts=accounts,
-                                                 notes=accounts // 2, orphans=self.orphans))
+            conn.execute(
+                PGBENCH_DATA_SQL.format(
+                    scale=scale, accounts=accounts, notes=accounts // 2, orphans=self.orphans
+                )
+            )
         run([*pgbench, "-I", "vp"])  # pgbench's vacuum and primary keys
 
 
 class BusflowShape(Shape):
     name = "busflow"
     default_scales = [100, 400, 1600]
-    scale_help = ("Busflow scale: 2000 bookings per unit, with their messages and service legs; "
-                  "1600 is a 2.0 GB database")
+    scale_help = (
+        "Busflow scale: 2000 bookings per unit, with their messages and service legs; "
+        "1600 is a 2.0 GB database"
+    )
     tables = busflow_db.TABLES
     # the shipped allowlist's soft FK, as production sweeps it; sweep_sql counts the same one
     soft_fk = yaml.safe_load(SHIPPED_ALLOWLIST.read_text())["soft_fks"][0]
-    sweep_sql = ("SELECT count(*) FROM communications.messages AS c WHERE c.booking_id IS NOT "
-                 "NULL AND NOT EXISTS (SELECT 1 FROM commerce.bookings AS p "
-                 "WHERE p.id = c.booking_id)")
+    sweep_sql = (
+        "SELECT count(*) FROM communications.messages AS c WHERE c.booking_id IS NOT "
+        "NULL AND NOT EXISTS (SELECT 1 FROM commerce.bookings AS p "
+        "WHERE p.id = c.booking_id)"
+    )
 
     def populate(self, source, db, scale, run):
         with psycopg.connect(**source.conninfo(db).kwargs(), autocommit=True) as conn:

@@ -59,13 +59,23 @@ def pipeline(conn, fk: SoftFK):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--gaps", type=float, default=0.03,
-                        help="share of bookings deleted at random (holes in the parent's ids)")
+    parser.add_argument(
+        "--gaps",
+        type=float,
+        default=0.03,
+        help="share of bookings deleted at random (holes in the parent's ids)",
+    )
     args = parser.parse_args()
-    fk = SoftFK(child="communications.messages.booking_id", parent="commerce.bookings.id",
-                max_orphans=200, tenant_column="tenant_id")
-    with DisposablePostgres() as pg, psycopg.connect(**pg.conninfo().kwargs(),
-                                                     autocommit=True) as conn:
+    fk = SoftFK(
+        child="communications.messages.booking_id",
+        parent="commerce.bookings.id",
+        max_orphans=200,
+        tenant_column="tenant_id",
+    )
+    with (
+        DisposablePostgres() as pg,
+        psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn,
+    ):
         t0 = time.perf_counter()
         with psycopg.ClientCursor(conn) as cur:
             cur.execute(SETUP, {"rows": args.rows, "parents": args.rows // 4, "gaps": args.gaps})
@@ -80,14 +90,20 @@ def main() -> None:
         triage = min(timed(lambda: pipeline(conn, fk)) for _ in range(3))
         orphans = pipeline(conn, fk)[0]
         rows = conn.execute("SELECT count(*) FROM communications.messages").fetchone()[0]
-    print(f"machine: {platform.machine()}, {platform.system()} {platform.release()}, "
-          f"PostgreSQL {pg.major_version()}")
-    print(f"child rows {rows:,}, orphans {orphans:,}, bitmap probe: {keys.bitmap}, "
-          f"build {build:.1f} s")
-    for name, seconds in [("sequential scan of the child", scan),
-                          ("orphan count, hash anti join", hashed),
-                          ("orphan count, bitmap probe", bitmap),
-                          ("the pipeline's triage (lookup + query)", triage)]:
+    print(
+        f"machine: {platform.machine()}, {platform.system()} {platform.release()}, "
+        f"PostgreSQL {pg.major_version()}"
+    )
+    print(
+        f"child rows {rows:,}, orphans {orphans:,}, bitmap probe: {keys.bitmap}, "
+        f"build {build:.1f} s"
+    )
+    for name, seconds in [
+        ("sequential scan of the child", scan),
+        ("orphan count, hash anti join", hashed),
+        ("orphan count, bitmap probe", bitmap),
+        ("the pipeline's triage (lookup + query)", triage),
+    ]:
         print(f"{name:<40} {seconds:6.2f} s  {seconds / scan:5.2f}x the scan")
 
 

@@ -72,8 +72,13 @@ class DurabilityOffPostgres(DisposablePostgres):
     """The floor's target: durability off and nothing else tuned."""
 
     SETTINGS: ClassVar[dict[str, str]] = {
-        "listen_addresses": "''", "fsync": "off", "full_page_writes": "off",
-        "synchronous_commit": "off", "wal_level": "minimal", "max_wal_senders": "0"}
+        "listen_addresses": "''",
+        "fsync": "off",
+        "full_page_writes": "off",
+        "synchronous_commit": "off",
+        "wal_level": "minimal",
+        "max_wal_senders": "0",
+    }
 
 
 @dataclass
@@ -120,8 +125,15 @@ class Stages:
 # -- processes ---------------------------------------------------------------------------------
 def run(argv: list[str], env: dict | None = None, stdin=None) -> str:
     """Run to the end in its own process group (killed whole if we are interrupted)."""
-    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate()
     except BaseException:
@@ -139,18 +151,34 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def psql(pg: DisposablePostgres, dbname: str, sql: str) -> list[str]:
-    out = run([pg.tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-               *pg.conninfo(dbname).libpq_args(), "-c", sql])
+    out = run(
+        [
+            pg.tool("psql"),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *pg.conninfo(dbname).libpq_args(),
+            "-c",
+            sql,
+        ]
+    )
     return [line for line in out.splitlines() if line.strip()]
 
 
 def rclone_env(s3: RcloneS3Server) -> dict:
     """An rclone remote named `bench` for the S3 server, from the environment (no config file)."""
-    return {**os.environ, "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-            "RCLONE_CONFIG_BENCH_ENDPOINT": s3.endpoint,
-            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": s3.access_key,
-            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": s3.secret_key,
-            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+    return {
+        **os.environ,
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": s3.endpoint,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": s3.access_key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": s3.secret_key,
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    }
 
 
 # -- the dumps -----------------------------------------------------------------------------------
@@ -161,13 +189,17 @@ def build_dumps(work: Path, shape: Shape, scales: list[int]) -> list[Dump]:
     dumps = []
     with DisposablePostgres(base_dir=str(work)) as source:
         for i, scale in enumerate(sorted(scales)):
-            dumps.append(_build_one(source, bucket, shape, scale, dt.date(2026, 1, 10) +
-                                    dt.timedelta(days=10 * i)))
+            dumps.append(
+                _build_one(
+                    source, bucket, shape, scale, dt.date(2026, 1, 10) + dt.timedelta(days=10 * i)
+                )
+            )
     return dumps
 
 
-def _build_one(source: DisposablePostgres, bucket: Path, shape: Shape, scale: int,
-               date: dt.date) -> Dump:
+def _build_one(
+    source: DisposablePostgres, bucket: Path, shape: Shape, scale: int, date: dt.date
+) -> Dump:
     t0 = time.monotonic()
     db = f"bench_{shape.name}_{scale}"
     psql(source, "postgres", f"CREATE DATABASE {db}")
@@ -176,16 +208,19 @@ def _build_one(source: DisposablePostgres, bucket: Path, shape: Shape, scale: in
     counts = {t: int(psql(source, db, f"SELECT count(*) FROM {t}")[0]) for t in shape.tables}
     orphans = int(psql(source, db, shape.sweep_sql)[0])
     key = f"pg_dump_{date:%Y%m%d}_0100.dump"
-    run([source.tool("pg_dump"), "-Fc", *source.conninfo(db).libpq_args(), "-f",
-         str(bucket / key)])
+    run([source.tool("pg_dump"), "-Fc", *source.conninfo(db).libpq_args(), "-f", str(bucket / key)])
     size = (bucket / key).stat().st_size
     for back in range(1, 8):  # the size guard's trailing week: same size, sparse on disk
-        with open(bucket / f"pg_dump_{date - dt.timedelta(days=back):%Y%m%d}_0100.dump",
-                  "wb") as fh:
+        with open(
+            bucket / f"pg_dump_{date - dt.timedelta(days=back):%Y%m%d}_0100.dump", "wb"
+        ) as fh:
             fh.truncate(size)
     psql(source, "postgres", f"DROP DATABASE {db}")
-    print(f"{shape.name} scale {scale}: database {db_bytes / 1e9:.2f} GB, "
-          f"dump {size / 1e6:.0f} MB ({time.monotonic() - t0:.0f} s to build)", flush=True)
+    print(
+        f"{shape.name} scale {scale}: database {db_bytes / 1e9:.2f} GB, "
+        f"dump {size / 1e6:.0f} MB ({time.monotonic() - t0:.0f} s to build)",
+        flush=True,
+    )
     return Dump(shape, scale, date, key, db_bytes, size, counts, orphans)
 
 
@@ -202,8 +237,13 @@ def queries(pg: DisposablePostgres, shape: Shape, stages: Stages, result: Result
 
 
 def restore_args(pg: DisposablePostgres) -> list[str]:
-    return [pg.tool("pg_restore"), *pg.conninfo("restored").libpq_args(), "--no-owner",
-            "--no-privileges", "--exit-on-error"]
+    return [
+        pg.tool("pg_restore"),
+        *pg.conninfo("restored").libpq_args(),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+    ]
 
 
 def naive(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
@@ -223,9 +263,12 @@ def naive(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
 
 
 def _stream_restore(s3: RcloneS3Server, dump: Dump, pg: DisposablePostgres) -> None:
-    cat = subprocess.Popen([rclone_binary(), "cat", f"bench:{BUCKET}/{dump.key}", "--config",
-                            "/dev/null"], env=rclone_env(s3), stdout=subprocess.PIPE,
-                           start_new_session=True)
+    cat = subprocess.Popen(
+        [rclone_binary(), "cat", f"bench:{BUCKET}/{dump.key}", "--config", "/dev/null"],
+        env=rclone_env(s3),
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         run(restore_args(pg), stdin=cat.stdout)
         cat.stdout.close()
@@ -241,8 +284,17 @@ def floor(work: Path, s3: RcloneS3Server, dump: Dump) -> Result:
     local = work / "floor.dump"
     try:
         with stages("download"):
-            run([rclone_binary(), "copyto", f"bench:{BUCKET}/{dump.key}", str(local),
-                 "--config", "/dev/null"], env=rclone_env(s3))
+            run(
+                [
+                    rclone_binary(),
+                    "copyto",
+                    f"bench:{BUCKET}/{dump.key}",
+                    str(local),
+                    "--config",
+                    "/dev/null",
+                ],
+                env=rclone_env(s3),
+            )
         with stages("cluster_start"):
             pg = DurabilityOffPostgres(base_dir=str(work)).start()
         try:
@@ -312,13 +364,25 @@ def project(work: Path, env: dict, dump: Dump) -> Result:
     """`busflow-verify verify` as the console script runs it (`cli.main`), with its peak RSS."""
     usage = work / "rusage.txt"
     log = work / f"verify-{dump.scale}.log"
-    argv = [sys.executable, "-c", RUSAGE_WRAPPER, "verify", "--date", dump.date.isoformat(),
-            "--json"]
+    argv = [
+        sys.executable,
+        "-c",
+        RUSAGE_WRAPPER,
+        "verify",
+        "--date",
+        dump.date.isoformat(),
+        "--json",
+    ]
     launched, t0 = time.time(), time.monotonic()
     with open(log, "w") as err:
-        proc = subprocess.Popen(argv, env={**env, "BENCH_RUSAGE": str(usage)},
-                                stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env={**env, "BENCH_RUSAGE": str(usage)},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
         children = ChildrenPeak(proc.pid)
         children.start()
         try:
@@ -332,15 +396,27 @@ def project(work: Path, env: dict, dump: Dump) -> Result:
     try:
         verdict = json.loads(out)
     except ValueError:
-        raise RuntimeError(f"verify printed no JSON (exit {proc.returncode}); its log: {log}")
-    result = Result("project", wall, counts=verdict.get("row_counts") or {},
-                    orphans=(verdict.get("orphans") or [{}])[0].get("orphans"))
-    result.extra = {"verified": verdict["verified"], "exit": proc.returncode,
-                    "run_id": verdict["run_id"], "launched": launched, "exited": time.time(),
-                    "rss_self_mb": int(usage.read_text()) / 1024,
-                    "rss_children_mb": children.kb / 1024, "rss_children_name": children.name,
-                    "download_seconds": verdict["restore"]["download_seconds"],
-                    "restore": verdict["restore"]}
+        raise RuntimeError(
+            f"verify printed no JSON (exit {proc.returncode}); its log: {log}"
+        ) from None
+    result = Result(
+        "project",
+        wall,
+        counts=verdict.get("row_counts") or {},
+        orphans=(verdict.get("orphans") or [{}])[0].get("orphans"),
+    )
+    result.extra = {
+        "verified": verdict["verified"],
+        "exit": proc.returncode,
+        "run_id": verdict["run_id"],
+        "launched": launched,
+        "exited": time.time(),
+        "rss_self_mb": int(usage.read_text()) / 1024,
+        "rss_children_mb": children.kb / 1024,
+        "rss_children_name": children.name,
+        "download_seconds": verdict["restore"]["download_seconds"],
+        "restore": verdict["restore"],
+    }
     result.extra["download_mb_s"] = dump.dump_bytes / result.extra["download_seconds"] / 1e6
     return result
 
@@ -366,12 +442,21 @@ def project_env(work: Path, s3: RcloneS3Server, shape: Shape) -> dict:
     shipped["row_counts"]["max_growth_ratio"] = 1000.0  # each size is bigger than the last
     (config / "verify.yaml").write_text(yaml.safe_dump(shipped))
     (config / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump({"soft_fks": [shape.soft_fk]}))
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("BACKUP_", "SLACK_"))}
-    return {**env, "BACKUP_PRIMARY_ENDPOINT": s3.endpoint, "BACKUP_BUCKET": BUCKET,
-            "BACKUP_ACCESS_KEY_ID": s3.access_key, "BACKUP_SECRET_ACCESS_KEY": s3.secret_key,
-            "DAGSTER_HOME": str(home), "BUSFLOW_VERIFY_CONFIG_DIR": str(config),
-            "TMPDIR": str(work)}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("BACKUP_", "SLACK_"))
+    }
+    return {
+        **env,
+        "BACKUP_PRIMARY_ENDPOINT": s3.endpoint,
+        "BACKUP_BUCKET": BUCKET,
+        "BACKUP_ACCESS_KEY_ID": s3.access_key,
+        "BACKUP_SECRET_ACCESS_KEY": s3.secret_key,
+        "DAGSTER_HOME": str(home),
+        "BUSFLOW_VERIFY_CONFIG_DIR": str(config),
+        "TMPDIR": str(work),
+    }
 
 
 def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -> dict:
@@ -381,8 +466,9 @@ def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -
     from busflow_verify.core.store import DumpObject
     from busflow_verify.defs.resources import S3Endpoint
 
-    client = S3Endpoint(endpoint_url=s3.endpoint, access_key_id=s3.access_key,
-                        secret_access_key=s3.secret_key).client()
+    client = S3Endpoint(
+        endpoint_url=s3.endpoint, access_key_id=s3.access_key, secret_access_key=s3.secret_key
+    ).client()
     obj = DumpObject(BUCKET, dump.key, dump.dump_bytes, "", "primary", s3.endpoint, "")
     local, best = work / "race.dump", {"project": float("inf"), "rclone": float("inf")}
     try:
@@ -392,8 +478,17 @@ def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -
             best["project"] = min(best["project"], time.monotonic() - t0)
             local.unlink()
             t0 = time.monotonic()
-            run([rclone_binary(), "copyto", f"bench:{BUCKET}/{dump.key}", str(local), "--config",
-                 "/dev/null"], env=rclone_env(s3))
+            run(
+                [
+                    rclone_binary(),
+                    "copyto",
+                    f"bench:{BUCKET}/{dump.key}",
+                    str(local),
+                    "--config",
+                    "/dev/null",
+                ],
+                env=rclone_env(s3),
+            )
             best["rclone"] = min(best["rclone"], time.monotonic() - t0)
             local.unlink()
     finally:
@@ -405,9 +500,11 @@ def check_same_answers(dump: Dump, results: list[Result]) -> None:
     """Every path must have found the source's rows and the planted orphans."""
     for r in results:
         if r.counts != dump.counts or r.orphans != dump.orphans:
-            raise RuntimeError(f"{r.path} at {dump.shape.name} scale {dump.scale} found "
-                               f"{r.counts} and {r.orphans} orphans; the source had "
-                               f"{dump.counts}, {dump.orphans}")
+            raise RuntimeError(
+                f"{r.path} at {dump.shape.name} scale {dump.scale} found "
+                f"{r.counts} and {r.orphans} orphans; the source had "
+                f"{dump.counts}, {dump.orphans}"
+            )
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -420,20 +517,26 @@ def _remove(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(work: Path, shape: Shape,
-            scales: list[int]) -> tuple[list[Dump], list[list[Result]], dict]:
+def measure(
+    work: Path, shape: Shape, scales: list[int]
+) -> tuple[list[Dump], list[list[Result]], dict]:
     dumps = build_dumps(work, shape, scales)
     rows = []
-    with RcloneS3Server(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                        secret_key=secrets.token_hex(16)) as s3:
+    with RcloneS3Server(
+        work / "s3", access_key="bench-" + secrets.token_hex(4), secret_key=secrets.token_hex(16)
+    ) as s3:
         env = project_env(work, s3, shape)
         for dump in dumps:
             results = []
             for path in ("naive", "floor", "project"):
                 print(f"{shape.name} scale {dump.scale}: {path} ...", end=" ", flush=True)
-                results.append(naive(work, s3, dump) if path == "naive" else
-                               floor(work, s3, dump) if path == "floor" else
-                               project(work, env, dump))
+                results.append(
+                    naive(work, s3, dump)
+                    if path == "naive"
+                    else floor(work, s3, dump)
+                    if path == "floor"
+                    else project(work, env, dump)
+                )
                 print(f"{results[-1].wall:.1f} s", flush=True)
             check_same_answers(dump, results)
             rows.append(results)
@@ -448,9 +551,14 @@ def bench_shape(workdir: str, shape: Shape, scales: list[int], write: bool) -> N
         work.chmod(0o711)  # the clusters' server user (postgres, when we are root) passes through
         load_before = os.getloadavg()
         dumps, rows, race = measure(work, shape, scales)
-        text = report(dumps, rows, race, machine(load_before, os.getloadavg()),
-                      f"--shapes {shape.name} --scales {' '.join(map(str, scales))}",
-                      work / "dagster_home")
+        text = report(
+            dumps,
+            rows,
+            race,
+            machine(load_before, os.getloadavg()),
+            f"--shapes {shape.name} --scales {' '.join(map(str, scales))}",
+            work / "dagster_home",
+        )
     finally:
         _remove(work)
     print(text, flush=True)
@@ -461,16 +569,33 @@ def bench_shape(workdir: str, shape: Shape, scales: list[int], write: bool) -> N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES),
-                        help="the databases restored, one after the other (bench_shapes.py)")
-    parser.add_argument("--scales", type=int, nargs="+",
-                        help="with one shape only; " + "; ".join(
-                            f"{s.name}: {s.scale_help} (default "
-                            f"{' '.join(map(str, s.default_scales))})" for s in SHAPES.values()))
-    parser.add_argument("--workdir", default=tempfile.gettempdir(),
-                        help="where clusters, dumps and the S3 folder go (default TMPDIR)")
-    parser.add_argument("--write-docs", action="store_true",
-                        help="write each shape's tables into docs/performance.md")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=sorted(SHAPES),
+        default=list(SHAPES),
+        help="the databases restored, one after the other (bench_shapes.py)",
+    )
+    parser.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        help="with one shape only; "
+        + "; ".join(
+            f"{s.name}: {s.scale_help} (default {' '.join(map(str, s.default_scales))})"
+            for s in SHAPES.values()
+        ),
+    )
+    parser.add_argument(
+        "--workdir",
+        default=tempfile.gettempdir(),
+        help="where clusters, dumps and the S3 folder go (default TMPDIR)",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="write each shape's tables into docs/performance.md",
+    )
     args = parser.parse_args()
     if args.scales and len(args.shapes) > 1:
         parser.error("--scales is per shape: give one shape with it")
@@ -478,8 +603,7 @@ def main() -> int:
     try:
         for name in args.shapes:
             shape = SHAPES[name]
-            bench_shape(args.workdir, shape, args.scales or shape.default_scales,
-                        args.write_docs)
+            bench_shape(args.workdir, shape, args.scales or shape.default_scales, args.write_docs)
     except KeyboardInterrupt:
         print("\ninterrupted: removed what the bench started", file=sys.stderr)
         return 130

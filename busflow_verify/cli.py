@@ -27,25 +27,43 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="busflow-verify", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="busflow-verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser("verify", help="verify the newest dump of one date (a partition)")
     verify.add_argument("--date", required=True, help="the dump's date, YYYY-MM-DD (UTC)")
     verify.add_argument("--json", action="store_true", help="print the JSON verdict only")
-    verify.add_argument("--promote", action="store_true",
-                        help="move verified-latest to this dump if it verified (only forward)")
-    verify.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="Dagster run log level on stderr (default INFO)")
+    verify.add_argument(
+        "--promote",
+        action="store_true",
+        help="move verified-latest to this dump if it verified (only forward)",
+    )
+    verify.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Dagster run log level on stderr (default INFO)",
+    )
     alerts = sub.add_parser("alerts", help="#ops messages")
-    alerts.add_argument("action", choices=["repost"],
-                        help="repost: send the messages kept in the outbox (undelivered)")
+    alerts.add_argument(
+        "action",
+        choices=["repost"],
+        help="repost: send the messages kept in the outbox (undelivered)",
+    )
     allow = sub.add_parser("allowlist", help="soft-fk-allowlist.yaml rules (F3 step 3)")
-    allow.add_argument("action", choices=["check"],
-                       help="check: a raised or added tolerance needs a new justification UUID")
-    allow.add_argument("--base", required=True,
-                       help="the earlier version of the allowlist (e.g. the target branch's)")
+    allow.add_argument(
+        "action",
+        choices=["check"],
+        help="check: a raised or added tolerance needs a new justification UUID",
+    )
+    allow.add_argument(
+        "--base",
+        required=True,
+        help="the earlier version of the allowlist (e.g. the target branch's)",
+    )
     allow.add_argument("--file", help="the changed allowlist (default: the config folder's)")
     return parser
 
@@ -62,8 +80,9 @@ def _preflight(date_text: str) -> str:
         raise UsageError(f"--date {date_text!r} is not a date (YYYY-MM-DD)") from None
     missing = environment.missing_required()
     if missing:
-        raise UsageError(f"environment variable(s) not set: {', '.join(missing)} "
-                         "(see README: Configuration)")
+        raise UsageError(
+            f"environment variable(s) not set: {', '.join(missing)} (see README: Configuration)"
+        )
     home = environment.dagster_home()
     if not os.path.isabs(home):
         raise UsageError(f"DAGSTER_HOME must be an absolute path, got {home!r}")
@@ -95,7 +114,7 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
 
     from busflow_verify.definitions import build_defs
     from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
-    from busflow_verify.defs.records import JOB_NAME
+    from busflow_verify.defs.run_history import JOB_NAME
 
     defs = build_defs()
     job = defs.resolve_job_def(JOB_NAME)
@@ -109,9 +128,12 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
         )
         # the configured resource holds EnvVars; build_resources resolves them
         with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:
-            return finish_run(instance, result.run_id,
-                              store=built.backup_store if promote else None,
-                              log=lambda m: print(m, file=sys.stderr))
+            return finish_run(
+                instance,
+                result.run_id,
+                store=built.backup_store if promote else None,
+                log=lambda m: print(m, file=sys.stderr),
+            )
 
 
 def verify(args) -> int:
@@ -125,8 +147,11 @@ def verify(args) -> int:
             verdict = run_verify(partition, args.log_level, args.promote)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(json.dumps(verdict.to_json(), indent=2, default=str) if args.json
-          else format_verdict(verdict))
+    print(
+        json.dumps(verdict.to_json(), indent=2, default=str)
+        if args.json
+        else format_verdict(verdict)
+    )
     return EXIT_VERIFIED if verdict.verified else EXIT_NOT_VERIFIED
 
 
@@ -135,11 +160,15 @@ def repost() -> int:
 
     channel, outbox, policy = alert_settings()
     if channel is None:
-        raise UsageError("SLACK_OPS_WEBHOOK (or SLACK_BOT_TOKEN and SLACK_OPS_CHANNEL) is not "
-                         "set: nothing can be reposted")
+        raise UsageError(
+            "SLACK_OPS_WEBHOOK (or SLACK_BOT_TOKEN and SLACK_OPS_CHANNEL) is not "
+            "set: nothing can be reposted"
+        )
     results = outbox.repost(channel, policy)
     for r in results:
-        state = "delivered" if r["delivered"] else f"NOT delivered (HTTP {r['status']}, {r['error']})"
+        state = (
+            "delivered" if r["delivered"] else f"NOT delivered (HTTP {r['status']}, {r['error']})"
+        )
         print(f"{r['partition']}  {r['file']}  {state}  after {r['attempts']} attempt(s)")
     print(f"{sum(r['delivered'] for r in results)} of {len(results)} pending message(s) delivered")
     return 0 if all(r["delivered"] for r in results) else 1
@@ -148,7 +177,6 @@ def repost() -> int:
 def check_allowlist(base: str, current: str | None) -> int:
     from busflow_verify.core import config as cfg
     from busflow_verify.core.allowlist_rule import unjustified_changes
-
     from busflow_verify.defs import environment
 
     path = current or str(environment.config_dir() / cfg.ALLOWLIST_FILE)
@@ -159,8 +187,10 @@ def check_allowlist(base: str, current: str | None) -> int:
     for problem in problems:
         print(f"{path}: {problem}")
     if problems:
-        print("Never blanket-raise a soft-FK tolerance: add the tenant_scrub_logs UUIDs that "
-              "justify it (runbook F3 step 3).")
+        print(
+            "Never blanket-raise a soft-FK tolerance: add the tenant_scrub_logs UUIDs that "
+            "justify it (runbook F3 step 3)."
+        )
         return 1
     print(f"{path}: every raised or added tolerance is justified by a new scrub-log UUID")
     return 0

@@ -7,8 +7,8 @@ from busflow_verify.defs.jobs import backup_verify_job
 from busflow_verify.defs.locate import dump_object
 from busflow_verify.defs.resources import build_resources
 from busflow_verify.defs.restore import restored_db
-from busflow_verify.defs.schedules import backup_verify_schedule
 from busflow_verify.defs.row_counts import row_count_report
+from busflow_verify.defs.schedules import backup_verify_schedule
 from busflow_verify.defs.size_guard import size_check
 from busflow_verify.defs.soft_fk import orphan_report
 

@@ -17,8 +17,7 @@ import yaml
 from psycopg import sql
 
 from busflow_verify import cli
-from busflow_verify.core.pgcluster import (DIR_PREFIX, OWNER_FILE, ConnInfo,
-                                          DisposablePostgres)
+from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, ConnInfo, DisposablePostgres
 from busflow_verify.core.privilege import RestoreDatabase, provision
 from busflow_verify.demo.s3server import RcloneS3Server
 
@@ -33,8 +32,9 @@ def source_pg():
 
 
 def _s3_server(tmp_path_factory, name: str):
-    with RcloneS3Server(tmp_path_factory.mktemp(name), access_key=ACCESS_KEY,
-                        secret_key=SECRET_KEY) as server:
+    with RcloneS3Server(
+        tmp_path_factory.mktemp(name), access_key=ACCESS_KEY, secret_key=SECRET_KEY
+    ) as server:
         yield server
 
 
@@ -58,14 +58,22 @@ def scrub_uuid(tenant: int) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
-def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, legs: int = 1500,
-                nulls: int = 5, padding: int = 0, orphan_tenants: tuple = (9,),
-                scrubbed: tuple = ()) -> str:
+def busflow_sql(
+    bookings: int = 1000,
+    messages: int = 3000,
+    orphans: int = 7,
+    legs: int = 1500,
+    nulls: int = 5,
+    padding: int = 0,
+    orphan_tenants: tuple = (9,),
+    scrubbed: tuple = (),
+) -> str:
     """A small Busflow-shaped database with an exact number of orphan messages, spread over
     `orphan_tenants` round-robin, and a scrub-log entry for each tenant in `scrubbed`."""
     tenants = "ARRAY[" + ",".join(str(t) for t in orphan_tenants) + "]"
-    scrubs = " ".join(f"INSERT INTO public.tenant_scrub_logs VALUES ('{scrub_uuid(t)}', {t});"
-                      for t in scrubbed)
+    scrubs = " ".join(
+        f"INSERT INTO public.tenant_scrub_logs VALUES ('{scrub_uuid(t)}', {t});" for t in scrubbed
+    )
     return f"""
     CREATE SCHEMA commerce; CREATE SCHEMA communications; CREATE SCHEMA operations;
     CREATE TABLE commerce.bookings(id bigint PRIMARY KEY, tenant_id int NOT NULL, amount_cents int);
@@ -93,8 +101,9 @@ def busflow_sql(bookings: int = 1000, messages: int = 3000, orphans: int = 7, le
     """
 
 
-def expected_counts(bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5,
-                    padding=0, scrubbed=()) -> dict:
+def expected_counts(
+    bookings=1000, messages=3000, orphans=7, legs=1500, nulls=5, padding=0, scrubbed=()
+) -> dict:
     return {
         "commerce.bookings": bookings,
         "communications.messages": messages + orphans + nulls,
@@ -122,8 +131,17 @@ def make_dump(source_pg, tmp_path_factory):
             conn.execute(script)
         path = out_dir / f"{digest}.{fmt}"
         flag = "-Fc" if fmt == "custom" else "-Fp"
-        subprocess.run([source_pg.tool("pg_dump"), flag, *source_pg.conninfo(dbname).libpq_args(),
-                        "-f", str(path)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                source_pg.tool("pg_dump"),
+                flag,
+                *source_pg.conninfo(dbname).libpq_args(),
+                "-f",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
         cache[digest] = path
         return path
 
@@ -141,8 +159,11 @@ def own_clusters(keep: Path | None = None) -> list[Path]:
     found = []
     for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
         try:
-            if (json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid()
-                    and root != keep and root not in SESSION_CLUSTERS):
+            if (
+                json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid()
+                and root != keep
+                and root not in SESSION_CLUSTERS
+            ):
                 found.append(root)
         except (OSError, ValueError, KeyError):
             continue
@@ -152,8 +173,9 @@ def own_clusters(keep: Path | None = None) -> list[Path]:
 class Harness:
     """One test's bucket, config folder and Dagster instance, and a way to run the CLI."""
 
-    def __init__(self, s3: RcloneS3Server, tmp_path: Path, bucket: str, monkeypatch, capsys,
-                 source_pg):
+    def __init__(
+        self, s3: RcloneS3Server, tmp_path: Path, bucket: str, monkeypatch, capsys, source_pg
+    ):
         self.s3, self.tmp, self.bucket, self.capsys = s3, tmp_path, bucket, capsys
         self.source_pg = source_pg
         self.bucket_dir = s3.bucket_dir(bucket)
@@ -171,21 +193,34 @@ class Harness:
             "BUSFLOW_VERIFY_CONFIG_DIR": str(self.config_dir),
         }.items():
             monkeypatch.setenv(name, value)
-        for name in ("BACKUP_PREFIX", "BACKUP_FALLBACK_ENDPOINT", "BACKUP_REGION",
-                     "SLACK_OPS_WEBHOOK", "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL",
-                     "SLACK_API_URL"):
+        for name in (
+            "BACKUP_PREFIX",
+            "BACKUP_FALLBACK_ENDPOINT",
+            "BACKUP_REGION",
+            "SLACK_OPS_WEBHOOK",
+            "SLACK_BOT_TOKEN",
+            "SLACK_OPS_CHANNEL",
+            "SLACK_API_URL",
+        ):
             monkeypatch.delenv(name, raising=False)
 
-    def write_config(self, verify: dict | None = None, allowlist: dict | None = None,
-                     min_bytes: int = 1000) -> None:
-        verify = verify or {"size_guard": {"min_bytes": min_bytes, "max_median_ratio": 2.0,
-                                           "trailing_days": 7},
-                            "row_counts": {"max_drop_ratio": 0.05, "max_growth_ratio": 0.5},
-                            "alerts": {"attempts": 4, "backoff_seconds": 0.01,
-                                       "timeout_seconds": 1}}
-        allowlist = allowlist or {"soft_fks": [{"child": "communications.messages.booking_id",
-                                                "parent": "commerce.bookings.id",
-                                                "max_orphans": 200}]}
+    def write_config(
+        self, verify: dict | None = None, allowlist: dict | None = None, min_bytes: int = 1000
+    ) -> None:
+        verify = verify or {
+            "size_guard": {"min_bytes": min_bytes, "max_median_ratio": 2.0, "trailing_days": 7},
+            "row_counts": {"max_drop_ratio": 0.05, "max_growth_ratio": 0.5},
+            "alerts": {"attempts": 4, "backoff_seconds": 0.01, "timeout_seconds": 1},
+        }
+        allowlist = allowlist or {
+            "soft_fks": [
+                {
+                    "child": "communications.messages.booking_id",
+                    "parent": "commerce.bookings.id",
+                    "max_orphans": 200,
+                }
+            ]
+        }
         (self.config_dir / "verify.yaml").write_text(yaml.safe_dump(verify))
         (self.config_dir / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump(allowlist))
 
@@ -229,7 +264,9 @@ def harness(s3, tmp_path, monkeypatch, capsys, source_pg, request):
     bucket = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
     h = Harness(s3, tmp_path, bucket, monkeypatch, capsys, source_pg)
     yield h
-    assert own_clusters(keep=source_pg.root) == [], "a disposable Postgres was left behind after the run"
+    assert own_clusters(keep=source_pg.root) == [], (
+        "a disposable Postgres was left behind after the run"
+    )
 
 
 class FakeSlack:
@@ -305,16 +342,20 @@ def restore_server():
     with DisposablePostgres() as pg:
         SESSION_CLUSTERS.add(pg.root)
         with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
-                sql.Identifier(SERVER_ADMIN), sql.Literal(RESTORE_PASSWORD)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                    sql.Identifier(SERVER_ADMIN), sql.Literal(RESTORE_PASSWORD)
+                )
+            )
             hba = pg.data_dir / "pg_hba.conf"
             hba.write_text(f"local all {SERVER_ADMIN} scram-sha-256\n" + hba.read_text())
             conn.execute("SELECT pg_reload_conf()")
         yield pg
 
 
-def restore_server_conninfo(pg: DisposablePostgres, password: str = RESTORE_PASSWORD,
-                            user: str = SERVER_ADMIN):
+def restore_server_conninfo(
+    pg: DisposablePostgres, password: str = RESTORE_PASSWORD, user: str = SERVER_ADMIN
+):
     """How the `server` target reaches the restore server: its administrative role, with its
     password."""
     return ConnInfo(str(pg.root), pg.port, user, "postgres", password=password)

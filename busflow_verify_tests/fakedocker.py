@@ -25,8 +25,11 @@ class FakeContainer:
         self.removed_with: dict | None = None
         self._env, self._crash = environment, crash
         self.proxy = SocketProxy()
-        self.attrs = {"NetworkSettings": {"Ports": {"5432/tcp": [
-            {"HostIp": "127.0.0.1", "HostPort": str(self.proxy.port)}]}}}
+        self.attrs = {
+            "NetworkSettings": {
+                "Ports": {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(self.proxy.port)}]}
+            }
+        }
         self.pg: DisposablePostgres | None = None
         self._thread = threading.Thread(target=self._entrypoint, daemon=True)
         self._thread.start()
@@ -38,10 +41,14 @@ class FakeContainer:
         pg = DisposablePostgres().start()
         self.pg = pg
         with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(
-                sql.Identifier(self._env["POSTGRES_DB"])))
-            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
-                sql.Literal(self._env["POSTGRES_PASSWORD"])))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._env["POSTGRES_DB"]))
+            )
+            conn.execute(
+                sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                    sql.Literal(self._env["POSTGRES_PASSWORD"])
+                )
+            )
             (pg.data_dir / "pg_hba.conf").write_text("local all all scram-sha-256\n")
             conn.execute("SELECT pg_reload_conf()")
         self.proxy.backend = SocketProxy.socket_of(pg)
@@ -50,8 +57,11 @@ class FakeContainer:
         self.client.calls.append(("reload", self.name))
 
     def logs(self, tail: int = 10) -> bytes:
-        return (b"initdb: error: could not create directory: Permission denied\n" if self._crash
-                else b"database system is ready to accept connections\n")
+        return (
+            b"initdb: error: could not create directory: Permission denied\n"
+            if self._crash
+            else b"database system is ready to accept connections\n"
+        )
 
     def remove(self, **kwargs) -> None:
         self.client.calls.append(("remove", self.name, kwargs))
@@ -71,8 +81,9 @@ class FakeContainers:
         self.client.calls.append(("run", image, kwargs))
         if image not in self.client.images:
             raise docker.errors.ImageNotFound(f"No such image: {image}")
-        container = FakeContainer(self.client, kwargs["name"], kwargs["environment"],
-                                  crash=self.client.crash)
+        container = FakeContainer(
+            self.client, kwargs["name"], kwargs["environment"], crash=self.client.crash
+        )
         self.client.containers_started.append(container)
         return container
 

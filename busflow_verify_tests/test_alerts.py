@@ -11,7 +11,7 @@ from dagster._core.events import DagsterEventType
 from busflow_verify import cli
 from busflow_verify.definitions import build_defs
 from busflow_verify.defs.finish import finish_verify_run
-from busflow_verify.defs.records import JOB_NAME
+from busflow_verify.defs.run_history import JOB_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,11 @@ def test_4xx_is_not_retried_is_f4_rotate_and_leaves_the_verdict(harness, make_du
     assert code == 0 and verdict["verified"] is True  # the backup itself is fine
     [f4] = verdict["failures"]
     assert (f4["code"], f4["name"], f4["severity"], f4["escalate_to"]) == (
-        "F4", "SLACK_NOTIFICATION_FAILURE", "P3", ["@platform-oncall"])
+        "F4",
+        "SLACK_NOTIFICATION_FAILURE",
+        "P3",
+        ["@platform-oncall"],
+    )
     assert f4["details"]["cause"] == "webhook_rejected"
     assert "SLACK_OPS_WEBHOOK" in f4["next_step"]
     outbox = list((harness.home / "busflow-outbox").glob("*.json"))
@@ -82,9 +86,12 @@ def test_429_then_success_is_delivered_on_the_third_attempt(harness, make_dump, 
 
 def test_a_webhook_that_never_answers_times_out_and_is_retried(harness, make_dump, slack):
     slack.replies = ["hang", "hang"]
-    harness.write_config(verify={"size_guard": {"min_bytes": 1000},
-                                 "alerts": {"attempts": 2, "backoff_seconds": 0.01,
-                                            "timeout_seconds": 1}})
+    harness.write_config(
+        verify={
+            "size_guard": {"min_bytes": 1000},
+            "alerts": {"attempts": 2, "backoff_seconds": 0.01, "timeout_seconds": 1},
+        }
+    )
     harness.put(KEY, make_dump())
     code, verdict = harness.verify(DAY)
     [f4] = verdict["failures"]
@@ -116,23 +123,30 @@ def test_without_a_webhook_the_message_goes_to_the_log_and_the_outbox(harness, m
 def test_the_sensor_posts_for_runs_the_schedule_or_ui_launched(harness, make_dump, slack):
     harness.put(KEY, make_dump(orphans=300))
     with dg.DagsterInstance.get() as instance:
-        result = build_defs().resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key=DAY, instance=instance, raise_on_error=False)
+        result = (
+            build_defs()
+            .resolve_job_def(JOB_NAME)
+            .execute_in_process(partition_key=DAY, instance=instance, raise_on_error=False)
+        )
         assert result.success  # the F3 check failed, but it is not blocking: the run is green
         run = instance.get_run_by_id(result.run_id)
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
         defs = build_defs()
         with dg.build_run_status_sensor_context(
-                sensor_name="finish_verify_run", dagster_instance=instance, dagster_run=run,
-                dagster_event=event,
-                resources={"backup_store": defs.resources["backup_store"]}) as context:
+            sensor_name="finish_verify_run",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=event,
+            resources={"backup_store": defs.resources["backup_store"]},
+        ) as context:
             finish_verify_run(context)
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text
 
 
 def test_a_bot_token_posts_through_dagster_slack_with_the_same_classification(
-        harness, make_dump, slack, monkeypatch):
+    harness, make_dump, slack, monkeypatch
+):
     monkeypatch.delenv("SLACK_OPS_WEBHOOK")
     token = "xoxb-" + "7" * 24
     monkeypatch.setenv("SLACK_BOT_TOKEN", token)
@@ -159,14 +173,19 @@ def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harne
 
     harness.put("pg_dump_20261119_0100.dump", b"yesterday only")  # no dump for the date
     with dg.DagsterInstance.get() as instance:
-        result = build_defs().resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key=DAY, instance=instance, raise_on_error=False)
+        result = (
+            build_defs()
+            .resolve_job_def(JOB_NAME)
+            .execute_in_process(partition_key=DAY, instance=instance, raise_on_error=False)
+        )
         assert not result.success
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = dg.build_run_status_sensor_context(
-            sensor_name="finish_failed_verify_run", dagster_instance=instance,
+            sensor_name="finish_failed_verify_run",
+            dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
-            dagster_event=event).for_run_failure()
+            dagster_event=event,
+        ).for_run_failure()
         finish_failed_verify_run(context)
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "*DUMP_MISSING* — severity P1" in text

@@ -9,9 +9,16 @@ from busflow_verify import cli
 
 U1 = "0b7f4a0e-2a57-4c3e-9a64-1f0e3c2b8d11"
 U2 = "5c1d9e8f-7b6a-4d3c-8e2f-0a1b2c3d4e5f"
-BASE = {"soft_fks": [{"child": "communications.messages.booking_id",
-                      "parent": "commerce.bookings.id", "max_orphans": 200,
-                      "justification": [U1]}]}
+BASE = {
+    "soft_fks": [
+        {
+            "child": "communications.messages.booking_id",
+            "parent": "commerce.bookings.id",
+            "max_orphans": 200,
+            "justification": [U1],
+        }
+    ]
+}
 
 
 def write(path, data):
@@ -40,8 +47,10 @@ def test_unchanged_passes(tmp_path, capsys):
 def test_raised_without_a_new_uuid_fails_naming_the_entry(tmp_path, capsys):
     code, out = check(tmp_path, capsys, changed(max_orphans=500))
     assert code == 1
-    assert ("entry communications.messages.booking_id -> commerce.bookings.id: max_orphans "
-            "raised 200 -> 500") in out
+    assert (
+        "entry communications.messages.booking_id -> commerce.bookings.id: max_orphans "
+        "raised 200 -> 500"
+    ) in out
 
 
 def test_raised_with_a_new_uuid_passes(tmp_path, capsys):
@@ -52,14 +61,19 @@ def test_lowered_passes(tmp_path, capsys):
     assert check(tmp_path, capsys, changed(max_orphans=10))[0] == 0
 
 
-@pytest.mark.parametrize("entry, code", [
-    ({"max_orphans": 50}, 1), ({"max_orphans": 50, "justification": [U2]}, 0),
-    ({"max_orphans": 0}, 0),
-])
+@pytest.mark.parametrize(
+    "entry, code",
+    [
+        ({"max_orphans": 50}, 1),
+        ({"max_orphans": 50, "justification": [U2]}, 0),
+        ({"max_orphans": 0}, 0),
+    ],
+)
 def test_an_added_entry_needs_a_uuid_unless_its_tolerance_is_zero(tmp_path, capsys, entry, code):
     data = yaml.safe_load(yaml.safe_dump(BASE))
-    data["soft_fks"].append({"child": "operations.service_legs.booking_id",
-                             "parent": "commerce.bookings.id", **entry})
+    data["soft_fks"].append(
+        {"child": "operations.service_legs.booking_id", "parent": "commerce.bookings.id", **entry}
+    )
     got, out = check(tmp_path, capsys, data)
     assert got == code
     if code:

@@ -34,10 +34,22 @@ def workdir():
 @pytest.mark.parametrize("shape, scale", [("busflow", 3), ("pgbench", 1)])
 def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench/verify_bench.py"), "--shapes", shape, "--scales",
-         str(scale), "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")})
+        [
+            sys.executable,
+            str(REPO / "bench/verify_bench.py"),
+            "--shapes",
+            shape,
+            "--scales",
+            str(scale),
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert f"<!-- verify-bench:{shape}:begin -->" in out

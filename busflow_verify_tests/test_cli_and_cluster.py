@@ -51,7 +51,8 @@ def test_missing_required_variable_is_named(harness, capsys, monkeypatch):
 def test_malformed_config_key_is_exit_2_naming_file_key_and_line(harness, capsys):
     (harness.config_dir / "soft-fk-allowlist.yaml").write_text(
         "soft_fks:\n  - child: communications.messages.booking_id\n"
-        "    parent: commerce.bookings.id\n    max_orphan: 200\n")
+        "    parent: commerce.bookings.id\n    max_orphan: 200\n"
+    )
     code, out, err = run_cli(capsys, "verify", "--date", DAY, "--json")
     assert code == 2 and out == ""
     assert "soft-fk-allowlist.yaml: line 4: key soft_fks[0].max_orphan: unknown key" in err
@@ -103,7 +104,11 @@ def test_interrupted_run_removes_its_cluster(harness, make_dump):
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "busflow_verify.cli", "verify", "--date", DAY, "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     root = _wait_for_cluster_of(proc.pid, timeout=60)
     assert root is not None, "the run never started a cluster"
     time.sleep(0.3)
@@ -124,8 +129,10 @@ def _wait_for_cluster_of(pid: int, timeout: float) -> Path | None:
     while time.monotonic() < deadline:
         for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
             try:
-                if json.loads((root / OWNER_FILE).read_text())["pid"] == pid and \
-                        (root / "data" / "postmaster.pid").exists():
+                if (
+                    json.loads((root / OWNER_FILE).read_text())["pid"] == pid
+                    and (root / "data" / "postmaster.pid").exists()
+                ):
                     return root
             except (OSError, ValueError, KeyError):
                 continue

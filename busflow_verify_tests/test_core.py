@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
-from busflow_verify.core.naming import day_prefix, dump_key, parse_dump_key
 from busflow_verify.core.dumpformat import read_custom_header, sniff, writer_of
+from busflow_verify.core.dumpkeys import day_prefix, dump_key, parse_dump_key
+from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
 from busflow_verify.core.rowcounts import compare
 from busflow_verify.core.sizeguard import evaluate
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, format_verdict
@@ -23,10 +23,17 @@ def test_parse_dump_key():
     assert name.taken_at == dt.datetime(2026, 11, 20, 1, 30, tzinfo=dt.timezone.utc)
 
 
-@pytest.mark.parametrize("key", [
-    "pg_dump_20261120_0130.dump.tmp", "pg_dump_20261120.dump", "pg_dump_20261340_0100.dump",
-    "pg_dump_20261120_2561.dump", "other/pg_dump_20261120_0100.dump", "verified-latest.json",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pg_dump_20261120_0130.dump.tmp",
+        "pg_dump_20261120.dump",
+        "pg_dump_20261340_0100.dump",
+        "pg_dump_20261120_2561.dump",
+        "other/pg_dump_20261120_0100.dump",
+        "verified-latest.json",
+    ],
+)
 def test_non_dump_keys_are_ignored(key):
     assert parse_dump_key(key, "") is None
 
@@ -43,8 +50,9 @@ def history(*sizes):
 
 
 def test_size_guard_passes_between_floor_and_ratio():
-    result = evaluate("k", 15 * 10**9, history(10e9, 11e9, 12e9), min_bytes=10**10,
-                      max_median_ratio=2.0)
+    result = evaluate(
+        "k", 15 * 10**9, history(10e9, 11e9, 12e9), min_bytes=10**10, max_median_ratio=2.0
+    )
     assert result.passed and result.median_bytes == 11e9
 
 
@@ -55,8 +63,9 @@ def test_size_at_the_floor_is_shrunk():
 
 
 def test_size_at_twice_the_median_is_exceeded():
-    result = evaluate("k", 24 * 10**9, history(11e9, 12e9, 13e9, 12e9), min_bytes=10**10,
-                      max_median_ratio=2.0)
+    result = evaluate(
+        "k", 24 * 10**9, history(11e9, 12e9, 13e9, 12e9), min_bytes=10**10, max_median_ratio=2.0
+    )
     assert [f.name for f in result.findings] == ["SIZE_EXCEEDED"]
     assert result.ratio == 2.0
     assert "2.00x" in result.findings[0].summary
@@ -81,7 +90,10 @@ def test_shipped_config_has_the_runbook_numbers():
     assert verify.size_guard.max_median_ratio == 2.0 and verify.size_guard.trailing_days == 7
     [fk] = cfg.load_allowlist(folder).soft_fks
     assert (fk.child, fk.parent, fk.max_orphans) == (
-        "communications.messages.booking_id", "commerce.bookings.id", 200)
+        "communications.messages.booking_id",
+        "commerce.bookings.id",
+        200,
+    )
 
 
 def test_unknown_key_is_named_with_file_and_line(tmp_path):
@@ -91,18 +103,33 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path):
     assert "verify.yaml: line 3: key size_guard.max_median_ration: unknown key" in str(err.value)
 
 
-@pytest.mark.parametrize("allowlist, expected", [
-    ("soft_fks:\n  - child: a.b\n    parent: c.d.e\n    max_orphans: 1\n",
-     "line 2: key soft_fks[0].child"),
-    ("soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n    max_orphans: -1\n",
-     "line 4: key soft_fks[0].max_orphans"),
-    ("soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n", "key soft_fks[0].max_orphans: Field required"),
-    ("soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n    max_orphans: 1\n"
-     "  - child: a.b.c\n    parent: c.d.e\n    max_orphans: 2\n", "duplicate soft FK a.b.c -> c.d.e"),
-    ("soft_fks:\n  - child: a.b.c; DROP TABLE x\n    parent: c.d.e\n    max_orphans: 1\n",
-     "is not schema.table.column"),
-    ("soft_fks: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "allowlist, expected",
+    [
+        (
+            "soft_fks:\n  - child: a.b\n    parent: c.d.e\n    max_orphans: 1\n",
+            "line 2: key soft_fks[0].child",
+        ),
+        (
+            "soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n    max_orphans: -1\n",
+            "line 4: key soft_fks[0].max_orphans",
+        ),
+        (
+            "soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n",
+            "key soft_fks[0].max_orphans: Field required",
+        ),
+        (
+            "soft_fks:\n  - child: a.b.c\n    parent: c.d.e\n    max_orphans: 1\n"
+            "  - child: a.b.c\n    parent: c.d.e\n    max_orphans: 2\n",
+            "duplicate soft FK a.b.c -> c.d.e",
+        ),
+        (
+            "soft_fks:\n  - child: a.b.c; DROP TABLE x\n    parent: c.d.e\n    max_orphans: 1\n",
+            "is not schema.table.column",
+        ),
+        ("soft_fks: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_allowlist_entries_are_rejected(tmp_path, allowlist, expected):
     write(tmp_path, allowlist=allowlist)
     with pytest.raises(cfg.ConfigError) as err:
@@ -132,10 +159,16 @@ def test_no_previous_verified_dump_passes_and_marks_new():
     assert report.passed and report.tables[0].status == "new"
 
 
-@pytest.mark.parametrize("previous, current, status", [
-    (1000, 950, "ok"), (1000, 949, "dropped"), (1000, 1500, "ok"), (1000, 1501, "grew"),
-    (0, 10, "ok"),
-])
+@pytest.mark.parametrize(
+    "previous, current, status",
+    [
+        (1000, 950, "ok"),
+        (1000, 949, "dropped"),
+        (1000, 1500, "ok"),
+        (1000, 1501, "grew"),
+        (0, 10, "ok"),
+    ],
+)
 def test_drift_boundaries(previous, current, status):
     report = compare({"a.t": current}, {"a.t": previous}, ROWS, baseline_partition="2026-11-19")
     assert report.tables[0].status == status
@@ -149,11 +182,15 @@ def test_vanished_table_is_drift():
 
 
 # -- format sniffing ------------------------------------------------------------------------------
-@pytest.mark.parametrize("content, cause", [
-    (b"", "not_a_dump"), (b"\x00\x01\x02garbage", "not_a_dump"),
-    (b"<html><body>AccessDenied</body></html>", "html_error_page"),
-    (b'<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>', "html_error_page"),
-])
+@pytest.mark.parametrize(
+    "content, cause",
+    [
+        (b"", "not_a_dump"),
+        (b"\x00\x01\x02garbage", "not_a_dump"),
+        (b"<html><body>AccessDenied</body></html>", "html_error_page"),
+        (b'<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>', "html_error_page"),
+    ],
+)
 def test_sniff_rejects_non_dumps(tmp_path, content, cause):
     path = tmp_path / "obj"
     path.write_bytes(content)
@@ -165,7 +202,9 @@ def test_sniff_rejects_non_dumps(tmp_path, content, cause):
 
 def test_sniff_accepts_custom_and_plain(tmp_path):
     (tmp_path / "c").write_bytes(b"PGDMP\x01\x0f\x00\x04\x08\x01" + bytes(64))
-    (tmp_path / "p").write_bytes(b"--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET x = 1;\n")
+    (tmp_path / "p").write_bytes(
+        b"--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET x = 1;\n"
+    )
     assert sniff(tmp_path / "c", "k").kind == "custom"
     assert sniff(tmp_path / "c", "k").archive_version == "1.15"
     assert sniff(tmp_path / "p", "k").kind == "plain"
@@ -183,13 +222,21 @@ def test_catalogue_matches_the_runbook_matrix():
     assert CATALOGUE["SIZE_SHRUNK"].escalate_to == ("@data-oncall",)
     assert CATALOGUE["RESTORE_FAILED"].escalate_to == ("@infra-oncall", "@data-oncall")
     assert CATALOGUE["ORPHAN_FK_SURGE"].escalate_to == ("@data-oncall", "@security-oncall")
-    assert (CATALOGUE["SLACK_NOTIFICATION_FAILURE"].code, CATALOGUE["SLACK_NOTIFICATION_FAILURE"].severity) == ("F4", "P3")
+    assert (
+        CATALOGUE["SLACK_NOTIFICATION_FAILURE"].code,
+        CATALOGUE["SLACK_NOTIFICATION_FAILURE"].severity,
+    ) == ("F4", "P3")
     assert CATALOGUE["OFFSITE_ENDPOINT_DOWN"].escalate_to == ("@infra-oncall",)
 
 
 def facts(checks, status="SUCCESS", step_failures=()):
-    return RunFacts(partition="2026-11-20", run_id="r1", run_status=status,
-                    checks=checks, step_failures=list(step_failures))
+    return RunFacts(
+        partition="2026-11-20",
+        run_id="r1",
+        run_status=status,
+        checks=checks,
+        step_failures=list(step_failures),
+    )
 
 
 def test_a_check_that_did_not_run_is_not_a_pass():
@@ -201,7 +248,9 @@ def test_a_check_that_did_not_run_is_not_a_pass():
 
 def test_failed_checks_become_failures_and_format_reads_well():
     finding = Finding("ORPHAN_FK_SURGE", "x -> y: 9 orphans", {"n": 9}).to_dict()
-    verdict = build_verdict(facts([CheckOutcome("a:x", True), CheckOutcome("b:y", False, [finding])]))
+    verdict = build_verdict(
+        facts([CheckOutcome("a:x", True), CheckOutcome("b:y", False, [finding])])
+    )
     assert verdict.verified is False and verdict.failures == (finding,)
     text = format_verdict(verdict)
     assert "NOT VERIFIED" in text and "F3 ORPHAN_FK_SURGE" in text and "b:y" in text
@@ -228,15 +277,22 @@ def _restorer(tmp_path):
     from busflow_verify.core.restore import Restorer
 
     nowhere = ConnInfo("/nowhere", 1, "busflow_restore", "x")
-    return Restorer(tmp_path / "d", "pg_dump_20261120_0100.dump",
-                    RestoreDatabase(owner=nowhere, admin=nowhere), tmp_path, tmp_path)
+    return Restorer(
+        tmp_path / "d",
+        "pg_dump_20261120_0100.dump",
+        RestoreDatabase(owner=nowhere, admin=nowhere),
+        tmp_path,
+        tmp_path,
+    )
 
 
 def test_an_extension_failing_during_the_restore_is_missing_extension(tmp_path):
-    stderr = ('pg_restore: error: could not execute query: ERROR:  extension "pgvector" is not '
-              'available\nDETAIL:  Could not open extension control file "/usr/share/postgresql/'
-              '15/extension/pgvector.control": No such file or directory.\n'
-              "Command was: CREATE EXTENSION IF NOT EXISTS pgvector WITH SCHEMA public;\n")
+    stderr = (
+        'pg_restore: error: could not execute query: ERROR:  extension "pgvector" is not '
+        'available\nDETAIL:  Could not open extension control file "/usr/share/postgresql/'
+        '15/extension/pgvector.control": No such file or directory.\n'
+        "Command was: CREATE EXTENSION IF NOT EXISTS pgvector WITH SCHEMA public;\n"
+    )
     finding = _restorer(tmp_path).classify(stderr, "pre-data")
     assert finding.details["cause"] == "missing_extension"
     assert finding.details["extensions"] == ["pgvector"]
@@ -246,7 +302,8 @@ def test_an_extension_failing_during_the_restore_is_missing_extension(tmp_path):
 def test_an_unrecognised_error_is_a_plain_restore_error_naming_the_section(tmp_path):
     finding = _restorer(tmp_path).classify(
         'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n',
-        "post-data")
+        "post-data",
+    )
     assert finding.details["cause"] == "restore_error"
     assert "post-data" in finding.summary and 'relation "x" already exists' in finding.summary
     assert finding.to_dict()["severity"] == "P2"
@@ -256,7 +313,14 @@ def test_a_step_failure_gives_the_findings_own_next_step():
     from busflow_verify.core.failures import Finding
     from busflow_verify.defs.findings import fail_step
 
-    failure = fail_step(Finding("RESTORE_FAILED", "the dump needs file_fdw",
-                                next_step="Add file_fdw to producer.env, if production uses it."))
-    assert failure.description.endswith("Next: Add file_fdw to producer.env, if production uses it.")
+    failure = fail_step(
+        Finding(
+            "RESTORE_FAILED",
+            "the dump needs file_fdw",
+            next_step="Add file_fdw to producer.env, if production uses it.",
+        )
+    )
+    assert failure.description.endswith(
+        "Next: Add file_fdw to producer.env, if production uses it."
+    )
     assert "Walk F2" not in failure.description  # the catalogue's generic step is overridden

@@ -107,8 +107,11 @@ NEXT_RUN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("schedule, after, expected", NEXT_RUN_CASES,
-                         ids=[f"{c[0]!r}@{c[1]:%Y%m%dT%H%M%S}" for c in NEXT_RUN_CASES])
+@pytest.mark.parametrize(
+    "schedule, after, expected",
+    NEXT_RUN_CASES,
+    ids=[f"{c[0]!r}@{c[1]:%Y%m%dT%H%M%S}" for c in NEXT_RUN_CASES],
+)
 def test_next_run(schedule, after, expected):
     got = next_run(schedule, after)
     assert got == expected
@@ -154,8 +157,9 @@ BAD_SCHEDULES = [
 ]
 
 
-@pytest.mark.parametrize("schedule, message", BAD_SCHEDULES,
-                         ids=[repr(c[0]) for c in BAD_SCHEDULES])
+@pytest.mark.parametrize(
+    "schedule, message", BAD_SCHEDULES, ids=[repr(c[0]) for c in BAD_SCHEDULES]
+)
 def test_bad_schedule_raises_naming_it(schedule, message):
     with pytest.raises(ScheduleError) as caught:
         next_run(schedule, FRI)
@@ -183,27 +187,46 @@ def _brute_force(schedule, after, max_minutes):
     t = after.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     for _ in range(max_minutes):
         last = (t.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
-        if (t.minute in cron.minutes and t.hour in cron.hours and t.month in cron.months
-                and cronschedule._day_matches(cron, t.date(), last.day)):
+        if (
+            t.minute in cron.minutes
+            and t.hour in cron.hours
+            and t.month in cron.months
+            and cronschedule._day_matches(cron, t.date(), last.day)
+        ):
             return t
         t += dt.timedelta(minutes=1)
     raise AssertionError("no run within the brute-force window")
 
 
-@pytest.mark.parametrize("schedule", [
-    "*/7 */5 * * *", "13 2,14 * * *", "0 0 $,1,5,10,15,20,25 * *", "45 23 * * 0", "0 12 1,15 * WED",
-    "*/20 3-5 */3 * *", "59 23 * * *", "0 0 * * 1-5",
-])
-@pytest.mark.parametrize("after", [
-    at(2026, 11, 20, 12, 0), at(2027, 2, 27, 23, 58, 59), at(2028, 2, 28, 4, 59, 1),
-    at(2026, 12, 31, 23, 59),
-])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "*/7 */5 * * *",
+        "13 2,14 * * *",
+        "0 0 $,1,5,10,15,20,25 * *",
+        "45 23 * * 0",
+        "0 12 1,15 * WED",
+        "*/20 3-5 */3 * *",
+        "59 23 * * *",
+        "0 0 * * 1-5",
+    ],
+)
+@pytest.mark.parametrize(
+    "after",
+    [
+        at(2026, 11, 20, 12, 0),
+        at(2027, 2, 27, 23, 58, 59),
+        at(2028, 2, 28, 4, 59, 1),
+        at(2026, 12, 31, 23, 59),
+    ],
+)
 def test_stepping_agrees_with_brute_force(schedule, after):
     assert next_run(schedule, after) == _brute_force(schedule, after, 8 * 24 * 60)
 
 
-@pytest.mark.parametrize("schedule", ["0 0 29 2 *", "0 0 30 2 *", "0 0 31 2,4,6,9,11 *",
-                                      "0 0 $ 2 MON"])
+@pytest.mark.parametrize(
+    "schedule", ["0 0 29 2 *", "0 0 30 2 *", "0 0 31 2,4,6,9,11 *", "0 0 $ 2 MON"]
+)
 def test_worst_cases_are_fast(schedule):
     next_run(schedule, FRI)  # parse once (cached)
     best = min(_timed(lambda: next_run(schedule, FRI)) for _ in range(5))
@@ -217,20 +240,55 @@ def _timed(fn):
 
 
 JOBS = [
-    {"jobname": "tenant-scrub", "schedule": "0 4 * * *", "database": "busflow",
-     "active": True, "command": "CALL scrub_tenants()"},
-    {"jobname": "vacuum-hourly", "schedule": "@hourly", "database": "busflow",
-     "active": True, "command": "VACUUM"},
-    {"jobname": "old-purge", "schedule": "*/5 * * * *", "database": "busflow",
-     "active": False, "command": "DELETE FROM old"},
-    {"jobname": "broken", "schedule": "0 0 * * * *", "database": "busflow",
-     "active": True, "command": "SELECT 1"},
-    {"jobname": "heartbeat", "schedule": "30 seconds", "database": "postgres",
-     "active": True, "command": "SELECT 1"},
-    {"jobname": "on-boot", "schedule": "@reboot", "database": "postgres",
-     "active": True, "command": "SELECT 1"},
-    {"jobname": "payroll", "schedule": "0 12 $ * *", "database": "busflow",
-     "active": True, "command": "CALL payroll()"},
+    {
+        "jobname": "tenant-scrub",
+        "schedule": "0 4 * * *",
+        "database": "busflow",
+        "active": True,
+        "command": "CALL scrub_tenants()",
+    },
+    {
+        "jobname": "vacuum-hourly",
+        "schedule": "@hourly",
+        "database": "busflow",
+        "active": True,
+        "command": "VACUUM",
+    },
+    {
+        "jobname": "old-purge",
+        "schedule": "*/5 * * * *",
+        "database": "busflow",
+        "active": False,
+        "command": "DELETE FROM old",
+    },
+    {
+        "jobname": "broken",
+        "schedule": "0 0 * * * *",
+        "database": "busflow",
+        "active": True,
+        "command": "SELECT 1",
+    },
+    {
+        "jobname": "heartbeat",
+        "schedule": "30 seconds",
+        "database": "postgres",
+        "active": True,
+        "command": "SELECT 1",
+    },
+    {
+        "jobname": "on-boot",
+        "schedule": "@reboot",
+        "database": "postgres",
+        "active": True,
+        "command": "SELECT 1",
+    },
+    {
+        "jobname": "payroll",
+        "schedule": "0 12 $ * *",
+        "database": "busflow",
+        "active": True,
+        "command": "CALL payroll()",
+    },
 ]
 
 
@@ -242,26 +300,43 @@ def test_describe_next_orders_by_next_run_with_none_last():
         ("tenant-scrub", "2026-11-21T04:00:00Z", None),
         ("payroll", "2026-11-30T12:00:00Z", None),
         ("old-purge", None, "inactive"),
-        ("broken", None, "pg_cron schedule '0 0 * * * *': expected 5 fields "
-                         "(minute hour day-of-month month day-of-week), got 6"),
+        (
+            "broken",
+            None,
+            "pg_cron schedule '0 0 * * * *': expected 5 fields "
+            "(minute hour day-of-month month day-of-week), got 6",
+        ),
         ("on-boot", None, None),
     ]
     assert all(set(r) == {"jobname", "schedule", "next_run_utc", "error"} for r in rows)
     assert rows[0]["schedule"] == "30 seconds"
 
 
-@pytest.mark.parametrize("jobs, expected", [
-    ([], []),
-    ([{"jobname": "a", "schedule": "0 0 30 2 *", "active": True}], [("a", None, None)]),
-    ([{"jobname": "b", "schedule": "@daily"}], [("b", "2026-11-21T00:00:00Z", None)]),
-    ([{"jobname": "c", "schedule": "not a cron", "active": False}], [("c", None, "inactive")]),
-    ([{"jobname": "d", "schedule": None, "active": True}],
-     [("d", None, "pg_cron schedule None: not a string")]),
-    ([{"jobname": "x", "schedule": "0 5 * * *"}, {"jobname": "y", "schedule": "0 5 * * *"},
-      {"jobname": "z", "schedule": "0 4 * * *"}],
-     [("z", "2026-11-21T04:00:00Z", None), ("x", "2026-11-21T05:00:00Z", None),
-      ("y", "2026-11-21T05:00:00Z", None)]),
-])
+@pytest.mark.parametrize(
+    "jobs, expected",
+    [
+        ([], []),
+        ([{"jobname": "a", "schedule": "0 0 30 2 *", "active": True}], [("a", None, None)]),
+        ([{"jobname": "b", "schedule": "@daily"}], [("b", "2026-11-21T00:00:00Z", None)]),
+        ([{"jobname": "c", "schedule": "not a cron", "active": False}], [("c", None, "inactive")]),
+        (
+            [{"jobname": "d", "schedule": None, "active": True}],
+            [("d", None, "pg_cron schedule None: not a string")],
+        ),
+        (
+            [
+                {"jobname": "x", "schedule": "0 5 * * *"},
+                {"jobname": "y", "schedule": "0 5 * * *"},
+                {"jobname": "z", "schedule": "0 4 * * *"},
+            ],
+            [
+                ("z", "2026-11-21T04:00:00Z", None),
+                ("x", "2026-11-21T05:00:00Z", None),
+                ("y", "2026-11-21T05:00:00Z", None),
+            ],
+        ),
+    ],
+)
 def test_describe_next_edge_rows(jobs, expected):
     rows = describe_next(jobs, FRI)
     assert [(r["jobname"], r["next_run_utc"], r["error"]) for r in rows] == expected

@@ -5,7 +5,7 @@ import dagster as dg
 from busflow_verify.definitions import build_defs
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.records import JOB_NAME
+from busflow_verify.defs.run_history import JOB_NAME
 
 CHAIN = ["dump_object", "size_check", "restored_db", "row_count_report", "orphan_report"]
 
@@ -27,10 +27,16 @@ def test_every_check_is_partitioned_like_its_asset_and_carries_the_runbook():
         node = graph.get(key)
         assert node.partitions_def == nightly_dump_partitions
         assert graph.get(key.asset_key).partitions_def == nightly_dump_partitions
-        assert {"runbook_code", "runbook_name", "severity", "escalate_to",
-                "runbook_section"} <= set(node.metadata)
-    orphan = graph.get(dg.AssetCheckKey(dg.AssetKey("orphan_report"),
-                                        "soft_fk_orphans_within_allowlist"))
+        assert {
+            "runbook_code",
+            "runbook_name",
+            "severity",
+            "escalate_to",
+            "runbook_section",
+        } <= set(node.metadata)
+    orphan = graph.get(
+        dg.AssetCheckKey(dg.AssetKey("orphan_report"), "soft_fk_orphans_within_allowlist")
+    )
     assert orphan.metadata["runbook_code"] == "F3"
     assert orphan.metadata["escalate_to"] == "@data-oncall, @security-oncall"
     assert graph.get(dg.AssetCheckKey(dg.AssetKey("restored_db"), "restore_succeeded")).blocking

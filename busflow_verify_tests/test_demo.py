@@ -11,8 +11,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_make_demo_verifies_the_newest_date_and_catches_the_planted_problem(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "busflow_verify.demo"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "busflow_verify.demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     newest, planted = proc.stdout.split("=== the date with a planted problem")
     assert ": VERIFIED" in newest

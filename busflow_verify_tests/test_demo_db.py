@@ -18,8 +18,14 @@ from botocore.config import Config
 
 from busflow_verify.core.pgcluster import DisposablePostgres
 from busflow_verify.core.servers import installed
-from busflow_verify.demo.busflow_db import (CRON_JOB, EXTENSIONS, TABLES, build_day,
-                                            supported_extensions, write_nightly_dumps)
+from busflow_verify.demo.busflow_db import (
+    CRON_JOB,
+    EXTENSIONS,
+    TABLES,
+    build_day,
+    supported_extensions,
+    write_nightly_dumps,
+)
 from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
 pytestmark = pytest.mark.e2e
@@ -47,10 +53,18 @@ def db(source_pg):
 
 
 def _client(server: RcloneS3Server, **overrides):
-    args = {"endpoint_url": server.endpoint, "region_name": "us-east-1",
-            "aws_access_key_id": server.access_key, "aws_secret_access_key": server.secret_key,
-            "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                             connect_timeout=2, read_timeout=10)}
+    args = {
+        "endpoint_url": server.endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": server.access_key,
+        "aws_secret_access_key": server.secret_key,
+        "config": Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            connect_timeout=2,
+            read_timeout=10,
+        ),
+    }
     return boto3.client("s3", **{**args, **overrides})
 
 
@@ -58,7 +72,8 @@ def _error_code(call) -> tuple[str, int]:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         call()
     return err.value.response["Error"]["Code"], err.value.response["ResponseMetadata"][
-        "HTTPStatusCode"]
+        "HTTPStatusCode"
+    ]
 
 
 def test_every_night_grows_and_the_same_seed_gives_the_same_counts(db):
@@ -80,12 +95,15 @@ def test_baseline_orphans_are_few_and_logged_the_planted_surge_is_not(db):
     assert 0 < baseline < 200
     # the baseline comes from the scrubbed tenant, whose scrub-log entry records the tombstones
     scrubbed, tombstoned = db.execute(
-        "SELECT tenant_id, rows_tombstoned FROM public.tenant_scrub_logs").fetchone()
+        "SELECT tenant_id, rows_tombstoned FROM public.tenant_scrub_logs"
+    ).fetchone()
     assert tombstoned > 0
-    assert db.execute("""SELECT count(DISTINCT m.tenant_id) = 1 AND min(m.tenant_id) = %s
+    assert db.execute(
+        """SELECT count(DISTINCT m.tenant_id) = 1 AND min(m.tenant_id) = %s
                          FROM communications.messages m WHERE m.booking_id IS NOT NULL AND NOT
                          EXISTS (SELECT 1 FROM commerce.bookings b WHERE b.id = m.booking_id)""",
-                      (scrubbed,)).fetchone()[0]
+        (scrubbed,),
+    ).fetchone()[0]
 
     build_day(db, 1, planted="orphan_surge")
     assert db.execute(ORPHAN_MESSAGES).fetchone()[0] > 200
@@ -127,8 +145,10 @@ def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tm
         os.truncate(big, 11 * 10**9)  # sparse: a realistic size, no disk
         client = _client(server)
 
-        listed = {o["Key"]: o["Size"] for o in
-                  client.list_objects_v2(Bucket="busflow-backups")["Contents"]}
+        listed = {
+            o["Key"]: o["Size"]
+            for o in client.list_objects_v2(Bucket="busflow-backups")["Contents"]
+        }
         assert listed == {key: 1000, big.name: 11 * 10**9}
         assert client.head_object(Bucket="busflow-backups", Key=key)["ContentLength"] == 1000
         body = client.get_object(Bucket="busflow-backups", Key=key)["Body"].read()
@@ -138,14 +158,19 @@ def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tm
         assert head["ETag"].strip('"') == ""  # no MD5 ETag: HEAD does not read the 11 GB
 
         assert _error_code(lambda: client.get_object(Bucket="busflow-backups", Key="nope")) == (
-            "NoSuchKey", 404)
+            "NoSuchKey",
+            404,
+        )
         assert _error_code(lambda: client.head_object(Bucket="busflow-backups", Key="nope")) == (
-            "404", 404)  # HEAD has no body, so no S3 error code
-        assert _error_code(lambda: client.list_objects_v2(Bucket="absent")) == (
-            "NoSuchBucket", 404)
+            "404",
+            404,
+        )  # HEAD has no body, so no S3 error code
+        assert _error_code(lambda: client.list_objects_v2(Bucket="absent")) == ("NoSuchBucket", 404)
         wrong_secret = _client(server, aws_secret_access_key="not-the-secret")
         assert _error_code(lambda: wrong_secret.list_objects_v2(Bucket="busflow-backups")) == (
-            "SignatureDoesNotMatch", 403)
+            "SignatureDoesNotMatch",
+            403,
+        )
 
         port = server.port
         server.stop()
@@ -164,8 +189,9 @@ def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tm
 
 def test_tenants_are_skewed(db):
     build_day(db, 0)
-    sizes = dict(db.execute(
-        "SELECT tenant_id, count(*) FROM commerce.bookings GROUP BY 1").fetchall())
+    sizes = dict(
+        db.execute("SELECT tenant_id, count(*) FROM commerce.bookings GROUP BY 1").fetchall()
+    )
     assert sizes[1] > 5 * sizes[20]
 
 
@@ -175,8 +201,9 @@ def test_mass_delete_drops_messages(db):
     assert dropped < 0.7 * clean
 
 
-@pytest.mark.skipif(not _has_all_extensions(NEWEST),
-                    reason=f"{NEWEST.label} lacks one of {', '.join(EXTENSIONS)}")
+@pytest.mark.skipif(
+    not _has_all_extensions(NEWEST), reason=f"{NEWEST.label} lacks one of {', '.join(EXTENSIONS)}"
+)
 def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
     dates = [dt.date(2026, 11, 19), dt.date(2026, 11, 20)]
     dump = write_nightly_dumps(tmp_path, dates)[-1]  # the second night: the job scheduled once
@@ -184,8 +211,12 @@ def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
         with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE restored")
         target = pg.conninfo("restored")
-        proc = subprocess.run([pg.tool("pg_restore"), "--exit-on-error", *target.libpq_args(),
-                               str(dump)], capture_output=True, text=True, env=target.env())
+        proc = subprocess.run(
+            [pg.tool("pg_restore"), "--exit-on-error", *target.libpq_args(), str(dump)],
+            capture_output=True,
+            text=True,
+            env=target.env(),
+        )
         assert proc.returncode == 0, proc.stderr
         with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
             extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
@@ -193,13 +224,20 @@ def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
 
             # pgvector: a vector(3) column, every 10th message embedded, an HNSW index that a
             # nearest-neighbour query uses
-            assert conn.execute("""
+            assert (
+                conn.execute("""
                 SELECT format_type(atttypid, atttypmod) FROM pg_attribute
                 WHERE attrelid = 'communications.messages'::regclass AND attname = 'embedding'
-                """).fetchone()[0] == "vector(3)"
-            [indexdef] = [r[0] for r in conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'communications' "
-                "AND indexdef LIKE '%USING hnsw%'")]
+                """).fetchone()[0]
+                == "vector(3)"
+            )
+            [indexdef] = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = 'communications' "
+                    "AND indexdef LIKE '%USING hnsw%'"
+                )
+            ]
             assert "(embedding vector_l2_ops)" in indexdef
             embedded, tenth, wrong = conn.execute("""
                 SELECT count(embedding), count(*) FILTER (WHERE mod(id, 10) = 0),
@@ -208,12 +246,19 @@ def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
                            END)
                 FROM communications.messages""").fetchone()
             assert embedded == tenth > 500 and wrong == 0
-            assert conn.execute("SELECT embedding::text FROM communications.messages "
-                                "WHERE id = 10").fetchone()[0].startswith("[3,10,")
+            assert (
+                conn.execute("SELECT embedding::text FROM communications.messages WHERE id = 10")
+                .fetchone()[0]
+                .startswith("[3,10,")
+            )
             conn.execute("SET enable_seqscan = off")
-            plan = "\n".join(r[0] for r in conn.execute(
-                "EXPLAIN SELECT id FROM communications.messages "
-                "ORDER BY embedding <-> '[1,2,3]' LIMIT 5"))
+            plan = "\n".join(
+                r[0]
+                for r in conn.execute(
+                    "EXPLAIN SELECT id FROM communications.messages "
+                    "ORDER BY embedding <-> '[1,2,3]' LIMIT 5"
+                )
+            )
             assert "messages_embedding_hnsw" in plan
 
             # pgcrypto: every booking's token is its SHA-256 prefix, computed again by pgcrypto
@@ -223,14 +268,23 @@ def test_a_restored_demo_dump_carries_pgcrypto_pgvector_and_pg_cron(tmp_path):
                 FROM commerce.bookings""").fetchone()
             assert bookings == tokens > 1000 and mismatched == 0
             first_id, token = conn.execute(
-                "SELECT id, card_token FROM commerce.bookings ORDER BY id LIMIT 1").fetchone()
+                "SELECT id, card_token FROM commerce.bookings ORDER BY id LIMIT 1"
+            ).fetchone()
             assert token == hashlib.sha256(f"card:{first_id}".encode()).hexdigest()[:16]
 
             # pg_cron: the one scrub job, as the source scheduled it (never launched here)
             assert conn.execute(
                 "SELECT jobid, jobname, schedule, command, database, active FROM cron.job"
-            ).fetchall() == [(1, CRON_JOB, "0 4 * * *",
-                              "DELETE FROM public.tenant_scrub_logs WHERE false", "busflow", True)]
+            ).fetchall() == [
+                (
+                    1,
+                    CRON_JOB,
+                    "0 4 * * *",
+                    "DELETE FROM public.tenant_scrub_logs WHERE false",
+                    "busflow",
+                    True,
+                )
+            ]
             assert conn.execute("SHOW cron.launch_active_jobs").fetchone()[0] == "off"
 
 
@@ -249,14 +303,19 @@ def test_extensions_a_database_cannot_have_are_left_out(db):
             admin.execute("CREATE DATABASE busflow")
             preloaded = "pg_cron" in admin.execute("SHOW shared_preload_libraries").fetchone()[0]
         with psycopg.connect(**pg.conninfo("busflow").kwargs(), autocommit=True) as conn:
-            has = [e for e in EXTENSIONS if e in server.extensions
-                   and (e != "pg_cron" or preloaded)]
+            has = [
+                e for e in EXTENSIONS if e in server.extensions and (e != "pg_cron" or preloaded)
+            ]
             assert supported_extensions(conn) == has
             assert build_day(conn, 0) == build_day(db, 0)  # the same rows either way
             names = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
             assert names - {"plpgsql"} == set(has)
-            columns = {r[0] for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attnum > 0 AND attrelid IN "
-                "('communications.messages'::regclass, 'commerce.bookings'::regclass)")}
+            columns = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attnum > 0 AND attrelid IN "
+                    "('communications.messages'::regclass, 'commerce.bookings'::regclass)"
+                )
+            }
             assert ("embedding" in columns) == ("vector" in has)
             assert ("card_token" in columns) == ("pgcrypto" in has)

@@ -19,8 +19,9 @@ KEY = "pg_dump_20261120_0100.dump"
 @pytest.fixture
 def bucket(s3, request):
     name = "dl-" + request.node.name[-20:].lower().replace("_", "-")
-    client = S3Endpoint(endpoint_url=s3.endpoint, access_key_id=ACCESS_KEY,
-                        secret_access_key=SECRET_KEY).client()
+    client = S3Endpoint(
+        endpoint_url=s3.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
+    ).client()
     return name, s3.bucket_dir(name), client
 
 
@@ -30,8 +31,12 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
     data = os.urandom(640 * 1024 - 7)
     (folder / KEY).write_bytes(data)
     lines = []
-    dest = dl.download(client, DumpObject(name, KEY, len(data), "", "primary", "", ""),
-                       tmp_path / "dump", report=lines.append)
+    dest = dl.download(
+        client,
+        DumpObject(name, KEY, len(data), "", "primary", "", ""),
+        tmp_path / "dump",
+        report=lines.append,
+    )
     assert dest.read_bytes() == data
     assert [line.split("(")[1].split(")")[0] for line in lines][-1] == "100%"
     assert 2 <= len(lines) <= 5 and all(line.startswith(f"downloading {KEY}: ") for line in lines)
@@ -40,7 +45,9 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
 def test_an_object_shorter_than_head_said_is_a_download_error(bucket, tmp_path):
     name, folder, client = bucket
     (folder / KEY).write_bytes(b"x" * 1000)
-    with pytest.raises(dl.DownloadError, match=rf"s3://{name}/{KEY} ends before byte 1000, "
-                                               "short of the 1500 bytes HEAD said"):
-        dl.download(client, DumpObject(name, KEY, 1500, "", "primary", "", ""),
-                    tmp_path / "dump")
+    with pytest.raises(
+        dl.DownloadError,
+        match=rf"s3://{name}/{KEY} ends before byte 1000, "
+        "short of the 1500 bytes HEAD said",
+    ):
+        dl.download(client, DumpObject(name, KEY, 1500, "", "primary", "", ""), tmp_path / "dump")

@@ -16,9 +16,9 @@ DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 
 
-def test_primary_stopped_fallback_serves_and_the_day_is_verified(harness, make_dump,
-                                                                 fallback_s3, monkeypatch,
-                                                                 tmp_path):
+def test_primary_stopped_fallback_serves_and_the_day_is_verified(
+    harness, make_dump, fallback_s3, monkeypatch, tmp_path
+):
     harness.put(KEY, make_dump())
     harness.mirror_to(fallback_s3, monkeypatch)
     primary = RcloneS3Server(tmp_path / "primary", access_key=ACCESS_KEY, secret_key=SECRET_KEY)
@@ -34,7 +34,10 @@ def test_primary_stopped_fallback_serves_and_the_day_is_verified(harness, make_d
     assert verdict["failures"] == []
     [notice] = verdict["notices"]
     assert (notice["code"], notice["name"], notice["severity"]) == (
-        "F5", "OFFSITE_ENDPOINT_DOWN", "info")
+        "F5",
+        "OFFSITE_ENDPOINT_DOWN",
+        "info",
+    )
     assert "primary" in notice["summary"]
     states = {c["check"]: c["passed"] for c in verdict["checks"]}
     assert states["dump_object:offsite_endpoint_reachable"] is False  # WARN: informational
@@ -48,14 +51,18 @@ def test_both_endpoints_down_is_f5_p1_dump_inaccessible(harness, monkeypatch):
     assert code == 1 and verdict["verified"] is False
     [failure] = verdict["failures"]
     assert (failure["code"], failure["severity"], failure["escalate_to"]) == (
-        "F5", "P1", ["@infra-oncall"])
+        "F5",
+        "P1",
+        ["@infra-oncall"],
+    )
     assert failure["summary"].startswith("dump inaccessible")
     assert "halt any pending cutover" in failure["summary"]
     assert [e["endpoint"] for e in failure["details"]["endpoints"]] == ["primary", "fallback"]
 
 
-def test_a_missing_dump_on_a_reachable_primary_does_not_fall_back(harness, fallback_s3,
-                                                                  monkeypatch):
+def test_a_missing_dump_on_a_reachable_primary_does_not_fall_back(
+    harness, fallback_s3, monkeypatch
+):
     (fallback_s3.bucket_dir(harness.bucket) / KEY).write_bytes(b"only on the mirror")
     monkeypatch.setenv("BACKUP_FALLBACK_ENDPOINT", fallback_s3.endpoint)
     harness.bucket_dir.mkdir(exist_ok=True)
@@ -65,7 +72,8 @@ def test_a_missing_dump_on_a_reachable_primary_does_not_fall_back(harness, fallb
 
 
 def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h(
-        harness, make_dump, fallback_s3, monkeypatch):
+    harness, make_dump, fallback_s3, monkeypatch
+):
     import datetime as dt
 
     import dagster as dg
@@ -97,8 +105,9 @@ def test_the_primary_outage_is_remembered_across_runs_and_needs_a_dpia_after_24h
     assert notice["details"]["dpia_note_required"] is True
 
 
-def test_both_down_halts_cutover_until_a_verified_dump_is_promoted(harness, make_dump,
-                                                                    monkeypatch, slack):
+def test_both_down_halts_cutover_until_a_verified_dump_is_promoted(
+    harness, make_dump, monkeypatch, slack
+):
     harness.put(KEY, make_dump())
     live_primary = harness.s3.endpoint
     monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", f"http://127.0.0.1:{free_port()}")

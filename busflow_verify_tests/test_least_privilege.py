@@ -26,8 +26,10 @@ pytestmark = pytest.mark.e2e
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 APP = "lp_app"  # production's application role: no superuser
-SECRETS = {"BACKUP_SECRET_ACCESS_KEY": "s3-secret-do-not-leak",
-           "SLACK_OPS_WEBHOOK": "https://hooks.slack.invalid/services/T0/B0/do-not-leak"}
+SECRETS = {
+    "BACKUP_SECRET_ACCESS_KEY": "s3-secret-do-not-leak",
+    "SLACK_OPS_WEBHOOK": "https://hooks.slack.invalid/services/T0/B0/do-not-leak",
+}
 
 HOSTILE = """
 CREATE SCHEMA s;
@@ -46,11 +48,14 @@ INSERT INTO s.t SELECT g, g FROM generate_series(1, 50) g;
 """
 SHAPES = {  # where the function hangs, and the object the finding must name
     "check_constraint": ({"check": "CHECK (s.looks_harmless(v))"}, "TABLE DATA s.t"),
-    "functional_index": ({"extra": "CREATE INDEX t_probe ON s.t (s.looks_harmless(v));"},
-                         "INDEX s.t_probe"),
-    "materialized_view": ({"extra": "CREATE MATERIALIZED VIEW s.mv AS SELECT id FROM s.t "
-                                    "WHERE s.looks_harmless(v);"},
-                          "MATERIALIZED VIEW DATA s.mv"),
+    "functional_index": (
+        {"extra": "CREATE INDEX t_probe ON s.t (s.looks_harmless(v));"},
+        "INDEX s.t_probe",
+    ),
+    "materialized_view": (
+        {"extra": "CREATE MATERIALIZED VIEW s.mv AS SELECT id FROM s.t WHERE s.looks_harmless(v);"},
+        "MATERIALIZED VIEW DATA s.mv",
+    ),
 }
 # Runs when anyone but production's own role calls it: the restore role trips over it.
 NOT_PRODUCTION = f"current_user <> '{APP}'"
@@ -70,26 +75,34 @@ def canary():
     folder.rmdir()
 
 
-def hostile_dump(pg: DisposablePostgres, out: Path, shape: str, condition: str,
-                 canary: Path) -> Path:
+def hostile_dump(
+    pg: DisposablePostgres, out: Path, shape: str, condition: str, canary: Path
+) -> Path:
     """A database built by the unprivileged APP role, and its pg_dump -Fc."""
     params, _ = SHAPES[shape]
     dbname = f"lp_{shape}_{'su' if condition == ONLY_SUPERUSER else 'np'}"
     with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute(f"DO $$ BEGIN CREATE ROLE {APP} LOGIN; "
-                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute(
+            f"DO $$ BEGIN CREATE ROLE {APP} LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname),
-                                                                  sql.Identifier(APP)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dbname), sql.Identifier(APP)
+            )
+        )
     app = pg.conninfo(dbname)
     app.user = APP
-    script = HOSTILE.format(condition=condition, canary=canary,
-                            **{"check": "", "extra": "", **params})
+    script = HOSTILE.format(
+        condition=condition, canary=canary, **{"check": "", "extra": "", **params}
+    )
     with psycopg.connect(**app.kwargs(), autocommit=True) as conn:
         conn.execute(script)
     dump = out / f"{dbname}.dump"
-    subprocess.run([pg.tool("pg_dump"), "-Fc", *pg.conninfo(dbname).libpq_args(), "-f",
-                    str(dump)], check=True)
+    subprocess.run(
+        [pg.tool("pg_dump"), "-Fc", *pg.conninfo(dbname).libpq_args(), "-f", str(dump)], check=True
+    )
     return dump
 
 
@@ -104,7 +117,8 @@ def test_the_canary_is_real(source_pg, tmp_path, canary):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_dump_whose_code_asks_for_superuser_is_a_named_security_finding(
-        harness, source_pg, tmp_path, canary, shape):
+    harness, source_pg, tmp_path, canary, shape
+):
     harness.put(KEY, hostile_dump(source_pg, tmp_path, shape, NOT_PRODUCTION, canary))
     code, verdict = harness.verify(DAY)
     assert not canary.exists(), "the dump's shell command ran on the verify host"
@@ -123,10 +137,10 @@ def test_a_dump_whose_code_asks_for_superuser_is_a_named_security_finding(
 def test_code_that_waits_for_a_superuser_never_gets_one(harness, source_pg, tmp_path, canary):
     """A function that runs its command only for a superuser finds none: the dump restores and
     verifies, and nothing ran."""
-    harness.put(KEY, hostile_dump(source_pg, tmp_path, "functional_index", ONLY_SUPERUSER,
-                                  canary))
-    harness.write_config(allowlist={"soft_fks": [{"child": "s.t.v", "parent": "s.t.id",
-                                                  "max_orphans": 0}]})
+    harness.put(KEY, hostile_dump(source_pg, tmp_path, "functional_index", ONLY_SUPERUSER, canary))
+    harness.write_config(
+        allowlist={"soft_fks": [{"child": "s.t.v", "parent": "s.t.id", "max_orphans": 0}]}
+    )
     code, verdict = harness.verify(DAY)
     assert not canary.exists()
     assert (code, verdict["verified"]) == (0, True), verdict["failures"]
@@ -154,7 +168,8 @@ CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 
 def test_a_clean_dump_with_functions_matviews_rls_and_triggers_verifies_exactly(
-        harness, source_pg, tmp_path):
+    harness, source_pg, tmp_path
+):
     """Row-level security (FORCE included) hides no rows from the counts or the sweep, and
     functions, a functional index, a materialized view and a trigger restore as the owner."""
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
@@ -163,8 +178,16 @@ def test_a_clean_dump_with_functions_matviews_rls_and_triggers_verifies_exactly(
     with psycopg.connect(**source_pg.conninfo("lp_clean").kwargs(), autocommit=True) as conn:
         conn.execute(busflow_sql() + CLEAN_EXTRAS)
     dump = tmp_path / KEY
-    subprocess.run([source_pg.tool("pg_dump"), "-Fc", *source_pg.conninfo("lp_clean").libpq_args(),
-                    "-f", str(dump)], check=True)
+    subprocess.run(
+        [
+            source_pg.tool("pg_dump"),
+            "-Fc",
+            *source_pg.conninfo("lp_clean").libpq_args(),
+            "-f",
+            str(dump),
+        ],
+        check=True,
+    )
     harness.put(KEY, dump)
     code, verdict = harness.verify(DAY)
     assert (code, verdict["verified"]) == (0, True), verdict
@@ -174,7 +197,8 @@ def test_a_clean_dump_with_functions_matviews_rls_and_triggers_verifies_exactly(
 
 
 def test_no_secret_of_the_job_reaches_the_server_or_the_restore_tools(
-        source_pg, make_dump, tmp_path, monkeypatch):
+    source_pg, make_dump, tmp_path, monkeypatch
+):
     """The disposable server (read from /proc/<postmaster>/environ) and pg_restore (a wrapper
     that records its environment, then runs the real one) start from the allow-list."""
     for name, value in SECRETS.items():
@@ -184,8 +208,9 @@ def test_no_secret_of_the_job_reaches_the_server_or_the_restore_tools(
     for tool in source_pg.bin_dir.iterdir():
         (tools / tool.name).symlink_to(tool)
     (tools / "pg_restore").unlink()
-    (tools / "pg_restore").write_text(f'#!/bin/sh\nenv >> {tmp_path}/pg_restore.env\n'
-                                      f'exec {source_pg.bin_dir}/pg_restore "$@"\n')
+    (tools / "pg_restore").write_text(
+        f'#!/bin/sh\nenv >> {tmp_path}/pg_restore.env\nexec {source_pg.bin_dir}/pg_restore "$@"\n'
+    )
     (tools / "pg_restore").chmod(0o755)
     with DisposablePostgres(bin_dir=str(source_pg.bin_dir)) as pg:
         pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
@@ -208,8 +233,16 @@ def test_an_extension_outside_the_allow_list_is_refused_by_name(source_pg, tmp_p
     with psycopg.connect(**source_pg.conninfo("lp_fdw").kwargs(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION file_fdw; CREATE TABLE t(id int)")
     dump = tmp_path / "fdw.dump"
-    subprocess.run([source_pg.tool("pg_dump"), "-Fc", *source_pg.conninfo("lp_fdw").libpq_args(),
-                    "-f", str(dump)], check=True)
+    subprocess.run(
+        [
+            source_pg.tool("pg_dump"),
+            "-Fc",
+            *source_pg.conninfo("lp_fdw").libpq_args(),
+            "-f",
+            str(dump),
+        ],
+        check=True,
+    )
     db = restore_database(source_pg, "lp_fdw_restored")
     restorer = Restorer(dump, KEY, db, source_pg.bin_dir, tmp_path)
     with pytest.raises(FindingError) as err:
@@ -219,22 +252,31 @@ def test_an_extension_outside_the_allow_list_is_refused_by_name(source_pg, tmp_p
     assert "docker/backup/producer.env" in err.value.finding.summary
     assert restorer.report.sections == []
     with psycopg.connect(**db.admin.kwargs()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'file_fdw'"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'file_fdw'"
+        ).fetchone() == (0,)
 
 
-@pytest.mark.parametrize("statement", [
-    "COPY (SELECT 1) TO PROGRAM 'touch {canary}';",
-    "SELECT pg_catalog.lo_export(pg_catalog.lo_import('/etc/hostname'), '{canary}');",
-    "COPY commerce.bookings FROM '/etc/hostname';",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT 1) TO PROGRAM 'touch {canary}';",
+        "SELECT pg_catalog.lo_export(pg_catalog.lo_import('/etc/hostname'), '{canary}');",
+        "COPY commerce.bookings FROM '/etc/hostname';",
+    ],
+)
 def test_a_plain_dump_reaching_outside_the_database_is_refused_before_anything_runs(
-        make_dump, source_pg, tmp_path, canary, statement):
+    make_dump, source_pg, tmp_path, canary, statement
+):
     text = make_dump(fmt="plain").read_text()
     evil = tmp_path / "evil.sql"
-    evil.write_text(text.replace("SET statement_timeout = 0;",
-                                 "SET statement_timeout = 0;\n" + statement.format(canary=canary),
-                                 1))
+    evil.write_text(
+        text.replace(
+            "SET statement_timeout = 0;",
+            "SET statement_timeout = 0;\n" + statement.format(canary=canary),
+            1,
+        )
+    )
     db = restore_database(source_pg, "lp_plain_" + str(abs(hash(statement)) % 10_000))
     with pytest.raises(FindingError) as err:
         Restorer(evil, KEY, db, source_pg.bin_dir, tmp_path).run()
@@ -243,8 +285,9 @@ def test_a_plain_dump_reaching_outside_the_database_is_refused_before_anything_r
     assert details["line"] == text.splitlines().index("SET statement_timeout = 0;") + 2
     assert not canary.exists()
     with psycopg.connect(**db.owner.kwargs()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'commerce'"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'commerce'"
+        ).fetchone() == (0,)
 
 
 def test_the_restore_role_has_no_server_rights(source_pg):
@@ -255,8 +298,10 @@ def test_the_restore_role_has_no_server_rights(source_pg):
             "pg_has_role(current_user, 'pg_execute_server_program', 'USAGE'), "
             "pg_has_role(current_user, 'pg_read_server_files', 'USAGE'), "
             "pg_has_role(current_user, 'pg_write_server_files', 'USAGE') "
-            "FROM pg_roles WHERE rolname = current_user").fetchone()
-        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
-                             "WHERE datname = current_database()").fetchone()[0]
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ).fetchone()[0]
     assert row == (False, False, False, False, True, False, False, False)
     assert owner == db.owner.user

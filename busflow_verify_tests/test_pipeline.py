@@ -7,7 +7,7 @@ import os
 import dagster as dg
 import pytest
 
-from busflow_verify.defs.records import JOB_NAME
+from busflow_verify.defs.run_history import JOB_NAME
 from busflow_verify_tests.conftest import expected_counts
 
 pytestmark = pytest.mark.e2e
@@ -39,9 +39,17 @@ def test_happy_path_verifies_newest_dump_of_the_day(harness, make_dump, fmt):
     assert verdict["failures"] == []
     assert verdict["row_counts"] == expected_counts()
     [orphans] = verdict["orphans"]
-    assert orphans.items() >= {
-        "child": "communications.messages.booking_id", "parent": "commerce.bookings.id",
-        "orphans": 7, "max_orphans": 200, "passed": True, "error": None}.items()
+    assert (
+        orphans.items()
+        >= {
+            "child": "communications.messages.booking_id",
+            "parent": "commerce.bookings.id",
+            "orphans": 7,
+            "max_orphans": 200,
+            "passed": True,
+            "error": None,
+        }.items()
+    )
     assert set(check_states(verdict).values()) == {True}
     sections = ["pre-data", "data", "post-data"] if fmt == "custom" else ["plain"]
     assert [s["section"] for s in verdict["restore"]["sections"]] == sections
@@ -57,13 +65,19 @@ def test_run_is_recorded_in_dagster_home_with_partitioned_checks(harness, make_d
         run = instance.get_run_by_id(verdict["run_id"])
         assert run.job_name == JOB_NAME
         assert run.tags["dagster/partition"] == DAY
-        for asset in ("dump_object", "size_check", "restored_db", "row_count_report",
-                      "orphan_report"):
+        for asset in (
+            "dump_object",
+            "size_check",
+            "restored_db",
+            "row_count_report",
+            "orphan_report",
+        ):
             event = instance.get_latest_materialization_event(dg.AssetKey(asset))
             assert event.dagster_event.partition == DAY, asset
         records = instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(dg.AssetKey("orphan_report"), "soft_fk_orphans_within_allowlist"),
-            limit=5)
+            limit=5,
+        )
         assert len(records) == 1
         assert records[0].event.dagster_event.event_specific_data.partition == DAY
 
@@ -76,8 +90,12 @@ def test_missing_dump_names_bucket_prefix_and_date(harness, monkeypatch):
     assert verdict["verified"] is False
     [failure] = verdict["failures"]
     assert failure["code"] == failure["name"] == "DUMP_MISSING"
-    assert failure["details"] == {"bucket": harness.bucket, "prefix": "nightly/", "date": DAY,
-                                  "endpoint": "primary"}
+    assert failure["details"] == {
+        "bucket": harness.bucket,
+        "prefix": "nightly/",
+        "date": DAY,
+        "endpoint": "primary",
+    }
     assert harness.bucket in failure["summary"] and "nightly/" in failure["summary"]
     assert DAY in failure["summary"]
     assert failure["severity"] == "P1"
@@ -152,19 +170,39 @@ def test_orphan_surge_over_tolerance_is_f3_with_exact_count(harness, make_dump):
     code, verdict = harness.verify(DAY)
     assert code == 1
     [failure] = verdict["failures"]
-    assert (failure["code"], failure["name"], failure["severity"]) == ("F3", "ORPHAN_FK_SURGE", "P2")
+    assert (failure["code"], failure["name"], failure["severity"]) == (
+        "F3",
+        "ORPHAN_FK_SURGE",
+        "P2",
+    )
     assert failure["escalate_to"] == ["@data-oncall", "@security-oncall"]
     assert failure["details"]["surges"][0]["orphans"] == 201
     assert "201 orphans" in failure["summary"]
-    assert verdict["orphans"][0].items() >= {
-        "child": "communications.messages.booking_id", "parent": "commerce.bookings.id",
-        "orphans": 201, "max_orphans": 200, "passed": False, "error": None}.items()
+    assert (
+        verdict["orphans"][0].items()
+        >= {
+            "child": "communications.messages.booking_id",
+            "parent": "commerce.bookings.id",
+            "orphans": 201,
+            "max_orphans": 200,
+            "passed": False,
+            "error": None,
+        }.items()
+    )
 
 
 def test_allowlist_naming_a_missing_column_fails_the_sweep(harness, make_dump):
-    harness.write_config(allowlist={"soft_fks": [
-        {"child": "operations.service_legs.booking_ref", "parent": "commerce.bookings.id",
-         "max_orphans": 0}]})
+    harness.write_config(
+        allowlist={
+            "soft_fks": [
+                {
+                    "child": "operations.service_legs.booking_ref",
+                    "parent": "commerce.bookings.id",
+                    "max_orphans": 0,
+                }
+            ]
+        }
+    )
     harness.put(KEY, make_dump())
     code, verdict = harness.verify(DAY)
     assert code == 1
@@ -209,7 +247,11 @@ def test_unreachable_endpoint_is_f5(harness, monkeypatch):
     code, verdict = harness.verify(DAY)
     assert code == 1
     [failure] = verdict["failures"]
-    assert (failure["code"], failure["name"], failure["severity"]) == ("F5", "OFFSITE_ENDPOINT_DOWN", "P1")
+    assert (failure["code"], failure["name"], failure["severity"]) == (
+        "F5",
+        "OFFSITE_ENDPOINT_DOWN",
+        "P1",
+    )
     assert failure["escalate_to"] == ["@infra-oncall"]
 
 
@@ -259,8 +301,12 @@ def test_size_guard_reads_sizes_without_downloading(harness):
     for day in range(13, 20):
         harness.put_sized(f"pg_dump_202611{day}_0100.dump", 10 * 10**9 + day * 10**7)
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize([dump_object, size_check], partition_key=DAY, instance=instance,
-                                resources=build_resources())
+        result = dg.materialize(
+            [dump_object, size_check],
+            partition_key=DAY,
+            instance=instance,
+            resources=build_resources(),
+        )
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"offsite_endpoint_reachable": True, "size_guard": True}
@@ -284,7 +330,11 @@ def test_copy_corruption_reaches_the_verdict_as_p1_with_table_and_line(harness, 
     assert (failure["code"], failure["severity"]) == ("F2", "P1")
     details = failure["details"]
     assert (details["cause"], details["table"], details["line"], details["column"]) == (
-        "copy_failed", "commerce.bookings", 42, "tenant_id")
+        "copy_failed",
+        "commerce.bookings",
+        42,
+        "tenant_id",
+    )
     assert "Ubicloud" in failure["next_step"]
     assert verdict["restore"]["format"] == "plain"
 
@@ -319,8 +369,9 @@ def test_f1_outlier_whose_rows_did_not_grow_is_step_3_corrupt(harness, make_dump
 
 
 def test_size_guard_can_be_configured_to_stop_before_restoring(harness, make_dump):
-    harness.write_config(verify={"size_guard": {"min_bytes": 10_000_000_000,
-                                                "restore_on_failure": False}})
+    harness.write_config(
+        verify={"size_guard": {"min_bytes": 10_000_000_000, "restore_on_failure": False}}
+    )
     harness.put(KEY, make_dump())
     code, verdict = harness.verify(DAY)
     assert code == 1

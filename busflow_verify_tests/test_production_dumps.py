@@ -42,8 +42,9 @@ def dump_of(pg: DisposablePostgres, dbname: str, script: str, out: Path) -> Path
     with psycopg.connect(**pg.conninfo(dbname).kwargs(), autocommit=True) as conn:
         conn.execute(script)
     dump = out / f"{dbname}.dump"
-    subprocess.run([pg.tool("pg_dump"), "-Fc", *pg.conninfo(dbname).libpq_args(), "-f",
-                    str(dump)], check=True)
+    subprocess.run(
+        [pg.tool("pg_dump"), "-Fc", *pg.conninfo(dbname).libpq_args(), "-f", str(dump)], check=True
+    )
     return dump
 
 
@@ -56,7 +57,8 @@ CREATE INDEX messages_embedding ON communications.messages USING hnsw (embedding
 
 
 def test_a_pg18_dump_with_vector_and_an_hnsw_index_verifies_on_the_default_target(
-        harness, tmp_path):
+    harness, tmp_path
+):
     server = server_with(18, "vector")
     with DisposablePostgres(bin_dir=str(server.bin_dir)) as pg:
         dump = dump_of(pg, "pg18src", busflow_sql() + VECTORS, tmp_path)
@@ -85,8 +87,9 @@ SELECT cron.schedule('tenant-scrub', '0 4 * * *', 'INSERT INTO public.cron_trace
 def test_a_pg15_dump_with_pgcrypto_and_a_pg_cron_job_verifies(harness, tmp_path):
     server = server_with(15, "pgcrypto", "pg_cron")
     server_with(18, "pg_cron")
-    with DisposablePostgres(bin_dir=str(server.bin_dir), cron_database="pg15src",
-                            run_cron_jobs=True) as pg:
+    with DisposablePostgres(
+        bin_dir=str(server.bin_dir), cron_database="pg15src", run_cron_jobs=True
+    ) as pg:
         dump = dump_of(pg, "pg15src", busflow_sql() + SCRUB, tmp_path)
     harness.put(KEY, dump)
     code, verdict = harness.verify("2026-11-20")
@@ -94,9 +97,15 @@ def test_a_pg15_dump_with_pgcrypto_and_a_pg_cron_job_verifies(harness, tmp_path)
     assert verdict["row_counts"] == {**expected_counts(), "public.cron_trace": 0}
     restore = verdict["restore"]
     assert restore["dumped_by"].startswith("15.") and restore["server"]["version"] >= "18"
-    assert restore["cron_jobs"] == [{"jobname": "tenant-scrub", "schedule": "0 4 * * *",
-                                     "database": "pg15src", "active": True,
-                                     "command": "INSERT INTO public.cron_trace VALUES (now())"}]
+    assert restore["cron_jobs"] == [
+        {
+            "jobname": "tenant-scrub",
+            "schedule": "0 4 * * *",
+            "database": "pg15src",
+            "active": True,
+            "command": "INSERT INTO public.cron_trace VALUES (now())",
+        }
+    ]
 
 
 def _restored_job_runs(dump: Path) -> int:
@@ -110,10 +119,15 @@ def _restored_job_runs(dump: Path) -> int:
         restorer.attach(db, target.bin_dir, choice)
         restorer.run()
         with psycopg.connect(**db.admin.kwargs(), autocommit=True) as conn:
-            conn.execute("SELECT cron.alter_job(jobid, schedule := '1 seconds', "
-                         "database := %s, username := %s) FROM cron.job", (RESTORED_DB, RESTORE_ROLE))
-            conn.execute("UPDATE cron.job SET nodename = current_setting('unix_socket_directories'),"
-                         " nodeport = current_setting('port')::int")  # this cluster, not the source
+            conn.execute(
+                "SELECT cron.alter_job(jobid, schedule := '1 seconds', "
+                "database := %s, username := %s) FROM cron.job",
+                (RESTORED_DB, RESTORE_ROLE),
+            )
+            conn.execute(
+                "UPDATE cron.job SET nodename = current_setting('unix_socket_directories'),"
+                " nodeport = current_setting('port')::int"
+            )  # this cluster, not the source
             time.sleep(4)
             return conn.execute("SELECT count(*) FROM public.cron_trace").fetchone()[0]
     finally:
@@ -146,8 +160,9 @@ def pgsodium_for_a_moment():
     share = server.sharedir / "extension"
     files = [share / "pgsodium.control", share / "pgsodium--3.1.9.sql"]
     files[0].write_text("default_version = '3.1.9'\nrelocatable = false\nschema = pgsodium\n")
-    files[1].write_text("CREATE FUNCTION pgsodium.randombytes_random() RETURNS int "
-                        "LANGUAGE sql AS 'SELECT 4';\n")
+    files[1].write_text(
+        "CREATE FUNCTION pgsodium.randombytes_random() RETURNS int LANGUAGE sql AS 'SELECT 4';\n"
+    )
     try:
         yield server, files
     finally:
@@ -156,7 +171,8 @@ def pgsodium_for_a_moment():
 
 
 def test_a_pgsodium_dump_is_an_f2_naming_the_server_and_the_docker_remedy(
-        harness, tmp_path, pgsodium_for_a_moment):
+    harness, tmp_path, pgsodium_for_a_moment
+):
     server, files = pgsodium_for_a_moment
     with DisposablePostgres(bin_dir=str(server.bin_dir)) as pg:
         dump = dump_of(pg, "sodiumsrc", busflow_sql() + "CREATE EXTENSION pgsodium;", tmp_path)
@@ -170,8 +186,10 @@ def test_a_pgsodium_dump_is_an_f2_naming_the_server_and_the_docker_remedy(
     assert failure["details"]["extensions"] == ["pgsodium"]
     summary = failure["summary"]
     assert f"PostgreSQL {server.version}" in summary
-    assert "pgsodium is on no PostgreSQL of this machine (it is in no Debian 12 or PyPI package)" \
+    assert (
+        "pgsodium is on no PostgreSQL of this machine (it is in no Debian 12 or PyPI package)"
         in summary
+    )
     assert "docker target" in summary and "docker/backup/producer.env" in summary
 
 
@@ -183,11 +201,12 @@ def test_f1_names_the_next_run_of_the_last_verified_dumps_scrub_job(harness, tmp
     code, verdict = harness.verify("2026-11-19")
     assert (code, verdict["verified"]) == (0, True), verdict["failures"]
     harness.put("pg_dump_20261120_0100.dump", dump)
-    harness.write_config(min_bytes=10 ** 9)  # today's dump is "too small": F1 SIZE_SHRUNK
+    harness.write_config(min_bytes=10**9)  # today's dump is "too small": F1 SIZE_SHRUNK
     code, verdict = harness.verify("2026-11-20")
     [f1] = [f for f in verdict["failures"] if f["code"] == "F1"]
     deadline = f1["details"]["scrub_deadline"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT04:00:00Z", deadline["next_run_utc"])
-    assert (f"Re-run pg_dump before {deadline['next_run_utc']} (UTC): the next run of the pg_cron "
-            "scrub job tenant-scrub (0 4 * * *) recorded in the last verified dump (2026-11-19)"
-            ) in f1["next_step"]
+    assert (
+        f"Re-run pg_dump before {deadline['next_run_utc']} (UTC): the next run of the pg_cron "
+        "scrub job tenant-scrub (0 4 * * *) recorded in the last verified dump (2026-11-19)"
+    ) in f1["next_step"]

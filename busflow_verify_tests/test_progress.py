@@ -21,13 +21,15 @@ def assert_progress_lines(text: str, key: str, size: int) -> None:
     """What a verify of `key` (a custom dump of the test database) reports while it runs: bytes
     downloaded of the total with the rate, each restore section, tables counted, sweeps done."""
     total = re.escape(human_bytes(size))
-    assert re.search(rf"downloading {re.escape(key)}: {total} of {total} \(100%\), "
-                     r"[\d.,]+ [KMG]?B/s", text), text
+    assert re.search(
+        rf"downloading {re.escape(key)}: {total} of {total} \(100%\), "
+        r"[\d.,]+ [KMG]?B/s",
+        text,
+    ), text
     for section in ("pre-data", "data", "post-data"):
         assert f"restoring {section} of {key}" in text
     assert "VACUUM ANALYZE and count: 5 of 5 tables (100%)" in text
-    assert ("sweep 1 of 1 done: communications.messages.booking_id -> commerce.bookings.id"
-            in text)
+    assert "sweep 1 of 1 done: communications.messages.booking_id -> commerce.bookings.id" in text
 
 
 def test_progress_says_each_tenth_a_stall_and_the_end_once():
@@ -46,27 +48,34 @@ def test_progress_says_each_tenth_a_stall_and_the_end_once():
     progress.maybe_report()
     now[0] = 60.0
     progress.maybe_report()  # finished and said: nothing more
-    assert lines == ["downloading k: 110 B of 1.0 KB (11%), 110 B/s",
-                     "downloading k: 110 B of 1.0 KB (11%), 9 B/s",
-                     "downloading k: 1.0 KB of 1.0 KB (100%), 83 B/s"]
+    assert lines == [
+        "downloading k: 110 B of 1.0 KB (11%), 110 B/s",
+        "downloading k: 110 B of 1.0 KB (11%), 9 B/s",
+        "downloading k: 1.0 KB of 1.0 KB (100%), 83 B/s",
+    ]
 
 
 def test_work_counted_by_threads_is_reported_by_the_waiting_one():
     from concurrent.futures import ThreadPoolExecutor
 
     lines, threads = [], set()
-    progress = Progress("VACUUM ANALYZE and count", 8, lambda line: (
-        lines.append(line), threads.add(threading.get_ident())), unit="tables", step=0.25)
+    progress = Progress(
+        "VACUUM ANALYZE and count",
+        8,
+        lambda line: (lines.append(line), threads.add(threading.get_ident())),
+        unit="tables",
+        step=0.25,
+    )
     with ThreadPoolExecutor(2) as pool:
-        progress.watch([pool.submit(lambda: [progress.add(1) for _ in range(4)])
-                        for _ in range(2)])
+        progress.watch([pool.submit(lambda: [progress.add(1) for _ in range(4)]) for _ in range(2)])
     assert lines[-1] == "VACUUM ANALYZE and count: 8 of 8 tables (100%)"
     assert 1 <= len(lines) <= 4 and threads == {threading.get_ident()}
 
 
 @pytest.mark.e2e
 def test_a_run_reports_progress_in_its_event_log_and_json_stdout_stays_one_object(
-        harness, make_dump, capsys):
+    harness, make_dump, capsys
+):
     harness.put(KEY, make_dump())
     code = cli.main(["verify", "--date", DAY, "--json"])  # default log level INFO
     out, err = capsys.readouterr()

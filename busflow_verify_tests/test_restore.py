@@ -46,8 +46,7 @@ def source(source_pg, tmp_path_factory):
     with psycopg.connect(**source_pg.conninfo("f2src").kwargs(), autocommit=True) as conn:
         conn.execute(SOURCE_SQL)
     args = [source_pg.tool("pg_dump"), *source_pg.conninfo("f2src").libpq_args(), "-Z0"]
-    for fmt, name in (("c", "custom.dump"), ("p", "plain.sql"), ("t", "tar.dump"),
-                      ("d", "dir")):
+    for fmt, name in (("c", "custom.dump"), ("p", "plain.sql"), ("t", "tar.dump"), ("d", "dir")):
         subprocess.run([*args, f"-F{fmt}", "-f", str(out / name)], check=True)
     with tarfile.open(out / "dir.tar", "w") as tar:
         tar.add(out / "dir", arcname="pg_dump_20261120_0100")
@@ -86,9 +85,13 @@ def restore(path: Path, target, source_pg, tmp_path):
 
 def tables_in(db) -> list[str]:
     with psycopg.connect(**db.owner.kwargs()) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT schemaname || '.' || tablename FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            )
+        ]
 
 
 def count(db, table: str) -> int:
@@ -96,13 +99,16 @@ def count(db, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-@pytest.mark.parametrize("name, kind, sections", [
-    ("custom.dump", "custom", ["pre-data", "data", "post-data"]),
-    ("tar.dump", "tar", ["pre-data", "data", "post-data"]),
-    ("dir.tar", "directory_tar", ["pre-data", "data", "post-data"]),
-    ("plain.sql", "plain", ["plain"]),
-    ("plain.sql.gz", "plain_gzip", ["plain"]),
-])
+@pytest.mark.parametrize(
+    "name, kind, sections",
+    [
+        ("custom.dump", "custom", ["pre-data", "data", "post-data"]),
+        ("tar.dump", "tar", ["pre-data", "data", "post-data"]),
+        ("dir.tar", "directory_tar", ["pre-data", "data", "post-data"]),
+        ("plain.sql", "plain", ["plain"]),
+        ("plain.sql.gz", "plain_gzip", ["plain"]),
+    ],
+)
 def test_every_pg_dump_format_restores(source, source_pg, target, tmp_path, name, kind, sections):
     _, run = restore(source / name, target, source_pg, tmp_path)
     report = run()
@@ -123,13 +129,18 @@ def test_custom_archive_records_version_and_writer(source, source_pg, target, tm
 
 def owners(db, schema: str) -> set[str]:
     with psycopg.connect(**db.owner.kwargs()) as conn:
-        return {r[0] for r in conn.execute(
-            "SELECT tableowner FROM pg_tables WHERE schemaname = %s", (schema,))}
+        return {
+            r[0]
+            for r in conn.execute(
+                "SELECT tableowner FROM pg_tables WHERE schemaname = %s", (schema,)
+            )
+        }
 
 
 @pytest.mark.parametrize("name", ["custom.dump", "plain.sql"])
-def test_everything_is_owned_by_the_restore_role_and_no_role_is_made(source, source_pg, target,
-                                                                     tmp_path, name):
+def test_everything_is_owned_by_the_restore_role_and_no_role_is_made(
+    source, source_pg, target, tmp_path, name
+):
     """The source gives its tables to busflow_app; the restore gives them to the unprivileged
     restore role instead (archives: --no-owner; plain dumps: OWNER TO left out) and creates no
     role of the dump's."""
@@ -137,30 +148,42 @@ def test_everything_is_owned_by_the_restore_role_and_no_role_is_made(source, sou
     assert owners(target, "commerce") == owners(target, "ledger") == {target.owner.user}
     assert report.restore_role == target.owner.user
     with psycopg.connect(**target.admin.kwargs()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'busflow_app'"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'busflow_app'"
+        ).fetchone() == (0,)
     if name == "plain.sql":
         left_out = {e["kind"] for e in report.left_out}
         assert {"owner", "extension"} <= left_out, report.left_out
     else:
-        assert {"entry": "EXTENSION pgcrypto",
-                "reason": "created by the administrative step before the restore"
-                } in report.left_out
+        assert {
+            "entry": "EXTENSION pgcrypto",
+            "reason": "created by the administrative step before the restore",
+        } in report.left_out
 
 
 def test_a_plain_dump_of_the_source_superuser_restores_on_a_shared_server(
-        source_pg, restore_server, tmp_path):
+    source_pg, restore_server, tmp_path
+):
     """OWNER TO postgres (the source's superuser) is left out, so such a plain dump restores
     without the restore role ever taking on a superuser; its role is dropped with the database."""
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS pgownsrc")
         conn.execute("CREATE DATABASE pgownsrc")
     with psycopg.connect(**source_pg.conninfo("pgownsrc").kwargs(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE owned_by_superuser(id int); INSERT INTO owned_by_superuser "
-                     "VALUES (1)")
+        conn.execute(
+            "CREATE TABLE owned_by_superuser(id int); INSERT INTO owned_by_superuser VALUES (1)"
+        )
     dump = tmp_path / "superuser.sql"
-    subprocess.run([source_pg.tool("pg_dump"), "-Fp",
-                    *source_pg.conninfo("pgownsrc").libpq_args(), "-f", str(dump)], check=True)
+    subprocess.run(
+        [
+            source_pg.tool("pg_dump"),
+            "-Fp",
+            *source_pg.conninfo("pgownsrc").libpq_args(),
+            "-f",
+            str(dump),
+        ],
+        check=True,
+    )
     assert "OWNER TO postgres;" in dump.read_text()
     server = ServerTarget(restore_server_conninfo(restore_server))
     try:
@@ -171,10 +194,12 @@ def test_a_plain_dump_of_the_source_superuser_restores_on_a_shared_server(
     finally:
         server.close()
     with psycopg.connect(**restore_server.conninfo().kwargs()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
-                            (db.owner.user,)).fetchone() == (0,)
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                            (db.dbname,)).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = %s", (db.owner.user,)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (db.dbname,)
+        ).fetchone() == (0,)
 
 
 def test_copy_failure_names_schema_table_line_and_column(source, source_pg, target, tmp_path):
@@ -201,7 +226,10 @@ def test_copy_failure_in_a_plain_dump(source, source_pg, target, tmp_path):
         restore(bad, target, source_pg, tmp_path)[1]()
     details = err.value.finding.details
     assert (details["cause"], details["table"], details["line"]) == (
-        "copy_failed", "commerce.bookings", 500)
+        "copy_failed",
+        "commerce.bookings",
+        500,
+    )
 
 
 def test_truncated_archive(source, source_pg, target, tmp_path):
@@ -215,8 +243,9 @@ def test_truncated_archive(source, source_pg, target, tmp_path):
     assert finding.to_dict()["severity"] == "P1"
 
 
-def test_newer_archive_version_is_a_version_mismatch_naming_both(source, source_pg, target,
-                                                                  tmp_path):
+def test_newer_archive_version_is_a_version_mismatch_naming_both(
+    source, source_pg, target, tmp_path
+):
     data = bytearray((source / "custom.dump").read_bytes())
     data[6] = 17  # archive 1.17: newer than any pg_dump this machine has (18 writes 1.16)
     newer = tmp_path / "newer.dump"
@@ -232,13 +261,15 @@ def test_newer_archive_version_is_a_version_mismatch_naming_both(source, source_
     assert tables_in(target) == []
 
 
-def test_plain_dump_with_a_shell_escape_is_refused_and_nothing_runs(source, source_pg, target,
-                                                                     tmp_path):
+def test_plain_dump_with_a_shell_escape_is_refused_and_nothing_runs(
+    source, source_pg, target, tmp_path
+):
     marker = tmp_path / "pwned"
     text = (source / "plain.sql").read_text()
     evil = tmp_path / "evil.sql"
-    evil.write_text(text.replace("CREATE SCHEMA commerce;",
-                                 f"CREATE SCHEMA commerce;\n\\! touch {marker}\n", 1))
+    evil.write_text(
+        text.replace("CREATE SCHEMA commerce;", f"CREATE SCHEMA commerce;\n\\! touch {marker}\n", 1)
+    )
     with pytest.raises(FindingError) as err:
         restore(evil, target, source_pg, tmp_path)[1]()
     details = err.value.finding.details
@@ -251,8 +282,14 @@ def test_plain_dump_with_a_shell_escape_is_refused_and_nothing_runs(source, sour
 def vanishing_extension(source_pg):
     """A real extension installed for the source's pg_dump and gone before the restore; named
     per test, as tests in other workers share the server's extension folder."""
-    share = Path(subprocess.run([str(source_pg.bin_dir / "pg_config"), "--sharedir"],
-                                capture_output=True, text=True).stdout.strip()) / "extension"
+    share = (
+        Path(
+            subprocess.run(
+                [str(source_pg.bin_dir / "pg_config"), "--sharedir"], capture_output=True, text=True
+            ).stdout.strip()
+        )
+        / "extension"
+    )
     name = f"busflow_probe_{uuid.uuid4().hex[:8]}"
     files = [share / f"{name}.control", share / f"{name}--1.0.sql"]
     files[0].write_text("default_version = '1.0'\nrelocatable = true\n")
@@ -265,8 +302,9 @@ def vanishing_extension(source_pg):
 
 
 @pytest.mark.parametrize("fmt", ["c", "p"])
-def test_missing_extension_fails_before_anything_is_restored(source_pg, target, tmp_path,
-                                                             vanishing_extension, fmt):
+def test_missing_extension_fails_before_anything_is_restored(
+    source_pg, target, tmp_path, vanishing_extension, fmt
+):
     name, files = vanishing_extension
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS extsrc")
@@ -274,8 +312,16 @@ def test_missing_extension_fails_before_anything_is_restored(source_pg, target, 
     with psycopg.connect(**source_pg.conninfo("extsrc").kwargs(), autocommit=True) as conn:
         conn.execute(f"CREATE EXTENSION {name}; CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
     dump = tmp_path / f"ext.{fmt}"
-    subprocess.run([source_pg.tool("pg_dump"), f"-F{fmt}",
-                    *source_pg.conninfo("extsrc").libpq_args(), "-f", str(dump)], check=True)
+    subprocess.run(
+        [
+            source_pg.tool("pg_dump"),
+            f"-F{fmt}",
+            *source_pg.conninfo("extsrc").libpq_args(),
+            "-f",
+            str(dump),
+        ],
+        check=True,
+    )
     for f in files:
         f.unlink()
     restorer, run = restore(dump, target, source_pg, tmp_path)

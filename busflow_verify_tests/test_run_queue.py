@@ -67,23 +67,33 @@ class ControlledRunLauncher(RunLauncher, ConfigurableClass):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         host = run.tags[RESTORE_HOST_TAG]
-        same_host = [r.run_id for r in self._instance.get_runs(
-            dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={RESTORE_HOST_TAG: host}))
-            if r.run_id != run.run_id]
+        same_host = [
+            r.run_id
+            for r in self._instance.get_runs(
+                dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={RESTORE_HOST_TAG: host})
+            )
+            if r.run_id != run.run_id
+        ]
         if same_host:
             self.overlaps.append((run.run_id, same_host))
         self.launched.append(run.run_id)
         self._instance.report_dagster_event(
-            dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value,
-                            job_name=run.job_name), run_id=run.run_id)
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+            ),
+            run_id=run.run_id,
+        )
 
     def terminate(self, run_id):
         raise NotImplementedError
 
     def finish(self, run: dg.DagsterRun) -> None:
         self._instance.report_dagster_event(
-            dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_SUCCESS.value,
-                            job_name=run.job_name), run_id=run.run_id)
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name
+            ),
+            run_id=run.run_id,
+        )
 
 
 def local_instance_home(tmp_path: Path) -> Path:
@@ -93,19 +103,26 @@ def local_instance_home(tmp_path: Path) -> Path:
     assert "run_launcher" not in yaml.safe_load(text)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(text + "\n" + yaml.safe_dump({"run_launcher": {
-        "module": __name__, "class": ControlledRunLauncher.__name__}}))
+    (home / "dagster.yaml").write_text(
+        text
+        + "\n"
+        + yaml.safe_dump(
+            {"run_launcher": {"module": __name__, "class": ControlledRunLauncher.__name__}}
+        )
+    )
     return home
 
 
 def test_local_and_production_instances_share_one_run_queue():
     """One rule: the local template's run_coordinator block is the production file's."""
-    local, production = (yaml.safe_load(p.read_text())["run_coordinator"]
-                         for p in (LOCAL_YAML, DEPLOY_YAML))
+    local, production = (
+        yaml.safe_load(p.read_text())["run_coordinator"] for p in (LOCAL_YAML, DEPLOY_YAML)
+    )
     assert local == production
     assert local["class"] == "QueuedRunCoordinator"
     assert local["config"]["tag_concurrency_limits"] == [
-        {"key": RESTORE_HOST_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": RESTORE_HOST_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
 
 
 def test_a_backfill_runs_one_verify_at_a_time_per_restore_host(tmp_path, monkeypatch):
@@ -120,13 +137,23 @@ def test_a_backfill_runs_one_verify_at_a_time_per_restore_host(tmp_path, monkeyp
     assert host != OTHER_HOST
     logger = logging.getLogger("busflow_verify_tests.run_queue")
     home = local_instance_home(tmp_path)
-    with dg.DagsterInstance.from_config(str(home)) as instance, \
-            create_test_daemon_workspace_context(
-                InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(
-                    LoadableTargetOrigin(module_name="busflow_verify.definitions",
-                                         attribute="defs", working_directory=str(ROOT)),
-                    location_name=LOCATION)), instance) as workspace, \
-            QueuedRunCoordinatorDaemon(interval_seconds=1) as queue:
+    with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        create_test_daemon_workspace_context(
+            InProcessTestWorkspaceLoadTarget(
+                InProcessCodeLocationOrigin(
+                    LoadableTargetOrigin(
+                        module_name="busflow_verify.definitions",
+                        attribute="defs",
+                        working_directory=str(ROOT),
+                    ),
+                    location_name=LOCATION,
+                )
+            ),
+            instance,
+        ) as workspace,
+        QueuedRunCoordinatorDaemon(interval_seconds=1) as queue,
+    ):
         launcher = instance.run_launcher
         assert isinstance(launcher, ControlledRunLauncher)
         location = workspace.create_request_context().get_code_location(LOCATION)
@@ -136,19 +163,27 @@ def test_a_backfill_runs_one_verify_at_a_time_per_restore_host(tmp_path, monkeyp
         backfill_ids = []
         for dates, tags in ((DATES, None), (OTHER_DATES, {RESTORE_HOST_TAG: OTHER_HOST})):
             backfill_id = make_new_backfill_id()
-            instance.add_backfill(PartitionBackfill(
-                backfill_id=backfill_id, status=BulkActionStatus.REQUESTED, from_failure=False,
-                tags=tags, backfill_timestamp=time.time(),
-                partition_set_origin=partition_set.get_remote_origin(), partition_names=dates,
-                asset_selection=assets))
+            instance.add_backfill(
+                PartitionBackfill(
+                    backfill_id=backfill_id,
+                    status=BulkActionStatus.REQUESTED,
+                    from_failure=False,
+                    tags=tags,
+                    backfill_timestamp=time.time(),
+                    partition_set_origin=partition_set.get_remote_origin(),
+                    partition_names=dates,
+                    asset_selection=assets,
+                )
+            )
             backfill_ids.append(backfill_id)
 
         list(execute_backfill_iteration(workspace, logger))  # the backfill daemon's tick
         runs = instance.get_runs()
         assert len(runs) == len(DATES) + len(OTHER_DATES)
         assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}  # submitted, not run
-        assert sorted((r.tags[RESTORE_HOST_TAG], r.tags["dagster/partition"]) for r in runs) == \
-            sorted([(host, d) for d in DATES] + [(OTHER_HOST, d) for d in OTHER_DATES])
+        assert sorted(
+            (r.tags[RESTORE_HOST_TAG], r.tags["dagster/partition"]) for r in runs
+        ) == sorted([(host, d) for d in DATES] + [(OTHER_HOST, d) for d in OTHER_DATES])
         assert {r.job_name for r in runs} == {backup_verify_job.name}
 
         ticks = 0
@@ -168,8 +203,12 @@ def test_a_backfill_runs_one_verify_at_a_time_per_restore_host(tmp_path, monkeyp
         assert launcher.overlaps == []
         assert len(launcher.launched) == len(set(launcher.launched)) == len(runs)
         # the other host's runs went alongside the first host's, not behind them
-        assert per_tick[:len(OTHER_DATES)] == [Counter({host: 1, OTHER_HOST: 1})] * len(OTHER_DATES)
-        assert per_tick[len(OTHER_DATES):] == [Counter({host: 1})] * (len(DATES) - len(OTHER_DATES))
+        assert per_tick[: len(OTHER_DATES)] == [Counter({host: 1, OTHER_HOST: 1})] * len(
+            OTHER_DATES
+        )
+        assert per_tick[len(OTHER_DATES) :] == [Counter({host: 1})] * (
+            len(DATES) - len(OTHER_DATES)
+        )
         assert {r.status for r in instance.get_runs()} == {dg.DagsterRunStatus.SUCCESS}
         for backfill_id in backfill_ids:
             assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS

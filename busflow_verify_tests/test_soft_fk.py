@@ -13,8 +13,11 @@ KEY = "pg_dump_20261120_0100.dump"
 
 
 def allowlist(max_orphans=5, justification=(), tenant_column="tenant_id"):
-    entry = {"child": "communications.messages.booking_id", "parent": "commerce.bookings.id",
-             "max_orphans": max_orphans}
+    entry = {
+        "child": "communications.messages.booking_id",
+        "parent": "commerce.bookings.id",
+        "max_orphans": max_orphans,
+    }
     if tenant_column:
         entry["tenant_column"] = tenant_column
     if justification:
@@ -34,8 +37,12 @@ def test_orphans_within_one_tenant_are_p2(harness, make_dump):
     [f3] = verdict["failures"]
     assert (f3["code"], f3["severity"]) == ("F3", "P2")
     [row] = verdict["orphans"]
-    assert (row["orphans"], row["tenants"], row["expected_orphans"], row["unexpected_orphans"]) \
-        == (12, 1, 0, 12)
+    assert (row["orphans"], row["tenants"], row["expected_orphans"], row["unexpected_orphans"]) == (
+        12,
+        1,
+        0,
+        12,
+    )
     assert row["sample_unexpected"] == ["900001", "900002", "900003", "900004", "900005"]
     assert "12 unexpected" in f3["summary"] and "open a P2 issue and pin the FK" in f3["next_step"]
 
@@ -49,8 +56,9 @@ def test_orphans_across_tenants_are_p1(harness, make_dump):
 
 
 def test_all_expected_orphans_cite_the_scrub_log(harness, make_dump):
-    code, verdict = run(harness, make_dump, allowlist(), orphans=12, orphan_tenants=(8,),
-                        scrubbed=(8,))
+    code, verdict = run(
+        harness, make_dump, allowlist(), orphans=12, orphan_tenants=(8,), scrubbed=(8,)
+    )
     [f3] = verdict["failures"]
     row = verdict["orphans"][0]
     assert (row["expected_orphans"], row["unexpected_orphans"]) == (12, 0)
@@ -60,8 +68,9 @@ def test_all_expected_orphans_cite_the_scrub_log(harness, make_dump):
 
 
 def test_mixed_orphans_are_counted_per_class(harness, make_dump):
-    code, verdict = run(harness, make_dump, allowlist(), orphans=12, orphan_tenants=(8, 9),
-                        scrubbed=(8,))
+    code, verdict = run(
+        harness, make_dump, allowlist(), orphans=12, orphan_tenants=(8, 9), scrubbed=(8,)
+    )
     row = verdict["orphans"][0]
     assert (row["orphans"], row["expected_orphans"], row["unexpected_orphans"]) == (12, 6, 6)
     assert len(row["sample_expected"]) == 5 and len(row["sample_unexpected"]) == 5
@@ -69,26 +78,41 @@ def test_mixed_orphans_are_counted_per_class(harness, make_dump):
 
 
 def test_a_justified_tolerance_passes(harness, make_dump):
-    code, verdict = run(harness, make_dump, allowlist(20, [scrub_uuid(8)]), orphans=12,
-                        orphan_tenants=(8,), scrubbed=(8,))
+    code, verdict = run(
+        harness,
+        make_dump,
+        allowlist(20, [scrub_uuid(8)]),
+        orphans=12,
+        orphan_tenants=(8,),
+        scrubbed=(8,),
+    )
     assert code == 0, verdict["failures"]
     assert verdict["orphans"][0]["unknown_justification"] == []
 
 
 def test_a_justification_missing_from_the_scrub_log_fails_naming_it(harness, make_dump):
     bogus = scrub_uuid(4242)
-    code, verdict = run(harness, make_dump, allowlist(20, [scrub_uuid(8), bogus]), orphans=12,
-                        orphan_tenants=(8,), scrubbed=(8,))
+    code, verdict = run(
+        harness,
+        make_dump,
+        allowlist(20, [scrub_uuid(8), bogus]),
+        orphans=12,
+        orphan_tenants=(8,),
+        scrubbed=(8,),
+    )
     assert code == 1
     [f3] = verdict["failures"]
     assert f3["details"]["cause"] == "unknown_justification"
     assert bogus in f3["summary"] and scrub_uuid(8) not in f3["summary"]
 
 
-@pytest.mark.parametrize("entry, expected", [
-    ({"justification": ["not-a-uuid"]}, "soft_fks[0].justification[0]"),
-    ({"tenant_column": "tenant_id; DROP TABLE x"}, "soft_fks[0].tenant_column"),
-])
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"justification": ["not-a-uuid"]}, "soft_fks[0].justification[0]"),
+        ({"tenant_column": "tenant_id; DROP TABLE x"}, "soft_fks[0].tenant_column"),
+    ],
+)
 def test_malformed_triage_keys_are_config_errors(harness, make_dump, capsys, entry, expected):
     from busflow_verify import cli
 
@@ -143,8 +167,9 @@ def test_the_bitmap_probe_finds_exactly_the_orphans_the_anti_join_finds(keys_db)
     hashed = conn.execute(orphan_count_query(child, parent, ParentKeys())).fetchone()[0]
     # below the range, every 7th id from 3 to 4000, above 4000 but 4095/4096, 99999 and int4 max
     assert bitmap == hashed == expected == 70 + 572 + 198 + 2
-    fk = SoftFK(child="k.child.parent_id", parent="k.parent.id", max_orphans=0,
-                tenant_column="tenant_id")
+    fk = SoftFK(
+        child="k.child.parent_id", parent="k.parent.id", max_orphans=0, tenant_column="tenant_id"
+    )
     scrub = ScrubLogConfig(table="k.scrub")
     triaged = [conn.execute(triage_query(fk, scrub, k)).fetchone() for k in (keys, ParentKeys())]
     assert triaged[0] == triaged[1]
@@ -156,10 +181,12 @@ def test_non_integer_or_too_wide_keys_use_the_hash_anti_join(keys_db, monkeypatc
     from busflow_verify.core.config import ColumnRef
 
     conn, _ = keys_db
-    uuid_keys = sweep.parent_keys(conn, ColumnRef.parse("k.uchild.parent_id"),
-                                  ColumnRef.parse("k.uparent.id"))
+    uuid_keys = sweep.parent_keys(
+        conn, ColumnRef.parse("k.uchild.parent_id"), ColumnRef.parse("k.uparent.id")
+    )
     assert not uuid_keys.bitmap
     monkeypatch.setattr(sweep, "BITMAP_MAX_WORDS", 100)
-    wide = sweep.parent_keys(conn, ColumnRef.parse("k.child.parent_id"),
-                             ColumnRef.parse("k.parent.id"))
+    wide = sweep.parent_keys(
+        conn, ColumnRef.parse("k.child.parent_id"), ColumnRef.parse("k.parent.id")
+    )
     assert not wide.bitmap

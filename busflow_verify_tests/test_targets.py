@@ -13,10 +13,20 @@ from busflow_verify.core import targets
 from busflow_verify.core.config import ConfigError
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.restore import Restorer
-from busflow_verify.core.targets import (DockerSettings, DockerTarget, RestoreTargetError,
-                                         RestoreTargetNotReady, ServerTarget, scratch_db_name)
-from busflow_verify_tests.conftest import (RESTORE_PASSWORD, SERVER_ADMIN, expected_counts,
-                                           restore_server_conninfo)
+from busflow_verify.core.targets import (
+    DockerSettings,
+    DockerTarget,
+    RestoreTargetError,
+    RestoreTargetNotReady,
+    ServerTarget,
+    scratch_db_name,
+)
+from busflow_verify_tests.conftest import (
+    RESTORE_PASSWORD,
+    SERVER_ADMIN,
+    expected_counts,
+    restore_server_conninfo,
+)
 from busflow_verify_tests.fakedocker import FakeDockerClient
 
 DAY = "2026-11-20"
@@ -35,15 +45,28 @@ def test_target_kind_and_its_variables_are_checked():
     with pytest.raises(ConfigError, match="BUSFLOW_RESTORE_TARGET='podman' is not one of"):
         targets.target_kind({"BUSFLOW_RESTORE_TARGET": "podman"})
     with pytest.raises(ConfigError, match="BUSFLOW_RESTORE_SERVER_USER"):
-        targets.target_kind({"BUSFLOW_RESTORE_TARGET": "server",
-                             "BUSFLOW_RESTORE_SERVER_HOST": "restore-1"})
+        targets.target_kind(
+            {"BUSFLOW_RESTORE_TARGET": "server", "BUSFLOW_RESTORE_SERVER_HOST": "restore-1"}
+        )
     with pytest.raises(ConfigError, match="BUSFLOW_RESTORE_SERVER_PORT='54x2' is not a number"):
-        targets.target_kind({"BUSFLOW_RESTORE_TARGET": "server", "BUSFLOW_RESTORE_SERVER_HOST": "h",
-                             "BUSFLOW_RESTORE_SERVER_USER": "u",
-                             "BUSFLOW_RESTORE_SERVER_PORT": "54x2"})
-    assert targets.restore_host({"BUSFLOW_RESTORE_TARGET": "server",
-                                 "BUSFLOW_RESTORE_SERVER_HOST": "restore-1",
-                                 "BUSFLOW_RESTORE_SERVER_USER": "u"}) == "server:restore-1:5432"
+        targets.target_kind(
+            {
+                "BUSFLOW_RESTORE_TARGET": "server",
+                "BUSFLOW_RESTORE_SERVER_HOST": "h",
+                "BUSFLOW_RESTORE_SERVER_USER": "u",
+                "BUSFLOW_RESTORE_SERVER_PORT": "54x2",
+            }
+        )
+    assert (
+        targets.restore_host(
+            {
+                "BUSFLOW_RESTORE_TARGET": "server",
+                "BUSFLOW_RESTORE_SERVER_HOST": "restore-1",
+                "BUSFLOW_RESTORE_SERVER_USER": "u",
+            }
+        )
+        == "server:restore-1:5432"
+    )
     assert scratch_db_name(DAY, RUN_ID) == "verify_20261120_3f2a9c1e"
 
 
@@ -94,12 +117,16 @@ def roles(pg) -> set[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("attributes, told", [
-    ("CREATEDB CREATEROLE", "BYPASSRLS"),  # PostgreSQL 15: only a superuser gives BYPASSRLS
-    ("NOCREATEDB", "CREATEROLE"),
-])
-def test_an_administrative_role_without_the_rights_is_told_what_to_grant(restore_server,
-                                                                          attributes, told):
+@pytest.mark.parametrize(
+    "attributes, told",
+    [
+        ("CREATEDB CREATEROLE", "BYPASSRLS"),  # PostgreSQL 15: only a superuser gives BYPASSRLS
+        ("NOCREATEDB", "CREATEROLE"),
+    ],
+)
+def test_an_administrative_role_without_the_rights_is_told_what_to_grant(
+    restore_server, attributes, told
+):
     """The configured role administers (database, restore role); what it lacks is named, and
     nothing is left behind."""
     admin = "verify_weak_admin"
@@ -114,8 +141,7 @@ def test_an_administrative_role_without_the_rights_is_told_what_to_grant(restore
         server.close()
         with psycopg.connect(**restore_server.conninfo().kwargs(), autocommit=True) as conn:
             conn.execute(f"DROP ROLE {admin}")
-    assert (databases(restore_server), roles(restore_server) | {admin}) == (
-        before[0], before[1])
+    assert (databases(restore_server), roles(restore_server) | {admin}) == (before[0], before[1])
 
 
 # -- docker (the SDK boundary) -----------------------------------------------------------------
@@ -124,15 +150,17 @@ def docker_target(client, **settings) -> DockerTarget:
 
 
 @pytest.mark.e2e
-def test_docker_target_starts_the_image_restores_and_removes_the_container(make_dump, tmp_path,
-                                                                           caplog):
+def test_docker_target_starts_the_image_restores_and_removes_the_container(
+    make_dump, tmp_path, caplog
+):
     client = FakeDockerClient()
     target = docker_target(client)
     with caplog.at_level(logging.INFO):
         try:
             restored = target.open(DAY, RUN_ID)
-            report = Restorer(make_dump(), KEY, restored, target.bin_dir, target.scratch_dir(),
-                              jobs=2).run()
+            report = Restorer(
+                make_dump(), KEY, restored, target.bin_dir, target.scratch_dir(), jobs=2
+            ).run()
             with psycopg.connect(**restored.owner.kwargs()) as conn:
                 bookings = conn.execute("SELECT count(*) FROM commerce.bookings").fetchone()[0]
         finally:
@@ -174,8 +202,10 @@ def test_docker_container_is_removed_when_the_restore_fails(make_dump, tmp_path)
 def test_docker_container_that_exits_is_a_named_error_with_its_logs_and_is_removed():
     client = FakeDockerClient(crash=True)
     target = docker_target(client)
-    with pytest.raises(RestoreTargetNotReady, match="stopped before accepting connections.*"
-                                                    "could not create directory"):
+    with pytest.raises(
+        RestoreTargetNotReady,
+        match="stopped before accepting connections.*could not create directory",
+    ):
         target.open(DAY, RUN_ID)
     target.close()
     assert client.containers_started[0].removed_with == {"force": True, "v": True}
@@ -185,8 +215,10 @@ def test_docker_container_that_exits_is_a_named_error_with_its_logs_and_is_remov
 def test_docker_on_a_network_is_reached_by_name_and_times_out_by_name():
     client = FakeDockerClient()
     target = docker_target(client, network="busflow-verify", ready_timeout=1.0)
-    with pytest.raises(RestoreTargetNotReady, match="did not accept connections within 1 s.*"
-                                                    "BUSFLOW_RESTORE_READY_TIMEOUT"):
+    with pytest.raises(
+        RestoreTargetNotReady,
+        match="did not accept connections within 1 s.*BUSFLOW_RESTORE_READY_TIMEOUT",
+    ):
         target.open(DAY, RUN_ID)
     target.close()
     run = client.run_kwargs()
@@ -203,18 +235,21 @@ def test_docker_image_not_built_says_how_to_build_it():
 
 # -- through the whole job -----------------------------------------------------------------------
 def use_server(monkeypatch, restore_server) -> None:
-    for name, value in {"BUSFLOW_RESTORE_TARGET": "server",
-                        "BUSFLOW_RESTORE_SERVER_HOST": str(restore_server.root),
-                        "BUSFLOW_RESTORE_SERVER_PORT": str(restore_server.port),
-                        "BUSFLOW_RESTORE_SERVER_USER": SERVER_ADMIN,
-                        "BUSFLOW_RESTORE_SERVER_PASSWORD": RESTORE_PASSWORD}.items():
+    for name, value in {
+        "BUSFLOW_RESTORE_TARGET": "server",
+        "BUSFLOW_RESTORE_SERVER_HOST": str(restore_server.root),
+        "BUSFLOW_RESTORE_SERVER_PORT": str(restore_server.port),
+        "BUSFLOW_RESTORE_SERVER_USER": SERVER_ADMIN,
+        "BUSFLOW_RESTORE_SERVER_PASSWORD": RESTORE_PASSWORD,
+    }.items():
         monkeypatch.setenv(name, value)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("dump", ["good", "truncated"])
-def test_the_job_on_the_server_target_drops_its_scratch_database(harness, make_dump, monkeypatch,
-                                                                 restore_server, dump):
+def test_the_job_on_the_server_target_drops_its_scratch_database(
+    harness, make_dump, monkeypatch, restore_server, dump
+):
     data = make_dump().read_bytes()
     harness.put(KEY, data if dump == "good" else data[: len(data) // 2])
     use_server(monkeypatch, restore_server)

@@ -25,20 +25,29 @@ CHAIN = ["dump_object", "size_check", "restored_db", "row_count_report", "orphan
 TABLES = {  # asset -> metadata entry rendered as a table, and columns it must have
     "size_check": ("history", {"date", "key", "size_bytes", "dump"}),
     "restored_db": ("sections", {"section", "seconds", "ok", "error"}),
-    "row_count_report": ("deltas_table", {"table", "previous", "current", "delta", "change",
-                                          "status"}),
-    "orphan_report": ("orphans_table", {"child", "parent", "orphans", "max_orphans",
-                                        "sample_unexpected", "sample_expected"}),
+    "row_count_report": (
+        "deltas_table",
+        {"table", "previous", "current", "delta", "change", "status"},
+    ),
+    "orphan_report": (
+        "orphans_table",
+        {"child", "parent", "orphans", "max_orphans", "sample_unexpected", "sample_expected"},
+    ),
 }
 
 
 def _definitions() -> tuple[set, dict]:
     """The lineage edges and each asset's check names, as the code location defines them."""
     graph = build_defs().resolve_asset_graph()
-    edges = {(parent.to_user_string(), key.to_user_string())
-             for key in graph.get_all_asset_keys() for parent in graph.get(key).parent_keys}
-    checks = {name: [spec.name for spec in ALL_CHECKS if spec.asset_key == dg.AssetKey(name)]
-              for name in CHAIN}
+    edges = {
+        (parent.to_user_string(), key.to_user_string())
+        for key in graph.get_all_asset_keys()
+        for parent in graph.get(key).parent_keys
+    }
+    checks = {
+        name: [spec.name for spec in ALL_CHECKS if spec.asset_key == dg.AssetKey(name)]
+        for name in CHAIN
+    }
     return edges, checks
 
 
@@ -72,14 +81,17 @@ def _assert_recorded_as_tables(home: Path, verdict: dict) -> None:
 
 
 @pytest.mark.e2e
-def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(harness, make_dump,
-                                                                          tmp_path):
+def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(
+    harness, make_dump, tmp_path
+):
     date = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # always a partition
     harness.put(f"pg_dump_{date:%Y%m%d}_0100.dump", make_dump())
     edges, checks = _definitions()
 
-    with dagster_webserver(harness.home, REPO / "workspace.yaml", tmp_path / "webserver.log") \
-            as web, chromium(tmp_path / "failure.png") as driver:
+    with (
+        dagster_webserver(harness.home, REPO / "workspace.yaml", tmp_path / "webserver.log") as web,
+        chromium(tmp_path / "failure.png") as driver,
+    ):
         code, verdict = harness.verify(date.isoformat())  # while the webserver boots
         assert code == 0, verdict
         _assert_recorded_as_tables(harness.home, verdict)
@@ -95,11 +107,15 @@ def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(harness
         for asset in CHAIN:
             assert ui.checks_listed(asset) == checks[asset], asset
 
-        header = ui.check_partition("orphan_report", "soft_fk_orphans_within_allowlist",
-                                    date.isoformat())
+        header = ui.check_partition(
+            "orphan_report", "soft_fk_orphans_within_allowlist", date.isoformat()
+        )
         assert header.find_element(By.XPATH, ".//*[@data-tooltip]").text == "Passed"
-        ui.wait.until(EC.visibility_of_element_located(
-            (By.XPATH, f"//a[starts-with(@href, '/runs/{verdict['run_id']}')]")))
+        ui.wait.until(
+            EC.visibility_of_element_located(
+                (By.XPATH, f"//a[starts-with(@href, '/runs/{verdict['run_id']}')]")
+            )
+        )
         ui.visible_text("1 soft FK(s) within their allowlist tolerance")  # the check's description
 
         columns, rows = ui.metadata_table("orphan_report", date.isoformat(), "orphans_table")
@@ -107,4 +123,7 @@ def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(harness
         row = dict(zip(columns, rows[0]))
         assert len(rows) == 1
         assert (row["child"], row["orphans"], row["max_orphans"]) == (
-            sweep["child"], str(sweep["orphans"]), str(sweep["max_orphans"]))
+            sweep["child"],
+            str(sweep["orphans"]),
+            str(sweep["max_orphans"]),
+        )

@@ -26,11 +26,14 @@ INSERT INTO commerce.messages SELECT g, 1 + g % 500 FROM generate_series(1, 800)
 EXTRA = {
     "ordinary": ("", None),
     # a logged (partitioned) table whose foreign key references an ordinary table
-    "partitioned": ("""
+    "partitioned": (
+        """
         CREATE TABLE commerce.events(id bigint, booking_id bigint REFERENCES commerce.bookings)
             PARTITION BY RANGE (id);
         CREATE TABLE commerce.events_1 PARTITION OF commerce.events FOR VALUES FROM (0) TO (100);
-        INSERT INTO commerce.events VALUES (1, 1), (2, 2);""", "partitioned tables"),
+        INSERT INTO commerce.events VALUES (1, 1), (2, 2);""",
+        "partitioned tables",
+    ),
     "published": ("CREATE PUBLICATION busflow_cdc FOR TABLE commerce.bookings;", "publication"),
 }
 
@@ -45,17 +48,27 @@ def _database(pg, name: str) -> None:
 def test_tables_are_loaded_unlogged_unless_one_must_stay_logged(source_pg, tmp_path, case):
     extra, reason = EXTRA[case]
     _database(source_pg, f"unlog_src_{case}")
-    with psycopg.connect(**source_pg.conninfo(f"unlog_src_{case}").kwargs(),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        **source_pg.conninfo(f"unlog_src_{case}").kwargs(), autocommit=True
+    ) as conn:
         conn.execute(BASE + extra)
     dump = tmp_path / KEY
-    subprocess.run([source_pg.tool("pg_dump"), "-Fc", "-f", str(dump),
-                    *source_pg.conninfo(f"unlog_src_{case}").libpq_args()], check=True)
+    subprocess.run(
+        [
+            source_pg.tool("pg_dump"),
+            "-Fc",
+            "-f",
+            str(dump),
+            *source_pg.conninfo(f"unlog_src_{case}").libpq_args(),
+        ],
+        check=True,
+    )
     db = restore_database(source_pg, f"unlog_dst_{case}")
     report = Restorer(dump, KEY, db, source_pg.bin_dir, tmp_path, jobs=2).run()
     with psycopg.connect(**db.owner.kwargs()) as conn:
-        persistence = conn.execute("SELECT relpersistence FROM pg_class "
-                                   "WHERE oid = 'commerce.bookings'::regclass").fetchone()[0]
+        persistence = conn.execute(
+            "SELECT relpersistence FROM pg_class WHERE oid = 'commerce.bookings'::regclass"
+        ).fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM commerce.messages").fetchone()[0]
     assert [s.section for s in report.sections if s.ok] == ["pre-data", "data", "post-data"]
     assert messages == 800

@@ -32,9 +32,16 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Without these headless chromium stalls on a closed network (updates, sync, QUIC probes).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Wide enough that the fitted lineage graph shows full asset nodes (check status, partitions).
 WINDOW = "--window-size=1920,1080"
 WAIT_SECONDS = 60
@@ -71,8 +78,10 @@ class Webserver:
                 return self.url
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
-        raise RuntimeError(f"dagster-webserver did not answer on {self.url} (exit "
-                           f"{self.proc.poll()}): {self.log.read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"dagster-webserver did not answer on {self.url} (exit "
+            f"{self.proc.poll()}): {self.log.read_text(errors='replace')[-3000:]}"
+        )
 
 
 def _create_storage(home: Path) -> None:
@@ -97,9 +106,13 @@ def dagster_webserver(home: Path, workspace: Path, log: Path) -> Iterator[Webser
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(binary), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
-            cwd=workspace.parent, env={**os.environ, "DAGSTER_HOME": str(home)},
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            cwd=workspace.parent,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         yield Webserver(proc, f"http://127.0.0.1:{port}", log)
     finally:
@@ -112,8 +125,10 @@ def chromium(failure_shot: Path) -> Iterator[webdriver.Chrome]:
     (and its HTML beside it) to see what the browser showed."""
     for binary in (CHROMIUM, CHROMEDRIVER):
         if not os.access(binary, os.X_OK):
-            raise RuntimeError(f"{binary} is missing: `make install` installs Debian's chromium "
-                               "and chromium-driver")
+            raise RuntimeError(
+                f"{binary} is missing: `make install` installs Debian's chromium "
+                "and chromium-driver"
+            )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     with tempfile.TemporaryDirectory(prefix="busflow-chromium-") as profile:
@@ -155,8 +170,9 @@ class DagsterUI:
         self.driver.get(self.url + path)
 
     def visible_text(self, text: str):
-        return self.wait.until(EC.visibility_of_element_located(
-            (By.XPATH, f"//*[normalize-space(text())='{text}']")))
+        return self.wait.until(
+            EC.visibility_of_element_located((By.XPATH, f"//*[normalize-space(text())='{text}']"))
+        )
 
     def lineage(self, group: str, location: str, names: list[str]) -> tuple[list[Node], set]:
         """Opens the group's lineage graph and waits until `names` are drawn as full nodes with
@@ -167,13 +183,18 @@ class DagsterUI:
         left side of another; the UI puts no names on edges, so they are read from geometry.
         """
         self.open(f"/locations/__repository__@{location}/asset-groups/{group}")
-        loaded = (f"{NODE}[.//a[contains(@href,'view=checks')]]"
-                  "[not(.//*[starts-with(text(),'Loading')])]")
+        loaded = (
+            f"{NODE}[.//a[contains(@href,'view=checks')]][not(.//*[starts-with(text(),'Loading')])]"
+        )
         self.wait.until(lambda d: len(d.find_elements(By.XPATH, loaded)) == len(names))
         self._wait_still()
         nodes = [self._node(fo) for fo in self.driver.find_elements(By.XPATH, NODE)]
-        paths = [p.get_attribute("d") for p in self.driver.find_elements(
-            By.CSS_SELECTOR, "svg[class*='svgContainer'] path[marker-end]")]
+        paths = [
+            p.get_attribute("d")
+            for p in self.driver.find_elements(
+                By.CSS_SELECTOR, "svg[class*='svgContainer'] path[marker-end]"
+            )
+        ]
         return nodes, {_edge(d, nodes) for d in paths}
 
     def _wait_still(self) -> None:
@@ -181,8 +202,7 @@ class DagsterUI:
         seen: list[str] = []
 
         def still(driver) -> bool:
-            seen.append(driver.find_element(
-                By.XPATH, f"{GRAPH}/..").get_attribute("style"))
+            seen.append(driver.find_element(By.XPATH, f"{GRAPH}/..").get_attribute("style"))
             return len(seen) > 2 and seen[-1] == seen[-2] == seen[-3]
 
         WebDriverWait(self.driver, WAIT_SECONDS, poll_frequency=0.2).until(still)
@@ -199,11 +219,16 @@ class DagsterUI:
         truncates them in the middle and keeps the whole name as the title), once the first
         check's detail has loaded."""
         self.open(f"/assets/{asset}?view=checks")
-        self.wait.until(EC.visibility_of_element_located(
-            (By.XPATH, "//div[@aria-label='asset_check']/following-sibling::span")))
+        self.wait.until(
+            EC.visibility_of_element_located(
+                (By.XPATH, "//div[@aria-label='asset_check']/following-sibling::span")
+            )
+        )
         items = self.driver.find_elements(
-            By.XPATH, "//div[contains(@class,'AssetChecks_checkRow')]"
-                      "//div[contains(@class,'MiddleTruncate_container') and @title]")
+            By.XPATH,
+            "//div[contains(@class,'AssetChecks_checkRow')]"
+            "//div[contains(@class,'MiddleTruncate_container') and @title]",
+        )
         return [item.get_attribute("title") for item in items if item.is_displayed()]
 
     def check_partition(self, asset: str, check: str, partition: str):
@@ -211,24 +236,39 @@ class DagsterUI:
         Returns the detail pane's header element (the partition and its status tag)."""
         self.open(f"/assets/{asset}?view=checks")
         self.visible_text(check)
-        self.wait.until(EC.element_to_be_clickable(
-            (By.XPATH, "//button[@role='tab' and normalize-space()='Partitions']"))).click()
-        search = self.wait.until(EC.visibility_of_element_located(
-            (By.XPATH, "//input[starts-with(@placeholder,'Filter by partition')]")))
+        self.wait.until(
+            EC.element_to_be_clickable(
+                (By.XPATH, "//button[@role='tab' and normalize-space()='Partitions']")
+            )
+        ).click()
+        search = self.wait.until(
+            EC.visibility_of_element_located(
+                (By.XPATH, "//input[starts-with(@placeholder,'Filter by partition')]")
+            )
+        )
         search.send_keys(partition)
-        self.wait.until(EC.element_to_be_clickable(
-            (By.XPATH, f"//span[normalize-space(text())='{partition}']"))).click()
-        return self.wait.until(EC.visibility_of_element_located((By.XPATH, (
-            f"//span[div[@title='{partition}']]/parent::div[.//*[@data-tooltip]]"))))
+        self.wait.until(
+            EC.element_to_be_clickable((By.XPATH, f"//span[normalize-space(text())='{partition}']"))
+        ).click()
+        return self.wait.until(
+            EC.visibility_of_element_located(
+                (By.XPATH, (f"//span[div[@title='{partition}']]/parent::div[.//*[@data-tooltip]]"))
+            )
+        )
 
     def metadata_table(self, asset: str, partition: str, entry: str) -> tuple[list, list]:
         """A partition's materialization metadata entry rendered as a table: header, rows."""
         self.open(f"/assets/{asset}?view=partitions&partition={partition}")
-        table = self.wait.until(EC.visibility_of_element_located((By.XPATH, (
-            f"//tr[td//span[normalize-space(text())='{entry}']]//table"))))
+        table = self.wait.until(
+            EC.visibility_of_element_located(
+                (By.XPATH, (f"//tr[td//span[normalize-space(text())='{entry}']]//table"))
+            )
+        )
         header = [th.text for th in table.find_elements(By.XPATH, ".//thead//th")]
-        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-                for tr in table.find_elements(By.XPATH, ".//tbody/tr")]
+        rows = [
+            [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in table.find_elements(By.XPATH, ".//tbody/tr")
+        ]
         return header, rows
 
 

@@ -51,16 +51,19 @@ def ops_message(verdict: Verdict) -> str:
     else:
         lines = [f":rotating_light: Backup verify {verdict.partition}: NOT VERIFIED — {key}{where}"]
     for f in verdict.failures:
-        lines.append(f"*{failure_label(f)}* — severity {f['severity']} — page "
-                     f"{' + '.join(f['escalate_to'])}")
+        lines.append(
+            f"*{failure_label(f)}* — severity {f['severity']} — page {' + '.join(f['escalate_to'])}"
+        )
         lines.append(f"> {f['summary']}")
         if f.get("next_step"):
             lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
     for n in verdict.notices:
         lines.append(f"_{failure_label(n)} (informational)_: {n['summary']}")
     if verdict.cutover_halt:
-        lines.append(f":octagonal_sign: Cutover work is halted since "
-                     f"{verdict.cutover_halt['since']} until a verified dump is promoted (F5).")
+        lines.append(
+            f":octagonal_sign: Cutover work is halted since "
+            f"{verdict.cutover_halt['since']} until a verified dump is promoted (F5)."
+        )
     counts = verdict.row_counts
     if counts:
         lines.append("Rows: " + ", ".join(f"{t} {n:,}" for t, n in list(counts.items())[:5]))
@@ -89,8 +92,16 @@ class BotChannel:
 
     secret_name = "SLACK_BOT_TOKEN"
     # Web API answers HTTP 200 with ok=false for these: the token or channel is wrong
-    REJECTED = {"invalid_auth", "not_authed", "token_revoked", "token_expired",
-                "account_inactive", "channel_not_found", "not_in_channel", "missing_scope"}
+    REJECTED = {
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "token_expired",
+        "account_inactive",
+        "channel_not_found",
+        "not_in_channel",
+        "missing_scope",
+    }
 
     def __init__(self, client, channel: str):
         self._client, self._channel = client, channel
@@ -135,8 +146,12 @@ def post(channel, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
 def f4_finding(delivery: Delivery, secret_name: str = "SLACK_OPS_WEBHOOK") -> Finding:
     """The runbook's F4, with the 4xx / 5xx distinction it makes."""
     got = f"HTTP {delivery.status}" if delivery.status else f"no answer ({delivery.error})"
-    details = {"http_status": delivery.status, "attempts": delivery.attempts,
-               "statuses": delivery.statuses, "error": delivery.error}
+    details = {
+        "http_status": delivery.status,
+        "attempts": delivery.attempts,
+        "statuses": delivery.statuses,
+        "error": delivery.error,
+    }
     if delivery.status is not None and 400 <= delivery.status < 500 and delivery.status != 429:
         return Finding(
             "SLACK_NOTIFICATION_FAILURE",
@@ -144,7 +159,7 @@ def f4_finding(delivery: Delivery, secret_name: str = "SLACK_OPS_WEBHOOK") -> Fi
             "secret is stale or revoked. The backup verdict is unaffected.",
             {**details, "cause": "webhook_rejected"},
             next_step=f"Rotate {secret_name} via the secrets-rotation runbook, then re-post "
-                      "(busflow-verify alerts repost) so on-call isn't blind (F4 step 1).",
+            "(busflow-verify alerts repost) so on-call isn't blind (F4 step 1).",
         )
     return Finding(
         "SLACK_NOTIFICATION_FAILURE",
@@ -153,7 +168,7 @@ def f4_finding(delivery: Delivery, secret_name: str = "SLACK_OPS_WEBHOOK") -> Fi
         "unaffected.",
         {**details, "cause": "slack_unavailable"},
         next_step="Post the result manually to #ops (or busflow-verify alerts repost once Slack "
-                  "is back); no rotation needed (F4 step 1).",
+        "is back); no rotation needed (F4 step 1).",
     )
 
 
@@ -167,8 +182,17 @@ class Outbox:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"partition": partition, "run_id": run_id, "text": text,
-                                   "reason": reason, "kept_at": time.time()}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "partition": partition,
+                    "run_id": run_id,
+                    "text": text,
+                    "reason": reason,
+                    "kept_at": time.time(),
+                }
+            )
+        )
         tmp.rename(path)  # a reader never sees half a message
         return path
 
@@ -182,29 +206,46 @@ class Outbox:
             delivery = post(channel, message["text"], policy, sleep)
             if delivery.delivered:
                 path.unlink()
-            results.append({"file": path.name, "partition": message["partition"],
-                            **asdict(delivery)})
+            results.append(
+                {"file": path.name, "partition": message["partition"], **asdict(delivery)}
+            )
         return results
 
 
-def notify(verdict: Verdict, channel, outbox: Outbox, policy: RetryPolicy,
-           log, sleep=time.sleep) -> dict[str, Any]:
+def notify(
+    verdict: Verdict, channel, outbox: Outbox, policy: RetryPolicy, log, sleep=time.sleep
+) -> dict[str, Any]:
     """Post the run's message; on failure keep it in the outbox and return the F4 finding.
 
     Returns {"delivered": bool, "attempts": n, "status": ..., "f4": finding dict or None}.
     """
     text = ops_message(verdict)
     if channel is None:
-        log(f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}")
+        log(
+            f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}"
+        )
         outbox.keep(verdict.partition, verdict.run_id, text, "no webhook configured")
-        return {"delivered": False, "attempts": 0, "status": None, "f4": None,
-                "reason": "no webhook configured"}
+        return {
+            "delivered": False,
+            "attempts": 0,
+            "status": None,
+            "f4": None,
+            "reason": "no webhook configured",
+        }
     delivery = post(channel, text, policy, sleep)
     if delivery.delivered:
-        return {"delivered": True, "attempts": delivery.attempts, "status": delivery.status,
-                "f4": None}
+        return {
+            "delivered": True,
+            "attempts": delivery.attempts,
+            "status": delivery.status,
+            "f4": None,
+        }
     finding = f4_finding(delivery, channel.secret_name)
     outbox.keep(verdict.partition, verdict.run_id, text, finding.details["cause"])
     log(f"F4 {finding.summary}")
-    return {"delivered": False, "attempts": delivery.attempts, "status": delivery.status,
-            "f4": finding.to_dict()}
+    return {
+        "delivered": False,
+        "attempts": delivery.attempts,
+        "status": delivery.status,
+        "f4": finding.to_dict(),
+    }

@@ -19,10 +19,14 @@ def unjustified_changes(base: SoftFKAllowlist, current: SoftFKAllowlist) -> list
         new_uuids = set(fk.justification) - set(old.justification if old else [])
         name = f"{fk.child} -> {fk.parent}"
         if old is None and fk.max_orphans > 0 and not new_uuids:
-            problems.append(f"entry {name} is added with max_orphans {fk.max_orphans} and no "
-                            "justification UUID (tenant_scrub_logs id)")
+            problems.append(
+                f"entry {name} is added with max_orphans {fk.max_orphans} and no "
+                "justification UUID (tenant_scrub_logs id)"
+            )
         elif old is not None and fk.max_orphans > old.max_orphans and not new_uuids:
-            problems.append(f"entry {name}: max_orphans raised {old.max_orphans} -> "
-                            f"{fk.max_orphans} without a justification UUID the base version "
-                            "did not have")
+            problems.append(
+                f"entry {name}: max_orphans raised {old.max_orphans} -> "
+                f"{fk.max_orphans} without a justification UUID the base version "
+                "did not have"
+            )
     return problems

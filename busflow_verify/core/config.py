@@ -32,8 +32,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-RUNBOOK_LARGEST_TABLES = ["commerce.bookings", "communications.messages",
-                          "operations.service_legs"]
+RUNBOOK_LARGEST_TABLES = ["commerce.bookings", "communications.messages", "operations.service_legs"]
 
 
 class SizeGuardConfig(_Strict):
@@ -90,9 +89,14 @@ class RowCountConfig(_Strict):
     def tolerance_for(self, table: str) -> tuple[float, float]:
         """(max_drop_ratio, max_growth_ratio) for a table, overrides first."""
         override = self.tables.get(table, Tolerance())
-        drop = override.max_drop_ratio if override.max_drop_ratio is not None else self.max_drop_ratio
-        growth = (override.max_growth_ratio if override.max_growth_ratio is not None
-                  else self.max_growth_ratio)
+        drop = (
+            override.max_drop_ratio if override.max_drop_ratio is not None else self.max_drop_ratio
+        )
+        growth = (
+            override.max_growth_ratio
+            if override.max_growth_ratio is not None
+            else self.max_growth_ratio
+        )
         return drop, growth
 
 
@@ -235,8 +239,10 @@ def _load(path: Path, model: type[BaseModel]):
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (set {CONFIG_DIR_ENV} to the folder holding "
-                          f"{VERIFY_FILE} and {ALLOWLIST_FILE})") from None
+        raise ConfigError(
+            f"{path}: file not found (set {CONFIG_DIR_ENV} to the folder holding "
+            f"{VERIFY_FILE} and {ALLOWLIST_FILE})"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -283,7 +289,9 @@ def _line_of(node, loc) -> int | None:
                 break
             line = match[0][0].start_mark.line + 1
             node = match[0][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:

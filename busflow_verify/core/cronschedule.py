@@ -29,9 +29,15 @@ HORIZON_MONTHS = 5 * 12 + 1  # "never" = nothing in the 61 calendar months from 
 _MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
 _MACROS = {
-    "yearly": "0 0 1 1 *", "annually": "0 0 1 1 *", "monthly": "0 0 1 * *",
-    "weekly": "0 0 * * 0", "daily": "0 0 * * *", "midnight": "0 0 * * *",
-    "hourly": "0 * * * *", "reboot": None, "restart": None,
+    "yearly": "0 0 1 1 *",
+    "annually": "0 0 1 1 *",
+    "monthly": "0 0 1 * *",
+    "weekly": "0 0 * * 0",
+    "daily": "0 0 * * *",
+    "midnight": "0 0 * * *",
+    "hourly": "0 * * * *",
+    "reboot": None,
+    "restart": None,
 }
 _INTERVAL = re.compile(r"\s*(\d+)\s*(seconds?)\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+")
@@ -67,8 +73,11 @@ class _Field:
 
 
 _FIELDS = (
-    _Field("minute", 0, 59), _Field("hour", 0, 23), _Field("day-of-month", 1, 31),
-    _Field("month", 1, 12, _MONTHS), _Field("day-of-week", 0, 7, _DAYS),
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day-of-month", 1, 31),
+    _Field("month", 1, 12, _MONTHS),
+    _Field("day-of-week", 0, 7, _DAYS),
 )
 
 
@@ -100,11 +109,17 @@ def describe_next(jobs: list[dict], after: dt.datetime) -> list[dict]:
                 when = next_run(schedule, after)
             except ScheduleError as exc:
                 error = str(exc)
-        rows.append((when, {
-            "jobname": job.get("jobname"), "schedule": schedule,
-            "next_run_utc": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
-            "error": error,
-        }))
+        rows.append(
+            (
+                when,
+                {
+                    "jobname": job.get("jobname"),
+                    "schedule": schedule,
+                    "next_run_utc": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
+                    "error": error,
+                },
+            )
+        )
     rows.sort(key=lambda pair: (pair[0] is None, pair[0] or after))  # stable: ties keep order
     return [row for _, row in rows]
 
@@ -140,16 +155,23 @@ def _parse_text(schedule: str) -> _Cron | _Interval | None:
 
 def _parse_fields(fields: list[str]) -> _Cron:
     if len(fields) != 5:
-        raise ScheduleError(f"expected 5 fields (minute hour day-of-month month day-of-week),"
-                            f" got {len(fields)}")
+        raise ScheduleError(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+        )
     minute, hour, dom, month, dow = (
         _parse_field(text, spec, allow_last=spec.name == "day-of-month")
-        for text, spec in zip(fields, _FIELDS))
+        for text, spec in zip(fields, _FIELDS)
+    )
     dows = frozenset(d % 7 for d in dow)  # 7 is Sunday too
     return _Cron(
-        minutes=tuple(sorted(minute)), hours=tuple(sorted(hour)),
-        doms=frozenset(dom - {0}), last_dom=0 in dom, months=frozenset(month), dows=dows,
-        dom_star=fields[2].startswith("*"), dow_star=fields[4].startswith("*"),
+        minutes=tuple(sorted(minute)),
+        hours=tuple(sorted(hour)),
+        doms=frozenset(dom - {0}),
+        last_dom=0 in dom,
+        months=frozenset(month),
+        dows=dows,
+        dom_star=fields[2].startswith("*"),
+        dow_star=fields[4].startswith("*"),
     )
 
 
@@ -211,8 +233,9 @@ def _next_cron(cron: _Cron, start: dt.datetime) -> dt.datetime | None:
     return None
 
 
-def _scan_month(cron: _Cron, year: int, month: int, first_day: int,
-                start: dt.datetime) -> dt.datetime | None:
+def _scan_month(
+    cron: _Cron, year: int, month: int, first_day: int, start: dt.datetime
+) -> dt.datetime | None:
     days_in_month = calendar.monthrange(year, month)[1]
     for day in range(first_day, days_in_month + 1):
         if not _day_matches(cron, dt.date(year, month, day), days_in_month):

@@ -26,9 +26,15 @@ class CutoverHalt:
         if self.path.exists():
             return  # keep the first: since when cutover has been halted
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "reason": reason, "run_id": run_id}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "reason": reason,
+                    "run_id": run_id,
+                }
+            )
+        )
         tmp.rename(self.path)
 
     def get(self) -> dict[str, Any] | None:

@@ -57,22 +57,27 @@ class _Parts:
                 return
             except _CUT:
                 continue
-        raise DownloadError(f"s3://{self.bucket}/{self.key}: bytes {position[0]}-{end} were cut "
-                            f"off {ATTEMPTS} times; re-run the date")
+        raise DownloadError(
+            f"s3://{self.bucket}/{self.key}: bytes {position[0]}-{end} were cut "
+            f"off {ATTEMPTS} times; re-run the date"
+        )
 
     def _read(self, position: list[int], end: int, buffer: memoryview) -> None:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key,
-                                          Range=f"bytes={position[0]}-{end}")["Body"]
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes={position[0]}-{end}"
+            )["Body"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "InvalidRange":
                 raise
-            raise DownloadError(f"s3://{self.bucket}/{self.key} ends before byte {position[0]}, "
-                                f"short of the {self.size} bytes HEAD said: the object changed "
-                                "during the download; re-run the date") from None
+            raise DownloadError(
+                f"s3://{self.bucket}/{self.key} ends before byte {position[0]}, "
+                f"short of the {self.size} bytes HEAD said: the object changed "
+                "during the download; re-run the date"
+            ) from None
         with body:
             while position[0] <= end and not self.cancel.is_set():
-                n = body.readinto(buffer[:end - position[0] + 1])
+                n = body.readinto(buffer[: end - position[0] + 1])
                 if n == 0:
                     raise IncompleteReadError(actual_bytes=position[0], expected_bytes=end + 1)
                 os.pwrite(self.fd, buffer[:n], position[0])
@@ -90,8 +95,10 @@ def download(client, dump: DumpObject, dest: Path, report: Report | None = None)
         os.ftruncate(fd, size)  # the threads fill in a file of its final size
         parts = _Parts(client, bucket, key, size, fd, progress)
         with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="download") as pool:
-            futures = [pool.submit(parts.fetch, start, min(start + PART, size) - 1)
-                       for start in range(0, size, PART)]
+            futures = [
+                pool.submit(parts.fetch, start, min(start + PART, size) - 1)
+                for start in range(0, size, PART)
+            ]
             try:
                 progress.watch(futures)  # raises the first error, as the client raised it
             except BaseException:
@@ -100,7 +107,9 @@ def download(client, dump: DumpObject, dest: Path, report: Report | None = None)
     finally:
         os.close(fd)
     if progress.done != size:
-        raise DownloadError(f"downloaded {progress.done} bytes of s3://{bucket}/{key} but HEAD "
-                            f"said {size}: the object changed or the transfer was cut; re-run "
-                            "the date")
+        raise DownloadError(
+            f"downloaded {progress.done} bytes of s3://{bucket}/{key} but HEAD "
+            f"said {size}: the object changed or the transfer was cut; re-run "
+            "the date"
+        )
     return dest

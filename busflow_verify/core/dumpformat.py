@@ -24,8 +24,11 @@ SNIFF_BYTES = 8192
 
 # The newest archive version each pg_dump major writes (pg_backup_archiver.h), to name the
 # writer of an archive our pg_restore cannot read.
-ARCHIVE_VERSION_WRITERS = {(1, 14): "PostgreSQL 12-15", (1, 15): "PostgreSQL 16",
-                           (1, 16): "PostgreSQL 17 or 18"}
+ARCHIVE_VERSION_WRITERS = {
+    (1, 14): "PostgreSQL 12-15",
+    (1, 15): "PostgreSQL 16",
+    (1, 16): "PostgreSQL 17 or 18",
+}
 
 
 @dataclass
@@ -46,16 +49,21 @@ def sniff(path: Path, key: str) -> DumpFormat:
     if len(head) > 262 and head[257:262] == b"ustar":
         return _sniff_tar(path, key)
     if _looks_like_html(head):
-        raise FindingError(Finding(
-            "RESTORE_FAILED",
-            f"{key} is an HTML/XML document, not a Postgres dump: the S3/MinIO endpoint stored or "
-            "served an error page (an auth failure, common after a credential rotation); check "
-            "the backup credentials and the object (F2 step 1)",
-            {"cause": "html_error_page", "key": key,
-             "first_bytes": head[:160].decode("utf-8", "replace")},
-            next_step="Check the S3/MinIO credentials (rotated?) and the object in the bucket; "
-                      "re-run pg_dump's upload if the object itself is the error page.",
-        ))
+        raise FindingError(
+            Finding(
+                "RESTORE_FAILED",
+                f"{key} is an HTML/XML document, not a Postgres dump: the S3/MinIO endpoint stored or "
+                "served an error page (an auth failure, common after a credential rotation); check "
+                "the backup credentials and the object (F2 step 1)",
+                {
+                    "cause": "html_error_page",
+                    "key": key,
+                    "first_bytes": head[:160].decode("utf-8", "replace"),
+                },
+                next_step="Check the S3/MinIO credentials (rotated?) and the object in the bucket; "
+                "re-run pg_dump's upload if the object itself is the error page.",
+            )
+        )
     if looks_like_plain_sql(head):
         return DumpFormat("plain", dumped_by=plain_dumped_by(head))
     raise not_a_dump(key, head)
@@ -70,14 +78,20 @@ def plain_dumped_by(head: bytes) -> str | None:
 
 def not_a_dump(key: str, head: bytes, what: str = "") -> FindingError:
     shown = "empty object" if not head else f"first bytes {head[:16].hex()}"
-    return FindingError(Finding(
-        "RESTORE_FAILED",
-        f"{key} is not a Postgres dump{what}: no PGDMP custom-format header, no plain-text SQL "
-        f"({shown}); check the object in the bucket (F2 step 1)",
-        {"cause": "not_a_dump", "key": key, "size_sniffed": len(head),
-         "first_bytes_hex": head[:16].hex()},
-        next_step="Check the object in the bucket and the pg_dump job that uploaded it.",
-    ))
+    return FindingError(
+        Finding(
+            "RESTORE_FAILED",
+            f"{key} is not a Postgres dump{what}: no PGDMP custom-format header, no plain-text SQL "
+            f"({shown}); check the object in the bucket (F2 step 1)",
+            {
+                "cause": "not_a_dump",
+                "key": key,
+                "size_sniffed": len(head),
+                "first_bytes_hex": head[:16].hex(),
+            },
+            next_step="Check the object in the bucket and the pg_dump job that uploaded it.",
+        )
+    )
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -93,7 +107,8 @@ def looks_like_plain_sql(head: bytes) -> bool:
         if "\ufffd" in text:
             return False
     return "PostgreSQL database dump" in text or bool(
-        re.match(r"\s*(--|SET\s|CREATE\s|\\restrict\s|\\connect\s|SELECT\s|BEGIN;)", text))
+        re.match(r"\s*(--|SET\s|CREATE\s|\\restrict\s|\\connect\s|SELECT\s|BEGIN;)", text)
+    )
 
 
 def _sniff_gzip(path: Path, key: str) -> DumpFormat:
@@ -112,9 +127,14 @@ def _sniff_tar(path: Path, key: str) -> DumpFormat:
         with tarfile.open(path) as tar:
             names = tar.getnames()
     except (tarfile.TarError, EOFError) as exc:
-        raise FindingError(Finding(
-            "RESTORE_FAILED", f"{key} is a tar archive that cannot be read ({exc}): truncated?",
-            {"cause": "truncated", "key": key, "format": "tar"}, severity="P1")) from None
+        raise FindingError(
+            Finding(
+                "RESTORE_FAILED",
+                f"{key} is a tar archive that cannot be read ({exc}): truncated?",
+                {"cause": "truncated", "key": key, "format": "tar"},
+                severity="P1",
+            )
+        ) from None
     if "toc.dat" in names and "restore.sql" in names:
         return DumpFormat("tar")
     if any(n == "toc.dat" or n.endswith("/toc.dat") for n in names):
@@ -139,12 +159,12 @@ def read_custom_header(head: bytes) -> tuple[str | None, str | None]:
         pos += 7 * (1 + int_size)
         strings = []
         for _ in range(3):
-            sign, raw = head[pos], head[pos + 1:pos + 1 + int_size]
+            sign, raw = head[pos], head[pos + 1 : pos + 1 + int_size]
             length = int.from_bytes(raw, "little") * (-1 if sign else 1)
             pos += 1 + int_size
             if length < 0 or length > 512:
                 return version, None
-            strings.append(head[pos:pos + length].decode("utf-8"))
+            strings.append(head[pos : pos + length].decode("utf-8"))
             pos += length
         return version, strings[2]
     except (IndexError, UnicodeDecodeError, struct.error):

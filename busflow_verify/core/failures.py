@@ -44,56 +44,87 @@ def failure_label(failure: dict[str, Any]) -> str:
     code, name = failure["code"], failure["name"]
     return name if code == name else f"{code} {name}"
 
+
 _MODES = [
     FailureMode(
-        "F1", "SIZE_SHRUNK", "P2", ("@data-oncall",), "F1 — SIZE_EXCEEDED or SIZE_SHRUNK",
+        "F1",
+        "SIZE_SHRUNK",
+        "P2",
+        ("@data-oncall",),
+        "F1 — SIZE_EXCEEDED or SIZE_SHRUNK",
         "Compare row counts of commerce.bookings, communications.messages, operations.service_legs "
         "with last night's verified dump (F1 step 1); if disproportionate the dump is corrupt: "
         "re-run pg_dump before the next pg_cron scrub cycle (F1 step 3). Never promote it.",
     ),
     FailureMode(
-        "F1", "SIZE_EXCEEDED", "P2", ("@data-oncall",), "F1 — SIZE_EXCEEDED or SIZE_SHRUNK",
+        "F1",
+        "SIZE_EXCEEDED",
+        "P2",
+        ("@data-oncall",),
+        "F1 — SIZE_EXCEEDED or SIZE_SHRUNK",
         "Compare row counts of the largest tables with last night's verified dump (F1 step 1); "
         "raise the median tolerance only with evidence in the PR (F1 step 2). Never promote it.",
     ),
     FailureMode(
-        "F2", "RESTORE_FAILED", "P2", ("@infra-oncall", "@data-oncall"), "F2 — RESTORE_FAILED",
+        "F2",
+        "RESTORE_FAILED",
+        "P2",
+        ("@infra-oncall", "@data-oncall"),
+        "F2 — RESTORE_FAILED",
         "Walk F2: check the object's format (HTML error page → credentials), a CREATE EXTENSION "
         "failure → docker/backup/producer.env, a COPY failure → snapshot the source (PITR via "
         "Ubicloud) before touching anything else.",
     ),
     FailureMode(
-        "F3", "ORPHAN_FK_SURGE", "P2", ("@data-oncall", "@security-oncall"),
+        "F3",
+        "ORPHAN_FK_SURGE",
+        "P2",
+        ("@data-oncall", "@security-oncall"),
         "F3 — ORPHAN_FK_SURGE",
         "Triage each surge in config/backup-verify/soft-fk-allowlist.yaml: expected (scrub "
         "tombstoned rows; raise only with tenant_scrub_logs UUIDs) or unexpected (open a P2 issue "
         "and pin the FK). Never blanket-raise a tolerance.",
     ),
     FailureMode(
-        "F4", "SLACK_NOTIFICATION_FAILURE", "P3", ("@platform-oncall",),
+        "F4",
+        "SLACK_NOTIFICATION_FAILURE",
+        "P3",
+        ("@platform-oncall",),
         "F4 — SLACK_NOTIFICATION_FAILURE",
         "4xx: rotate SLACK_OPS_WEBHOOK and re-post to #ops manually; 5xx: Slack outage, post "
         "manually, no rotation.",
     ),
     FailureMode(
-        "F5", "OFFSITE_ENDPOINT_DOWN", "P1", ("@infra-oncall",),
+        "F5",
+        "OFFSITE_ENDPOINT_DOWN",
+        "P1",
+        ("@infra-oncall",),
         "F5 — OFFSITE_ENDPOINT_DOWN → MinIO fallback",
         "The dump is inaccessible: page @infra-oncall and halt pending cutover work until a "
         "verified dump is produced.",
     ),
     FailureMode(
-        "DUMP_MISSING", "DUMP_MISSING", "P1", ("@infra-oncall", "@data-oncall"),
+        "DUMP_MISSING",
+        "DUMP_MISSING",
+        "P1",
+        ("@infra-oncall", "@data-oncall"),
         "Workflow step (1): stream the latest pg_dump_YYYYMMDD_HHMM.dump",
         "Check that the nightly pg_dump ran and uploaded; re-run it, then verify this date again.",
     ),
     FailureMode(
-        "ROW_COUNT_DRIFT", "ROW_COUNT_DRIFT", "P2", ("@data-oncall",),
+        "ROW_COUNT_DRIFT",
+        "ROW_COUNT_DRIFT",
+        "P2",
+        ("@data-oncall",),
         "Workflow step (4): assert row-count deltas are within tolerance",
         "Compare the drifting tables on the source with the dump; if the source agrees, the change "
         "is real (adjust verify.yaml with evidence), else re-run pg_dump.",
     ),
     FailureMode(
-        "VERIFY_JOB_ERROR", "VERIFY_JOB_ERROR", "P2", ("@data-oncall",),
+        "VERIFY_JOB_ERROR",
+        "VERIFY_JOB_ERROR",
+        "P2",
+        ("@data-oncall",),
         "Workflow (the verify job itself)",
         "Read the failed step's error in the Dagster run, fix the cause, re-run the date.",
     ),

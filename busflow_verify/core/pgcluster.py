@@ -32,8 +32,20 @@ ORPHAN_AGE_SECONDS = 3600
 # What a child process (initdb, the server, pg_restore, psql) may inherit from the job: the job's
 # environment holds the backup store's keys and the #ops webhook, and a restored dump's code runs
 # inside the server. Everything else is dropped; a password is added only where one is needed.
-CHILD_ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PGCONNECT_TIMEOUT",
-                             "PGAPPNAME", "PGTZ", "PGCLIENTENCODING", "PGTARGETSESSIONATTRS"})
+CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PGCONNECT_TIMEOUT",
+        "PGAPPNAME",
+        "PGTZ",
+        "PGCLIENTENCODING",
+        "PGTARGETSESSIONATTRS",
+    }
+)
 CHILD_ENV_PREFIXES = ("LC_", "PGSSL", "PGGSS")
 
 # Settings for a cluster that is thrown away after the run: nothing needs to survive a crash.
@@ -62,8 +74,11 @@ class ClusterStartError(RuntimeError):
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process: the allow-listed variables of ours, plus `extra`."""
-    kept = {k: v for k, v in os.environ.items()
-            if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)}
+    kept = {
+        k: v
+        for k, v in os.environ.items()
+        if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)
+    }
     return {**kept, **(extra or {})}
 
 
@@ -147,8 +162,13 @@ class DisposablePostgres:
     SUPERUSER = "postgres"
     SETTINGS = THROWAWAY_SETTINGS  # server settings (bench/ starts a durable one to compare)
 
-    def __init__(self, bin_dir: str | None = None, base_dir: str | None = None,
-                 cron_database: str = "restored", run_cron_jobs: bool = False):
+    def __init__(
+        self,
+        bin_dir: str | None = None,
+        base_dir: str | None = None,
+        cron_database: str = "restored",
+        run_cron_jobs: bool = False,
+    ):
         self.bin_dir = find_bin_dir(bin_dir)
         self.base_dir = base_dir or tempfile.gettempdir()
         self.cron_database, self.run_cron_jobs = cron_database, run_cron_jobs
@@ -172,8 +192,9 @@ class DisposablePostgres:
         return str(self.bin_dir / name)
 
     def major_version(self) -> int:
-        out = subprocess.run([self.tool("pg_ctl"), "--version"], capture_output=True, text=True,
-                             env=child_env())
+        out = subprocess.run(
+            [self.tool("pg_ctl"), "--version"], capture_output=True, text=True, env=child_env()
+        )
         return int(out.stdout.split()[-1].split(".")[0])
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -201,8 +222,19 @@ class DisposablePostgres:
 
     def _initdb(self) -> None:
         self._run(
-            [self.tool("initdb"), "-D", str(self.data_dir), "-U", self.SUPERUSER, "--auth=trust",
-             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"],
+            [
+                self.tool("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--no-instructions",
+            ],
             "initdb",
         )
 
@@ -214,8 +246,19 @@ class DisposablePostgres:
             opts += f" -p {self.port} -k {self.root}"
             try:
                 self._run(
-                    [self.tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                     "-o", opts, "-w", "-t", "60", "start"],
+                    [
+                        self.tool("pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-l",
+                        str(self.log_file),
+                        "-o",
+                        opts,
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ],
                     "pg_ctl start",
                 )
                 return
@@ -237,8 +280,11 @@ class DisposablePostgres:
             return {}
         if not (server.cron_can_hold_jobs or self.run_cron_jobs):
             return {}  # an old pg_cron would run a restored job: a restore cluster goes without
-        settings = {"shared_preload_libraries": "pg_cron", "cron.database_name": self.cron_database,
-                    "cron.host": str(self.root)}
+        settings = {
+            "shared_preload_libraries": "pg_cron",
+            "cron.database_name": self.cron_database,
+            "cron.host": str(self.root),
+        }
         if server.cron_can_hold_jobs:
             settings["cron.launch_active_jobs"] = "on" if self.run_cron_jobs else "off"
         return settings
@@ -263,8 +309,14 @@ def run_in_own_group(argv: list[str]) -> tuple[int, str]:
     `runuser` does not pass SIGKILL on to initdb, so killing only our direct child would leave
     initdb writing into a directory that is being removed.
     """
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=child_env())
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=child_env(),
+    )
     try:
         _, stderr = proc.communicate()
     except BaseException:

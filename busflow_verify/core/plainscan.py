@@ -55,32 +55,59 @@ _NAME = r'("(?:[^"]|"")*"|[\w$]+)'
 _CONNECT_ARGS = re.compile(
     r"""(?:[ \t]+-reuse-previous=(?:on|off))?"""
     r"""(?:[ \t]+(?:[A-Za-z0-9_]+|"[A-Za-z0-9_ .-]+"|"dbname='[A-Za-z0-9_ .-]+'"))?"""
-    r"""[ \t]*\r?\n?\Z""")
+    r"""[ \t]*\r?\n?\Z"""
+)
 _KEY_ARGS = re.compile(r"[ \t]+[A-Za-z0-9]+[ \t]*\r?\n?\Z")
 _FUNCS = re.compile(
     r'(?<![\w$])"?(lo_import|lo_export|pg_read_file|pg_read_binary_file|pg_ls_dir|pg_ls_\w*dir'
-    r'|pg_stat_file|pg_file_write|pg_file_rename|pg_file_unlink|pg_file_sync|pg_logdir_ls'
-    r'|dblink\w*)"?\s*\(\Z', re.I)
+    r"|pg_stat_file|pg_file_write|pg_file_rename|pg_file_unlink|pg_file_sync|pg_logdir_ls"
+    r'|dblink\w*)"?\s*\(\Z',
+    re.I,
+)
 _COPY_TOKEN = re.compile(rf'"(?:[^"]|"")*"|\'\'|[{_L}][{_L}0-9$]*|\S')
 _EXTENSION = re.compile(rf"CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}(.*)", re.I | re.S)
 _SCHEMA_OPTION = re.compile(rf"\bSCHEMA\s+{_NAME}", re.I)
 _SETTING_WORDS = frozenset({"standard_conforming_strings", "client_encoding"})
 _PG_DUMP_SETTING = re.compile(
     r"SET\s+(?:standard_conforming_strings\s*(?:=|TO)\s*'?on'?"
-    r"|client_encoding\s*(?:=|TO)\s*'?([\w-]+)'?)\s*;?", re.I)
-_CLIENT_ONLY_ENCODINGS = frozenset({  # second bytes may be ASCII quotes or backslashes
-    "sjis", "shiftjis", "mskanji", "shiftjis2004", "win932", "cp932", "big5", "win950", "cp950",
-    "gbk", "win936", "cp936", "gb18030", "uhc", "win949", "cp949", "johab", "win1361"})
-_LEAVE_OUT = [(kind, re.compile(pattern, re.I | re.S)) for kind, pattern in [
-    ("default_privileges", r"ALTER\s+DEFAULT\s+PRIVILEGES\s"),
-    ("owner", rf"ALTER\s.*\sOWNER\s+TO\s+{_NAME}\s*"),
-    ("grant", r"GRANT\s"),
-    ("revoke", r"REVOKE\s"),
-    ("session_authorization", r"(?:SET|RESET)\s+SESSION\s+AUTHORIZATION\b"),
-    ("extension", r"CREATE\s+EXTENSION\s"),
-    ("extension_comment", r"COMMENT\s+ON\s+EXTENSION\s"),
-    ("schema", rf"CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}\s*"),
-]]
+    r"|client_encoding\s*(?:=|TO)\s*'?([\w-]+)'?)\s*;?",
+    re.I,
+)
+_CLIENT_ONLY_ENCODINGS = frozenset(
+    {  # second bytes may be ASCII quotes or backslashes
+        "sjis",
+        "shiftjis",
+        "mskanji",
+        "shiftjis2004",
+        "win932",
+        "cp932",
+        "big5",
+        "win950",
+        "cp950",
+        "gbk",
+        "win936",
+        "cp936",
+        "gb18030",
+        "uhc",
+        "win949",
+        "cp949",
+        "johab",
+        "win1361",
+    }
+)
+_LEAVE_OUT = [
+    (kind, re.compile(pattern, re.I | re.S))
+    for kind, pattern in [
+        ("default_privileges", r"ALTER\s+DEFAULT\s+PRIVILEGES\s"),
+        ("owner", rf"ALTER\s.*\sOWNER\s+TO\s+{_NAME}\s*"),
+        ("grant", r"GRANT\s"),
+        ("revoke", r"REVOKE\s"),
+        ("session_authorization", r"(?:SET|RESET)\s+SESSION\s+AUTHORIZATION\b"),
+        ("extension", r"CREATE\s+EXTENSION\s"),
+        ("extension_comment", r"COMMENT\s+ON\s+EXTENSION\s"),
+        ("schema", rf"CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}\s*"),
+    ]
+]
 _ROUTINE_WORDS = frozenset({"create", "or", "replace", "function", "procedure"})
 
 
@@ -138,8 +165,20 @@ class _Statement:
     """What is kept of one top-level statement while it is read: a short head of its text,
     its SQL outside literals and comments (capped; literals become ''), and psql's counters."""
 
-    __slots__ = ("start", "at_line_start", "head", "mask", "mask_len", "tail", "paren", "begin",
-                 "words", "initials", "kinds", "settings")
+    __slots__ = (
+        "start",
+        "at_line_start",
+        "head",
+        "mask",
+        "mask_len",
+        "tail",
+        "paren",
+        "begin",
+        "words",
+        "initials",
+        "kinds",
+        "settings",
+    )
 
     def __init__(self, start: int, at_line_start: bool):
         self.start, self.at_line_start = start, at_line_start
@@ -158,8 +197,11 @@ class _Statement:
             self.mask.append(piece)
             self.mask_len += len(piece)
         self.tail = (self.tail + (piece if piece == "(" else _SPACES.sub(" ", piece)))[-96:]
-        if piece == "(" and _NAMED.match(self.tail[:-1].rstrip()[-1:]) and (
-                match := _FUNCS.search(self.tail)):
+        if (
+            piece == "("
+            and _NAMED.match(self.tail[:-1].rstrip()[-1:])
+            and (match := _FUNCS.search(self.tail))
+        ):
             kind = match[1].lower() + "()"
             if kind not in self.kinds:
                 self.kinds.append(kind)
@@ -274,7 +316,8 @@ class _Scanner:
 
     def _open(self, stmt: _Statement, token: str, end: int) -> int:
         self.state, self.tag = {"'": ("string", ""), '"': ("ident", "")}.get(
-            token, ("estring", "") if token in ("E'", "e'") else ("dollar", token))
+            token, ("estring", "") if token in ("E'", "e'") else ("dollar", token)
+        )
         stmt.text(token, sql=self.state == "ident")
         if self.state != "ident":
             stmt.sql("''")
@@ -400,8 +443,9 @@ def _mentions_setting(text: str) -> bool:
 
 def _client_only(head: str) -> bool:
     match = _PG_DUMP_SETTING.fullmatch(head)
-    return bool(match and match[1] and re.sub(r"[^a-z0-9]", "", match[1].lower())
-                in _CLIENT_ONLY_ENCODINGS)
+    return bool(
+        match and match[1] and re.sub(r"[^a-z0-9]", "", match[1].lower()) in _CLIENT_ONLY_ENCODINGS
+    )
 
 
 def _copy_target(masked: str) -> tuple[str | None, bool, str]:
@@ -431,8 +475,6 @@ def _collect_extension(scan: PlainScan, masked: str) -> None:
         schema = _SCHEMA_OPTION.search(match[2])
         scan.extensions.append(name)
         scan.extension_schemas[name] = _unquote(schema[1]) if schema else None
-
-
 
 
 def _leave_out_candidate(scan: PlainScan, stmt: _Statement, number: int, line: str) -> None:
@@ -467,7 +509,8 @@ def scan_plain(lines: Iterable[str]) -> PlainScan:
         scanner.feed(number, line)
         while scanner.copy_next:  # psql reads each COPY's data from the following lines
             index = scanner.copy_next.pop(0)
-            for number, line in numbered:  # COPY data: nothing but the end marker matters
+            for number, line in numbered:  # noqa: B007 (`number` is read after the loop)
+                # COPY data: nothing but the end marker matters
                 if line in _END_COPY:
                     break
             scanner.end_of_copy(index, number)
@@ -495,7 +538,7 @@ class _Lines:
     def copy_to(self, target: int) -> bool:
         """Copy the lines before line `target`; False when the stream ends first."""
         while self.number + self.left < target:
-            self.dst.write(self.buf[self.off:])
+            self.dst.write(self.buf[self.off :])
             self.number += self.left
             self._fill(self.src.read(_CHUNK))
             if not self.buf:
@@ -504,7 +547,7 @@ class _Lines:
         while self.number < target:
             self.off = self.buf.index(self.nl, self.off) + 1
             self.number, self.left = self.number + 1, self.left - 1
-        self.dst.write(self.buf[start:self.off])
+        self.dst.write(self.buf[start : self.off])
         return True
 
     def take(self):
@@ -513,24 +556,24 @@ class _Lines:
         while end < 0:
             more = self.src.read(_CHUNK)
             if not more:
-                line = self.buf[self.off:]
+                line = self.buf[self.off :]
                 self.off = len(self.buf)
                 return line
-            self._fill(self.buf[self.off:] + more)
+            self._fill(self.buf[self.off :] + more)
             end = self.buf.find(self.nl)
-        line, self.off = self.buf[self.off:end + 1], end + 1
+        line, self.off = self.buf[self.off : end + 1], end + 1
         self.number, self.left = self.number + 1, self.left - 1
         return line
 
     def rest(self) -> None:
-        self.dst.write(self.buf[self.off:])
+        self.dst.write(self.buf[self.off :])
         shutil.copyfileobj(self.src, self.dst, _CHUNK)
 
 
 def _comment_for(line, item: LeaveOut):
     """The comment line that takes the statement's place, with the line's own ending."""
     text = f"-- busflow-verify: left out: {item.head[:80]}"
-    ending = line[len(line.rstrip("\r\n" if isinstance(line, str) else b"\r\n")):]
+    ending = line[len(line.rstrip("\r\n" if isinstance(line, str) else b"\r\n")) :]
     return (text if isinstance(line, str) else text.encode("utf-8")) + ending
 
 
@@ -545,8 +588,7 @@ def write_restorable(src, dst, scan: PlainScan, drop_schemas: Iterable[str] = ()
     Raises ValueError when a line to leave out is not the line the scan saw (the file changed,
     or the scan split lines differently)."""
     drop = set(drop_schemas)
-    plan = [item for item in scan.leave_out if item.kind != "schema"
-            or item.schema in drop]
+    plan = [item for item in scan.leave_out if item.kind != "schema" or item.schema in drop]
     if isinstance(src, (str, Path)):
         with open(src, "rb") as fh:
             return write_restorable(fh, dst, scan, drop)
@@ -559,8 +601,9 @@ def write_restorable(src, dst, scan: PlainScan, drop_schemas: Iterable[str] = ()
             raise ValueError(f"the dump ends before line {item.line} (scanned: {item.head!r})")
         line = lines.take()
         if _crc(line) != item.crc:
-            raise ValueError(f"line {item.line} is not the scanned {item.kind} statement "
-                             f"{item.head[:80]!r}")
+            raise ValueError(
+                f"line {item.line} is not the scanned {item.kind} statement {item.head[:80]!r}"
+            )
         dst.write(_comment_for(line, item))
     lines.rest()
     return [{"line": item.line, "kind": item.kind, "statement": item.head} for item in plan]

@@ -55,9 +55,12 @@ def moves_forward(current: dict[str, Any] | None, candidate: dict[str, Any]) -> 
 
 
 def write_pointer(client, bucket: str, prefix: str, record: dict[str, Any]) -> None:
-    client.put_object(Bucket=bucket, Key=pointer_key(prefix),
-                      Body=json.dumps(record, indent=2).encode(),
-                      ContentType="application/json")
+    client.put_object(
+        Bucket=bucket,
+        Key=pointer_key(prefix),
+        Body=json.dumps(record, indent=2).encode(),
+        ContentType="application/json",
+    )
 
 
 def promotion_decision(verdict: Verdict, current: dict[str, Any] | None) -> tuple[bool, str]:
@@ -67,6 +70,8 @@ def promotion_decision(verdict: Verdict, current: dict[str, Any] | None) -> tupl
         return False, f"not verified ({', '.join(failing)}): the pointer stays where it is"
     candidate = {"partition": verdict.partition, "key": verdict.dump["key"]}
     if not moves_forward(current, candidate):
-        return False, (f"the pointer is at {current['partition']} ({current['key']}), newer than "
-                       f"{candidate['partition']}: it never moves backwards")
+        return False, (
+            f"the pointer is at {current['partition']} ({current['key']}), newer than "
+            f"{candidate['partition']}: it never moves backwards"
+        )
     return True, f"verified-latest -> {candidate['key']} ({candidate['partition']})"

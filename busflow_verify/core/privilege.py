@@ -31,8 +31,10 @@ ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPAS
 PRODUCER_ENV = "docker/backup/producer.env"
 RUNBOOK_EXTENSIONS = "pgcrypto,pgvector,pgsodium,pg_cron"  # the runbook's F2 step 2 line
 EXTENSION_NAMES = {"pgvector": "vector"}  # package name in producer.env -> extension name
-_PRODUCER_PLACES = (Path(__file__).resolve().parents[2] / PRODUCER_ENV,  # the checkout
-                    Path("/opt/busflow-verify/docker/producer.env"))  # the user-code image
+_PRODUCER_PLACES = (
+    Path(__file__).resolve().parents[2] / PRODUCER_ENV,  # the checkout
+    Path("/opt/busflow-verify/docker/producer.env"),
+)  # the user-code image
 _TRUSTED = "SELECT DISTINCT name FROM pg_catalog.pg_available_extension_versions WHERE trusted"
 
 
@@ -69,28 +71,38 @@ def provision(admin: ConnInfo, dbname: str, role: str) -> RestoreDatabase:
     any database and role of those names left by an earlier run."""
     password = secrets.token_urlsafe(24)
     with psycopg.connect(**admin.kwargs(), autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
         _drop_role(conn, role)
         _create_role(conn, admin.user, role, password)
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(dbname), sql.Identifier(role)))
-    return RestoreDatabase(owner=ConnInfo(admin.host, admin.port, role, dbname, password),
-                           admin=admin.on(dbname))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dbname), sql.Identifier(role)
+            )
+        )
+    return RestoreDatabase(
+        owner=ConnInfo(admin.host, admin.port, role, dbname, password), admin=admin.on(dbname)
+    )
 
 
 def _create_role(conn, admin_user: str, role: str, password: str) -> None:
     try:
-        conn.execute(sql.SQL("CREATE ROLE {} " + ROLE_ATTRIBUTES + " PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} " + ROLE_ATTRIBUTES + " PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ProvisionError(
             f"the administrative role {admin_user} may not create the restore role {role} "
             f"({exc.diag.message_primary}): it needs CREATEROLE and the right to give BYPASSRLS "
             "(a superuser on PostgreSQL 15 and older; on 16 and newer a role that has BYPASSRLS "
-            "itself), so that row-level security hides no rows from the counts") from None
+            "itself), so that row-level security hides no rows from the counts"
+        ) from None
     superuser = conn.execute(
-        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()[0]
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
     if not superuser:  # CREATE DATABASE ... OWNER needs membership in the owner
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
 
@@ -103,15 +115,18 @@ def drop_role(admin: ConnInfo, role: str) -> None:
 
 def _drop_role(conn, role: str) -> None:
     """DROP ROLE when it exists (a role without CREATEROLE may not even try a missing one)."""
-    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s)",
-                    (role,)).fetchone()[0]:
+    if conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s)", (role,)
+    ).fetchone()[0]:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def producer_extensions(places=_PRODUCER_PLACES) -> set[str]:
     """The extension names of EXTENSIONS= in docker/backup/producer.env (the runbook's list when
     the file is not there: an installed package without its checkout)."""
-    line = next((p.read_text() for p in places if p.is_file()), f'EXTENSIONS="{RUNBOOK_EXTENSIONS}"')
+    line = next(
+        (p.read_text() for p in places if p.is_file()), f'EXTENSIONS="{RUNBOOK_EXTENSIONS}"'
+    )
     match = re.search(r'^EXTENSIONS="?([^"\n]*)"?', line, re.M)
     names = [n.strip() for n in (match[1] if match else "").split(",") if n.strip()]
     return {EXTENSION_NAMES.get(n, n) for n in names}
@@ -135,8 +150,11 @@ def create_extensions(db: RestoreDatabase, wanted: dict[str, str | None]) -> Ext
         for name, schema in wanted.items():
             schema = _fixed_schema(conn, name) or schema
             if schema and not _schema_exists(conn, schema):
-                conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-                    sql.Identifier(schema), sql.Identifier(db.owner.user)))
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                        sql.Identifier(schema), sql.Identifier(db.owner.user)
+                    )
+                )
                 setup.schemas.append(schema)
             statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
             if schema:
@@ -154,13 +172,16 @@ def _fixed_schema(conn, name: str) -> str | None:
     row = conn.execute(
         "SELECT v.schema FROM pg_catalog.pg_available_extension_versions v "
         "JOIN pg_catalog.pg_available_extensions a ON a.name = v.name "
-        "AND a.default_version = v.version WHERE v.name = %s", (name,)).fetchone()
+        "AND a.default_version = v.version WHERE v.name = %s",
+        (name,),
+    ).fetchone()
     return row[0] if row else None
 
 
 def _schema_exists(conn, schema: str) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)",
-                        (schema,)).fetchone()[0]
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)", (schema,)
+    ).fetchone()[0]
 
 
 _CONFIG_RELATIONS = """
@@ -175,7 +196,13 @@ WHERE e.extname = ANY(%s)
 def _grant_config_tables(conn, extensions: list[str], role: str) -> None:
     for schema, name, kind in conn.execute(_CONFIG_RELATIONS, (extensions,)).fetchall():
         privileges = "USAGE, SELECT, UPDATE" if kind == "S" else "SELECT, INSERT, UPDATE, DELETE"
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            sql.Identifier(schema), sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT " + privileges + " ON {} TO {}").format(
-            sql.Identifier(schema, name), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT " + privileges + " ON {} TO {}").format(
+                sql.Identifier(schema, name), sql.Identifier(role)
+            )
+        )

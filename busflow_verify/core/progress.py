@@ -28,8 +28,17 @@ def human_bytes(n: float) -> str:
 class Progress:
     """Counts done units of a known total (thread-safe) and says when a line is due."""
 
-    def __init__(self, what: str, total: int, report: Report, *, unit: str = "bytes",
-                 step: float = 0.10, seconds: float = 10.0, clock=time.monotonic):
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        report: Report,
+        *,
+        unit: str = "bytes",
+        step: float = 0.10,
+        seconds: float = 10.0,
+        clock=time.monotonic,
+    ):
         self.what, self.total, self.report, self.unit = what, max(total, 0), report, unit
         self.step, self.seconds, self.clock = step, seconds, clock
         self.done = 0
@@ -85,5 +94,7 @@ class Progress:
         if self.unit != "bytes":
             return f"{self.what}: {done:,} of {self.total:,} {self.unit} ({share})"
         rate = done / max(now - self.started, 1e-9)
-        return (f"{self.what}: {human_bytes(done)} of {human_bytes(self.total)} ({share}), "
-                f"{human_bytes(rate)}/s")
+        return (
+            f"{self.what}: {human_bytes(done)} of {human_bytes(self.total)} ({share}), "
+            f"{human_bytes(rate)}/s"
+        )

@@ -30,14 +30,18 @@ from typing import Any
 
 import psycopg
 
+from busflow_verify.core import plainscan
 from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
 from busflow_verify.core.pgcluster import ConnInfo, PostgresBinariesNotFound, child_env
-from busflow_verify.core.servers import Choice, installed, major_of
-from busflow_verify.core import plainscan
 from busflow_verify.core.plainscan import PlainScan, scan_plain
-from busflow_verify.core.privilege import (ExtensionSetup, RestoreDatabase, allowed_extensions,
-                                           create_extensions)
+from busflow_verify.core.privilege import (
+    ExtensionSetup,
+    RestoreDatabase,
+    allowed_extensions,
+    create_extensions,
+)
+from busflow_verify.core.servers import Choice, installed, major_of
 from busflow_verify.core.toc import Toc, extension_schemas, parse_toc
 from busflow_verify.core.unlogged import unlog_tables
 
@@ -45,8 +49,10 @@ SECTIONS = ("pre-data", "data", "post-data")
 PRODUCER_ENV = "docker/backup/producer.env"
 SECURITY_ONCALL = "@security-oncall"
 NOT_PACKAGED = {"pgsodium": " (it is in no Debian 12 or PyPI package)"}
-SNAPSHOT_STEP = ("Snapshot the source immediately (PITR snapshot via Ubicloud) before touching "
-                 "anything else (F2 step 3); then re-run pg_dump.")
+SNAPSHOT_STEP = (
+    "Snapshot the source immediately (PITR snapshot via Ubicloud) before touching "
+    "anything else (F2 step 3); then re-run pg_dump."
+)
 
 
 @dataclass
@@ -86,8 +92,16 @@ def default_jobs() -> int:
 class Restorer:
     """One restore of one local dump into the empty database `db`, as its owner."""
 
-    def __init__(self, path: Path, key: str, db: RestoreDatabase | None, bin_dir: Path,
-                 scratch: Path, jobs: int | None = None, log=None):
+    def __init__(
+        self,
+        path: Path,
+        key: str,
+        db: RestoreDatabase | None,
+        bin_dir: Path,
+        scratch: Path,
+        jobs: int | None = None,
+        log=None,
+    ):
         self.path, self.key, self.bin_dir = path, key, Path(bin_dir)
         self.scratch = scratch
         self.log = log or (lambda msg: None)
@@ -120,20 +134,26 @@ class Restorer:
     def needs(self) -> dict[str, Any]:
         """What a server must offer to restore this dump (core/servers.py `choose`)."""
         version = self.format.archive_version if self.format else None
-        return {"archive_version": _version_tuple(version),
-                "dumped_by_major": major_of(self.format.dumped_by if self.format else None),
-                "extensions": list(self.report.extensions)}
+        return {
+            "archive_version": _version_tuple(version),
+            "dumped_by_major": major_of(self.format.dumped_by if self.format else None),
+            "extensions": list(self.report.extensions),
+        }
 
-    def attach(self, db: RestoreDatabase, bin_dir: Path | None = None,
-               choice: Choice | None = None) -> None:
+    def attach(
+        self, db: RestoreDatabase, bin_dir: Path | None = None, choice: Choice | None = None
+    ) -> None:
         """The database to restore into, with the tools of its server."""
         self.db, self.target = db, db.owner
         self.bin_dir = Path(bin_dir or self.bin_dir)
         self.report.dbname, self.report.restore_role = db.dbname, db.owner.user
         if choice is not None and choice.server is not None:
             self.choice = choice
-            self.report.server = {"version": choice.server.version,
-                                  "bin_dir": str(choice.server.bin_dir), "why": choice.reason}
+            self.report.server = {
+                "version": choice.server.version,
+                "bin_dir": str(choice.server.bin_dir),
+                "why": choice.reason,
+            }
 
     def run(self) -> RestoreReport:
         started = time.monotonic()
@@ -158,8 +178,9 @@ class Restorer:
                 try:
                     shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
                 except (EOFError, OSError) as exc:
-                    raise FindingError(self._truncated(
-                        f"the gzip stream ends early or is corrupt ({exc})")) from None
+                    raise FindingError(
+                        self._truncated(f"the gzip stream ends early or is corrupt ({exc})")
+                    ) from None
             return self._scan_plain(plain)
         if kind == "plain":
             return self._scan_plain(self.path)
@@ -178,20 +199,29 @@ class Restorer:
         self.report.extensions = self.scan.extensions
         if self.scan.unsafe:
             line, command = self.scan.unsafe[0]
-            what = (f"the psql meta-command {command} (pg_dump writes only \\connect, \\restrict, "
-                    "\\unrestrict)" if command.startswith("\\") else
-                    f"a statement that reaches outside the database ({command})")
-            raise FindingError(Finding(
-                "RESTORE_FAILED",
-                f"{self.key} is a plain dump containing {what} at line {line}: refused, nothing "
-                "was run",
-                {"cause": "unsafe_plain_dump", "key": self.key, "line": line,
-                 "command": command, "all": [{"line": n, "command": c}
-                                             for n, c in self.scan.unsafe[:20]]},
-                severity="P1",
-                next_step="Treat the dump as tampered with: find who or what wrote it, and take a "
-                          "fresh pg_dump from the source.",
-            ))
+            what = (
+                f"the psql meta-command {command} (pg_dump writes only \\connect, \\restrict, "
+                "\\unrestrict)"
+                if command.startswith("\\")
+                else f"a statement that reaches outside the database ({command})"
+            )
+            raise FindingError(
+                Finding(
+                    "RESTORE_FAILED",
+                    f"{self.key} is a plain dump containing {what} at line {line}: refused, nothing "
+                    "was run",
+                    {
+                        "cause": "unsafe_plain_dump",
+                        "key": self.key,
+                        "line": line,
+                        "command": command,
+                        "all": [{"line": n, "command": c} for n, c in self.scan.unsafe[:20]],
+                    },
+                    severity="P1",
+                    next_step="Treat the dump as tampered with: find who or what wrote it, and take a "
+                    "fresh pg_dump from the source.",
+                )
+            )
         return plain
 
     def _extract_directory(self) -> Path:
@@ -201,14 +231,19 @@ class Restorer:
             with tarfile.open(self.path) as tar:
                 tar.extractall(out, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise FindingError(self._truncated(
-                f"the tar of a directory-format dump cannot be read ({exc})")) from None
+            raise FindingError(
+                self._truncated(f"the tar of a directory-format dump cannot be read ({exc})")
+            ) from None
         toc = next(out.rglob("toc.dat"))
         return toc.parent
 
     def _read_toc(self, source: Path) -> Toc:
-        proc = subprocess.run([str(self.bin_dir / "pg_restore"), "-l", str(source)],
-                              capture_output=True, text=True, env=child_env())
+        proc = subprocess.run(
+            [str(self.bin_dir / "pg_restore"), "-l", str(source)],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        )
         if proc.returncode != 0:
             raise FindingError(self.classify(proc.stderr, "table of contents"))
         return parse_toc(proc.stdout)
@@ -225,18 +260,27 @@ class Restorer:
             raise FindingError(self._missing_extensions(missing, "before restoring anything"))
 
     def _missing_extensions(self, missing: list[str], when: str) -> Finding:
-        lacking = (f"{self.choice.server.label}, the server chosen for it ({self.choice.reason}), "
-                   "does not have" if self.choice else "the restore target does not have")
+        lacking = (
+            f"{self.choice.server.label}, the server chosen for it ({self.choice.reason}), "
+            "does not have"
+            if self.choice
+            else "the restore target does not have"
+        )
         where = where_extensions_are(missing)
         return Finding(
             "RESTORE_FAILED",
             f"{self.key} needs extension(s) {', '.join(missing)} that {lacking} (found {when}); "
             f"{where}: add them to EXTENSIONS in {PRODUCER_ENV} and re-run (F2 step 2)",
-            {"cause": "missing_extension", "key": self.key, "extensions": missing,
-             "server": self.report.server, "found_elsewhere": where,
-             "remedy": f"add {', '.join(missing)} to EXTENSIONS in {PRODUCER_ENV}"},
+            {
+                "cause": "missing_extension",
+                "key": self.key,
+                "extensions": missing,
+                "server": self.report.server,
+                "found_elsewhere": where,
+                "remedy": f"add {', '.join(missing)} to EXTENSIONS in {PRODUCER_ENV}",
+            },
             next_step=f"Add {', '.join(missing)} to EXTENSIONS in {PRODUCER_ENV} (the restore "
-                      "target's image) and re-run the date (F2 step 2).",
+            "target's image) and re-run the date (F2 step 2).",
         )
 
     # -- the administrative step -------------------------------------------------------------
@@ -263,8 +307,12 @@ class Restorer:
             return {}
         listing = self.scratch / "extensions.list"
         listing.write_text(self.toc.extension_list())
-        proc = subprocess.run([str(self.bin_dir / "pg_restore"), "-L", str(listing), "-f", "-",
-                               str(source)], capture_output=True, text=True, env=child_env())
+        proc = subprocess.run(
+            [str(self.bin_dir / "pg_restore"), "-L", str(listing), "-f", "-", str(source)],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        )
         if proc.returncode != 0:
             raise FindingError(self.classify(proc.stderr, "table of contents"))
         found = extension_schemas(proc.stdout)
@@ -277,12 +325,16 @@ class Restorer:
             f"{self.key} needs extension(s) {names}, which are neither in EXTENSIONS of "
             f"{PRODUCER_ENV} nor trusted by the restore target's PostgreSQL: not created, "
             "nothing was restored (F2 step 2)",
-            {"cause": "extension_not_allowed", "key": self.key, "extensions": refused,
-             "remedy": f"if production really uses {names}, add it to EXTENSIONS in "
-                       f"{PRODUCER_ENV} (it is then created by a superuser before the restore)"},
+            {
+                "cause": "extension_not_allowed",
+                "key": self.key,
+                "extensions": refused,
+                "remedy": f"if production really uses {names}, add it to EXTENSIONS in "
+                f"{PRODUCER_ENV} (it is then created by a superuser before the restore)",
+            },
             next_step=f"Check that production really uses {names} (an extension is created "
-                      f"with superuser rights); if so add it to EXTENSIONS in {PRODUCER_ENV} and "
-                      "re-run the date (F2 step 2).",
+            f"with superuser rights); if so add it to EXTENSIONS in {PRODUCER_ENV} and "
+            "re-run the date (F2 step 2).",
         )
 
     def _extension_not_created(self, wanted: dict, exc: psycopg.Error) -> Finding:
@@ -291,11 +343,16 @@ class Restorer:
             "RESTORE_FAILED",
             f"the administrative role {self.db.admin.user} could not create the extension(s) "
             f"{', '.join(wanted)} that {self.key} needs ({error}): nothing was restored",
-            {"cause": "extension_not_created", "key": self.key, "extensions": list(wanted),
-             "admin_role": self.db.admin.user, "error": error},
+            {
+                "cause": "extension_not_created",
+                "key": self.key,
+                "extensions": list(wanted),
+                "admin_role": self.db.admin.user,
+                "error": error,
+            },
             next_step="Give the restore target's administrative role the right to create these "
-                      "extensions (a superuser, for extensions that are not trusted), or install "
-                      f"them there ({PRODUCER_ENV}), then re-run the date (F2 step 2).",
+            "extensions (a superuser, for extensions that are not trusted), or install "
+            f"them there ({PRODUCER_ENV}), then re-run the date (F2 step 2).",
         )
 
     # -- restore -----------------------------------------------------------------------------
@@ -304,9 +361,18 @@ class Restorer:
         entries = self.scratch / "restore.list"
         entries.write_text(listing)
         # --verbose names the TOC entry a COPY failed in, which qualifies its table
-        base = [str(self.bin_dir / "pg_restore"), *self.target.libpq_args(), "--no-owner",
-                "--no-privileges", "--no-security-labels", "--no-subscriptions",
-                "--exit-on-error", "--verbose", "-L", str(entries)]
+        base = [
+            str(self.bin_dir / "pg_restore"),
+            *self.target.libpq_args(),
+            "--no-owner",
+            "--no-privileges",
+            "--no-security-labels",
+            "--no-subscriptions",
+            "--exit-on-error",
+            "--verbose",
+            "-L",
+            str(entries),
+        ]
         # pg_restore cannot run the tar format in parallel; custom and directory can.
         parallel = self.format.kind != "tar" and self.report.jobs > 1
         for section in SECTIONS:
@@ -315,20 +381,31 @@ class Restorer:
             if section == "pre-data":
                 with psycopg.connect(**self.target.kwargs(), autocommit=True) as conn:
                     self.report.unlogged_tables, self.report.kept_logged = unlog_tables(
-                        conn, self.toc.publishes)
+                        conn, self.toc.publishes
+                    )
 
     def _restore_plain(self, plain: Path) -> None:
         """psql runs a copy of the dump without its ownership and privilege statements and
         without what the administrative step did (line numbers kept: errors still point into
         the original)."""
         restorable = self.scratch / "restorable.sql"
-        with open(plain, encoding="utf-8", errors="surrogateescape", newline="") as src, \
-                open(restorable, "w", encoding="utf-8", errors="surrogateescape",
-                     newline="") as dst:
-            self.report.left_out = plainscan.write_restorable(src, dst, self.scan,
-                                                              set(self.setup.schemas))
-        psql = [str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                *self.target.libpq_args(), "-f", str(restorable)]
+        with (
+            open(plain, encoding="utf-8", errors="surrogateescape", newline="") as src,
+            open(restorable, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst,
+        ):
+            self.report.left_out = plainscan.write_restorable(
+                src, dst, self.scan, set(self.setup.schemas)
+            )
+        psql = [
+            str(self.bin_dir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *self.target.libpq_args(),
+            "-f",
+            str(restorable),
+        ]
         self._section("plain", psql)
 
     def _section(self, section: str, argv: list[str]) -> None:
@@ -347,8 +424,12 @@ class Restorer:
     # -- F2 classification -------------------------------------------------------------------
     def classify(self, stderr: str, section: str) -> Finding:
         error = first_error(stderr)
-        common = {"key": self.key, "section": section, "error": error,
-                  "format": self.format.kind if self.format else None}
+        common = {
+            "key": self.key,
+            "section": section,
+            "error": error,
+            "format": self.format.kind if self.format else None,
+        }
         if match := re.search(r"unsupported version \(([\d.]+)\) in file header", stderr):
             return self._version_mismatch(match[1], common)
         if missing := _missing_extension_names(stderr):
@@ -361,9 +442,11 @@ class Restorer:
             return self._copy_failed(copy, stderr, common)
         if _TRUNCATED.search(stderr):
             return self._truncated(error, common)
-        return Finding("RESTORE_FAILED",
-                       f"restoring {self.key} failed in section {section}: {error}",
-                       {"cause": "restore_error", **common})
+        return Finding(
+            "RESTORE_FAILED",
+            f"restoring {self.key} failed in section {section}: {error}",
+            {"cause": "restore_error", **common},
+        )
 
     def no_server_reads(self, choice: Choice) -> Finding:
         """No installed PostgreSQL is as new as the pg_dump that wrote the dump."""
@@ -371,25 +454,42 @@ class Restorer:
             "RESTORE_FAILED",
             f"{self.key} was written by pg_dump {self.format.dumped_by or '?'}: {choice.reason}; "
             "restore it with a PostgreSQL at least as new",
-            {"cause": "version_mismatch", "key": self.key, "dumped_by": self.format.dumped_by,
-             "archive_version": self.format.archive_version, "format": self.format.kind},
+            {
+                "cause": "version_mismatch",
+                "key": self.key,
+                "dumped_by": self.format.dumped_by,
+                "archive_version": self.format.archive_version,
+                "format": self.format.kind,
+            },
             next_step="Install a PostgreSQL at least as new as the dump's pg_dump on the verify "
-                      "host (tools/postgres-newest, PG_MAJOR of the docker images) and re-run.",
+            "host (tools/postgres-newest, PG_MAJOR of the docker images) and re-run.",
         )
 
     def _version_mismatch(self, archive_version: str, common: dict) -> Finding:
-        ours = subprocess.run([str(self.bin_dir / "pg_restore"), "--version"],
-                              capture_output=True, text=True, env=child_env()).stdout.strip()
-        writer = (f"pg_dump {self.format.dumped_by}" if self.format and self.format.dumped_by
-                  else writer_of(archive_version))
+        ours = subprocess.run(
+            [str(self.bin_dir / "pg_restore"), "--version"],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        ).stdout.strip()
+        writer = (
+            f"pg_dump {self.format.dumped_by}"
+            if self.format and self.format.dumped_by
+            else writer_of(archive_version)
+        )
         return Finding(
             "RESTORE_FAILED",
             f"{self.key} is archive version {archive_version}, written by {writer}; the restore "
             f"target's {ours} cannot read it: upgrade the restore target's PostgreSQL",
-            {"cause": "version_mismatch", "archive_version": archive_version,
-             "written_by": writer, "pg_restore": ours, **common},
+            {
+                "cause": "version_mismatch",
+                "archive_version": archive_version,
+                "written_by": writer,
+                "pg_restore": ours,
+                **common,
+            },
             next_step="Restore with a pg_restore at least as new as the pg_dump that wrote the "
-                      "archive: raise the restore target's PostgreSQL major (docker/backup).",
+            "archive: raise the restore target's PostgreSQL major (docker/backup).",
         )
 
     def _privilege_refused(self, message: str, stderr: str, common: dict) -> Finding:
@@ -400,9 +500,12 @@ class Restorer:
         where = self._failing_statement(stderr)
         functions = _failing_functions(stderr)  # innermost first
         used_by = sorted({d for f in functions for d in self._dependents_of(f)})
-        culprit = (f"function {functions[-1]}" + (f" (calling {', '.join(functions[-2::-1])})"
-                                                   if len(functions) > 1 else "")
-                   if functions else where["object"] or "a statement")
+        culprit = (
+            f"function {functions[-1]}"
+            + (f" (calling {', '.join(functions[-2::-1])})" if len(functions) > 1 else "")
+            if functions
+            else where["object"] or "a statement"
+        )
         uses = f", used by {'; '.join(used_by)}," if used_by else ""
         return Finding(
             "RESTORE_FAILED",
@@ -410,14 +513,21 @@ class Restorer:
             f"does not have, in {where['object'] or 'section ' + common['section']} "
             f"({message}): refused, nothing ran with more rights than a database owner has. A "
             "security event: the dump carries code that asks for superuser powers",
-            {"cause": "insufficient_privilege", "object": where["object"],
-             "statement": where["statement"], "functions": functions, "used_by": used_by,
-             "restore_role": self.target.user, "message": message, **common},
+            {
+                "cause": "insufficient_privilege",
+                "object": where["object"],
+                "statement": where["statement"],
+                "functions": functions,
+                "used_by": used_by,
+                "restore_role": self.target.user,
+                "message": message,
+                **common,
+            },
             severity="P1",
             escalate_to=(*CATALOGUE["RESTORE_FAILED"].escalate_to, SECURITY_ONCALL),
             next_step=f"Treat it as a security event: find who created {culprit} in production "
-                      "and what it was meant to run, remove it from the source, then take a "
-                      "fresh pg_dump. Do not restore this dump as a superuser.",
+            "and what it was meant to run, remove it from the source, then take a "
+            "fresh pg_dump. Do not restore this dump as a superuser.",
         )
 
     def _failing_statement(self, stderr: str) -> dict[str, str | None]:
@@ -426,20 +536,23 @@ class Restorer:
         if self.toc and (entry := _TOC_ENTRY.search(stderr)):
             listed = self.toc.entry(int(entry["id"]))
             command = _COMMAND.search(stderr)
-            return {"object": listed.label if listed else None,
-                    "statement": command["statement"][:300] if command else None}
+            return {
+                "object": listed.label if listed else None,
+                "statement": command["statement"][:300] if command else None,
+            }
         if self.scan and (where := re.search(r"psql:[^\n]*?:(\d+): ERROR", stderr)):
             statement = self.scan.statement_at(int(where[1]))
             head = statement["head"] if statement else None
-            return {"object": f"line {where[1]}" + (f": {head[:80]}" if head else ""),
-                    "statement": head}
+            return {
+                "object": f"line {where[1]}" + (f": {head[:80]}" if head else ""),
+                "statement": head,
+            }
         return {"object": None, "statement": None}
 
     def _dependents_of(self, function: str) -> list[str]:
         """What uses the function in the restored database (a constraint, an index, a view)."""
         by_signature = "(" in function
-        query = _DEPENDENTS + ("p.oid = to_regprocedure(%s)" if by_signature else
-                               "p.proname = %s")
+        query = _DEPENDENTS + ("p.oid = to_regprocedure(%s)" if by_signature else "p.proname = %s")
         try:
             with psycopg.connect(**self.target.kwargs(), connect_timeout=10) as conn:
                 return [r[0] for r in conn.execute(query, (function,)).fetchall()]
@@ -449,8 +562,13 @@ class Restorer:
     def _copy_failed(self, copy: re.Match, stderr: str, common: dict) -> Finding:
         table = copy["table"]
         qualified = self._failed_copy_table(stderr)
-        candidates = (self.toc.qualify(table) if self.toc else
-                      self.scan.copy_table(table) if self.scan else [])
+        candidates = (
+            self.toc.qualify(table)
+            if self.toc
+            else self.scan.copy_table(table)
+            if self.scan
+            else []
+        )
         if qualified is None:
             qualified = candidates[0] if len(candidates) == 1 else table
         line, column = int(copy["line"]), copy["column"]
@@ -461,8 +579,14 @@ class Restorer:
             + (f", column {column}" if column else "")
             + f" ({reason[1] if reason else 'see error'}): source-side corruption suspected; "
             "snapshot the source (PITR via Ubicloud) before touching anything else",
-            {"cause": "copy_failed", "table": qualified, "line": line, "column": column,
-             "table_candidates": candidates, **common},
+            {
+                "cause": "copy_failed",
+                "table": qualified,
+                "line": line,
+                "column": column,
+                "table_candidates": candidates,
+                **common,
+            },
             severity="P1",
             next_step=SNAPSHOT_STEP,
         )
@@ -484,26 +608,33 @@ class Restorer:
             {"cause": "truncated", **(common or {"key": self.key, "error": error})},
             severity="P1",
             next_step="Re-run pg_dump from the source before the next pg_cron scrub cycle; if "
-                      "the source itself is suspect, snapshot it first (PITR via Ubicloud).",
+            "the source itself is suspect, snapshot it first (PITR via Ubicloud).",
         )
 
 
 _COPY_CONTEXT = re.compile(
-    r"CONTEXT:\s+COPY (?P<table>[^,\s]+), line (?P<line>\d+)(?:, column (?P<column>[^:\n]+))?")
+    r"CONTEXT:\s+COPY (?P<table>[^,\s]+), line (?P<line>\d+)(?:, column (?P<column>[^:\n]+))?"
+)
 _PRIVILEGE_REFUSED = re.compile(  # the messages of SQLSTATE 42501 and of superuser checks
     r"ERROR:\s+(?P<message>(?:permission denied|must be (?:superuser|owner|a member|member|able "
-    r"to SET ROLE)|must have privileges of|only superusers?)[^\n]*)")
+    r"to SET ROLE)|must have privileges of|only superusers?)[^\n]*)"
+)
 _TOC_ENTRY = re.compile(r"from TOC entry (?P<id>\d+);")
 _COMMAND = re.compile(r"Command was: (?P<statement>[^\n]*)")
-_FUNCTION = re.compile(r'PL/pgSQL function (?P<plpgsql>[^\s(]+\([^)]*\))|'
-                       r'SQL function "(?P<sql>[^"]+)"')
+_FUNCTION = re.compile(
+    r"PL/pgSQL function (?P<plpgsql>[^\s(]+\([^)]*\))|"
+    r'SQL function "(?P<sql>[^"]+)"'
+)
 _DEPENDENTS = """
 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
 WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'n' AND """
 _ERROR_LINE = re.compile(r"ERROR:\s+(.*)")
-_TRUNCATED = re.compile(r"end of file|unexpected EOF|could not read (?:from )?input file|"
-                        r"invalid compressed data|corrupt", re.I)
+_TRUNCATED = re.compile(
+    r"end of file|unexpected EOF|could not read (?:from )?input file|"
+    r"invalid compressed data|corrupt",
+    re.I,
+)
 
 
 _CRON_JOBS = """
@@ -516,8 +647,9 @@ def restored_cron_jobs(owner: ConnInfo) -> list[dict[str, Any]]:
     """The pg_cron jobs a restored dump carries (name, schedule, database, active): F1 step 3's
     deadline is the next run of a scrub job. Empty without pg_cron."""
     with psycopg.connect(**owner.kwargs(), connect_timeout=10) as conn:
-        if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension "
-                            "WHERE extname = 'pg_cron')").fetchone()[0]:
+        if not conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')"
+        ).fetchone()[0]:
             return []
         cursor = conn.execute(_CRON_JOBS)
         names = [c.name for c in cursor.description]
@@ -537,9 +669,12 @@ def where_extensions_are(names: list[str]) -> str:
         if having:
             parts.append(f"{name} is installed for PostgreSQL {', '.join(having)} here")
         else:
-            parts.append(f"{name} is on no PostgreSQL of this machine"
-                         + (NOT_PACKAGED.get(name, "")) + "; the docker target (docker/restore-"
-                         "target.Dockerfile, which installs producer.env's EXTENSIONS) has it")
+            parts.append(
+                f"{name} is on no PostgreSQL of this machine"
+                + (NOT_PACKAGED.get(name, ""))
+                + "; the docker target (docker/restore-"
+                "target.Dockerfile, which installs producer.env's EXTENSIONS) has it"
+            )
     return "; ".join(parts)
 
 
@@ -550,7 +685,7 @@ def _version_tuple(version: str | None) -> tuple[int, int] | None:
 
 def _failing_functions(stderr: str) -> list[str]:
     """The functions of the failing statement's CONTEXT, innermost first."""
-    context = stderr[stderr.find("CONTEXT:"):] if "CONTEXT:" in stderr else ""
+    context = stderr[stderr.find("CONTEXT:") :] if "CONTEXT:" in stderr else ""
     found = [m["plpgsql"] or m["sql"] for m in _FUNCTION.finditer(context)]
     return list(dict.fromkeys(found))
 
@@ -566,7 +701,10 @@ def first_error(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for i, line in enumerate(lines):
         if re.search(r"\berror:|ERROR:|FATAL:", line):
-            tail = [ln for ln in lines[i + 1:i + 4] if ln.startswith(("DETAIL", "CONTEXT", "LINE",
-                                                                     "Command was"))]
+            tail = [
+                ln
+                for ln in lines[i + 1 : i + 4]
+                if ln.startswith(("DETAIL", "CONTEXT", "LINE", "Command was"))
+            ]
             return " | ".join([line, *tail])[:1000]
     return (lines[-1] if lines else "no error output")[:1000]

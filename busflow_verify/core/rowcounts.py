@@ -40,8 +40,13 @@ def vacuum_and_count(connect, jobs: int = 2, report: Report | None = None) -> di
     pending = queue.SimpleQueue()
     for table in tables:
         pending.put(table)
-    progress = Progress("VACUUM ANALYZE and count", len(tables), report or (lambda line: None),
-                        unit="tables", step=0.25)
+    progress = Progress(
+        "VACUUM ANALYZE and count",
+        len(tables),
+        report or (lambda line: None),
+        unit="tables",
+        step=0.25,
+    )
     counts: dict[str, int] = {}
 
     def work() -> None:
@@ -90,8 +95,14 @@ class DriftReport:
         return [asdict(t) for t in self.tables]
 
 
-def compare(current: dict[str, int], previous: dict[str, int] | None, cfg: RowCountConfig, *,
-            baseline_partition: str | None = None, baseline_run_id: str | None = None) -> DriftReport:
+def compare(
+    current: dict[str, int],
+    previous: dict[str, int] | None,
+    cfg: RowCountConfig,
+    *,
+    baseline_partition: str | None = None,
+    baseline_run_id: str | None = None,
+) -> DriftReport:
     """ROW_COUNT_DRIFT for each table that dropped or grew beyond its tolerance, or vanished.
 
     Without a previous verified dump there is nothing to compare: every table is `new` and the
@@ -115,16 +126,23 @@ def compare(current: dict[str, int], previous: dict[str, int] | None, cfg: RowCo
                 status = "dropped"
             elif ratio is not None and ratio > growth_tol:
                 status = "grew"
-        report.tables.append(TableDelta(table, prev, cur, delta, ratio, drop_tol, growth_tol, status))
+        report.tables.append(
+            TableDelta(table, prev, cur, delta, ratio, drop_tol, growth_tol, status)
+        )
     drifted = [t for t in report.tables if t.status in ("dropped", "grew", "missing")]
     if drifted:
-        report.findings.append(Finding(
-            "ROW_COUNT_DRIFT",
-            f"{len(drifted)} table(s) outside tolerance vs the last verified dump "
-            f"({baseline_partition}): " + "; ".join(_describe(t) for t in drifted[:5]),
-            {"baseline_partition": baseline_partition, "baseline_run_id": baseline_run_id,
-             "tables": [asdict(t) for t in drifted]},
-        ))
+        report.findings.append(
+            Finding(
+                "ROW_COUNT_DRIFT",
+                f"{len(drifted)} table(s) outside tolerance vs the last verified dump "
+                f"({baseline_partition}): " + "; ".join(_describe(t) for t in drifted[:5]),
+                {
+                    "baseline_partition": baseline_partition,
+                    "baseline_run_id": baseline_run_id,
+                    "tables": [asdict(t) for t in drifted],
+                },
+            )
+        )
     return report
 
 
@@ -132,5 +150,7 @@ def _describe(t: TableDelta) -> str:
     if t.status == "missing":
         return f"{t.table} is missing (had {t.previous} rows)"
     limit = t.max_drop_ratio if t.status == "dropped" else t.max_growth_ratio
-    return (f"{t.table} {t.status} {t.previous} -> {t.current} ({t.ratio:+.1%}, limit "
-            f"{'-' if t.status == 'dropped' else '+'}{limit:.0%})")
+    return (
+        f"{t.table} {t.status} {t.previous} -> {t.current} ({t.ratio:+.1%}, limit "
+        f"{'-' if t.status == 'dropped' else '+'}{limit:.0%})"
+    )

@@ -24,8 +24,15 @@ from busflow_verify.core.pgcluster import PostgresBinariesNotFound, child_env
 SEARCHED = ("/opt/busflow-pg/*/bin", "/usr/lib/postgresql/*/bin")
 # The newest archive version each pg_dump major writes (pg_backup_archiver.h): a server reads
 # an archive when it writes that version or a newer one.
-ARCHIVE_VERSIONS = {12: (1, 14), 13: (1, 14), 14: (1, 14), 15: (1, 14), 16: (1, 15), 17: (1, 16),
-                    18: (1, 16)}
+ARCHIVE_VERSIONS = {
+    12: (1, 14),
+    13: (1, 14),
+    14: (1, 14),
+    15: (1, 14),
+    16: (1, 15),
+    17: (1, 16),
+    18: (1, 16),
+}
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,12 @@ def describe(bin_dir: str) -> Server | None:
     path = Path(bin_dir)
     if not all((path / tool).exists() for tool in ("initdb", "pg_ctl", "pg_restore", "pg_config")):
         return None
-    out = subprocess.run([str(path / "pg_config"), "--version", "--sharedir", "--pkglibdir"],
-                         capture_output=True, text=True, env=child_env())
+    out = subprocess.run(
+        [str(path / "pg_config"), "--version", "--sharedir", "--pkglibdir"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
     lines = out.stdout.splitlines()
     match = re.search(r"PostgreSQL (\d+(?:\.\d+)?)", lines[0] if lines else "")
     if out.returncode != 0 or not match or len(lines) < 3:
@@ -90,20 +101,22 @@ def installed(explicit: str | None = None) -> list[Server]:
         server = describe(str(Path(explicit)))
         if server is None:
             raise PostgresBinariesNotFound(
-                f"{explicit} holds no complete PostgreSQL (initdb, pg_ctl, pg_restore, pg_config)")
+                f"{explicit} holds no complete PostgreSQL (initdb, pg_ctl, pg_restore, pg_config)"
+            )
         return [server]
     dirs = [p for pattern in SEARCHED for p in glob.glob(pattern)]
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                             env=child_env())
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, env=child_env()
+        )
         dirs.append(out.stdout.strip())
     found = {s.bin_dir.resolve(): s for s in filter(None, map(describe, dirs))}
     if not found:
         raise PostgresBinariesNotFound(
             "PostgreSQL server binaries (initdb, pg_ctl) not found in /opt/busflow-pg/*/bin, "
-            "/usr/lib/postgresql/*/bin or via pg_config; run `make install`")
-    return sorted(found.values(), key=lambda s: tuple(map(int, s.version.split("."))),
-                  reverse=True)
+            "/usr/lib/postgresql/*/bin or via pg_config; run `make install`"
+        )
+    return sorted(found.values(), key=lambda s: tuple(map(int, s.version.split("."))), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -113,13 +126,26 @@ class Choice:
     lacking: tuple[str, ...] = ()  # extensions the chosen server does not have
 
 
-def choose(servers: list[Server], archive_version: tuple[int, int] | None,
-           dumped_by_major: int | None, extensions: list[str]) -> Choice:
+def choose(
+    servers: list[Server],
+    archive_version: tuple[int, int] | None,
+    dumped_by_major: int | None,
+    extensions: list[str],
+) -> Choice:
     """The server to restore a dump with (see the module's docstring)."""
-    able = [s for s in servers if (archive_version is None or s.reads_archive(archive_version))
-            and (dumped_by_major is None or s.major >= dumped_by_major)]
-    written = (f"pg_dump {dumped_by_major}" if dumped_by_major else
-               f"archive {'.'.join(map(str, archive_version))}" if archive_version else "the dump")
+    able = [
+        s
+        for s in servers
+        if (archive_version is None or s.reads_archive(archive_version))
+        and (dumped_by_major is None or s.major >= dumped_by_major)
+    ]
+    written = (
+        f"pg_dump {dumped_by_major}"
+        if dumped_by_major
+        else f"archive {'.'.join(map(str, archive_version))}"
+        if archive_version
+        else "the dump"
+    )
     if not able:
         newest = servers[0].label if servers else "none"
         return Choice(None, f"no installed server reads {written} (newest: {newest})")
@@ -130,8 +156,12 @@ def choose(servers: list[Server], archive_version: tuple[int, int] | None,
             return Choice(server, f"the newest installed server that reads {written}{has}")
     server = able[0]
     lacking = tuple(sorted(wanted - server.restorable_extensions))
-    return Choice(server, f"the newest installed server that reads {written}; no installed "
-                          f"server has all of {', '.join(sorted(wanted))}", lacking)
+    return Choice(
+        server,
+        f"the newest installed server that reads {written}; no installed "
+        f"server has all of {', '.join(sorted(wanted))}",
+        lacking,
+    )
 
 
 def major_of(dumped_by: str | None) -> int | None:

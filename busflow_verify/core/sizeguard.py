@@ -27,8 +27,14 @@ class SizeGuardResult:
         return not self.findings
 
 
-def evaluate(key: str, size_bytes: int, history: dict[str, dict[str, Any]], *, min_bytes: int,
-             max_median_ratio: float) -> SizeGuardResult:
+def evaluate(
+    key: str,
+    size_bytes: int,
+    history: dict[str, dict[str, Any]],
+    *,
+    min_bytes: int,
+    max_median_ratio: float,
+) -> SizeGuardResult:
     """SIZE_SHRUNK at or below the floor; SIZE_EXCEEDED at or above ratio x median.
 
     The median is over the newest dump of each trailing day that has one; with no history only
@@ -38,23 +44,33 @@ def evaluate(key: str, size_bytes: int, history: dict[str, dict[str, Any]], *, m
     median = float(statistics.median(sizes)) if sizes else None
     ratio = size_bytes / median if median else None
     result = SizeGuardResult(size_bytes, min_bytes, max_median_ratio, history, median, ratio)
-    common = {"key": key, "size_bytes": size_bytes, "min_bytes": min_bytes,
-              "median_bytes": median, "ratio": ratio, "max_median_ratio": max_median_ratio,
-              "history_days": len(sizes)}
+    common = {
+        "key": key,
+        "size_bytes": size_bytes,
+        "min_bytes": min_bytes,
+        "median_bytes": median,
+        "ratio": ratio,
+        "max_median_ratio": max_median_ratio,
+        "history_days": len(sizes),
+    }
     if size_bytes <= min_bytes:
-        result.findings.append(Finding(
-            "SIZE_SHRUNK",
-            f"{key} is {_human(size_bytes)}, at or below the {_human(min_bytes)} floor: possible "
-            "truncation",
-            common,
-        ))
+        result.findings.append(
+            Finding(
+                "SIZE_SHRUNK",
+                f"{key} is {_human(size_bytes)}, at or below the {_human(min_bytes)} floor: possible "
+                "truncation",
+                common,
+            )
+        )
     if median and size_bytes >= max_median_ratio * median:
-        result.findings.append(Finding(
-            "SIZE_EXCEEDED",
-            f"{key} is {_human(size_bytes)}, {ratio:.2f}x the {len(sizes)}-day trailing median of "
-            f"{_human(median)} (limit {max_median_ratio}x): possible runaway write",
-            common,
-        ))
+        result.findings.append(
+            Finding(
+                "SIZE_EXCEEDED",
+                f"{key} is {_human(size_bytes)}, {ratio:.2f}x the {len(sizes)}-day trailing median of "
+                f"{_human(median)} (limit {max_median_ratio}x): possible runaway write",
+                common,
+            )
+        )
     return result
 
 
@@ -66,9 +82,14 @@ def _human(n: float) -> str:
     return f"{n}"
 
 
-def triage(current_size: int, current_counts: dict[str, int], baseline_size: int | None,
-           baseline_counts: dict[str, int] | None, largest_tables: list[str],
-           tolerance: float) -> dict[str, Any]:
+def triage(
+    current_size: int,
+    current_counts: dict[str, int],
+    baseline_size: int | None,
+    baseline_counts: dict[str, int] | None,
+    largest_tables: list[str],
+    tolerance: float,
+) -> dict[str, Any]:
     """F1 steps 1-3: did the largest tables' rows move in proportion to the dump's size?
 
     Compared with the last verified dump: size_ratio = size / its size, rows_ratio = the largest
@@ -77,49 +98,80 @@ def triage(current_size: int, current_counts: dict[str, int], baseline_size: int
     is corrupt; re-run pg_dump before the next scrub cycle (step 3).
     """
     if not baseline_size or not baseline_counts:
-        return {"proportional": None, "conclusion": (
-            "no verified dump to compare with: compare the largest tables' row counts on the "
-            "source by hand (F1 step 1)")}
+        return {
+            "proportional": None,
+            "conclusion": (
+                "no verified dump to compare with: compare the largest tables' row counts on the "
+                "source by hand (F1 step 1)"
+            ),
+        }
     tables = [t for t in largest_tables if t in current_counts and t in baseline_counts]
     if not tables:  # none of the runbook's tables exists: take the three largest there are
-        tables = sorted(set(current_counts) & set(baseline_counts),
-                        key=lambda t: -baseline_counts[t])[:3]
+        tables = sorted(
+            set(current_counts) & set(baseline_counts), key=lambda t: -baseline_counts[t]
+        )[:3]
     before = sum(baseline_counts[t] for t in tables)
     after = sum(current_counts[t] for t in tables)
     size_ratio = current_size / baseline_size
     rows_ratio = after / before if before else None
-    proportional = (rows_ratio is not None and
-                    abs(rows_ratio / size_ratio - 1) <= tolerance)
+    proportional = rows_ratio is not None and abs(rows_ratio / size_ratio - 1) <= tolerance
     per_table = {t: {"previous": baseline_counts[t], "current": current_counts[t]} for t in tables}
-    numbers = (f"size x{size_ratio:.2f} ({baseline_size:,} -> {current_size:,} bytes), rows of "
-               f"{', '.join(tables)} x{rows_ratio:.2f} ({before:,} -> {after:,})"
-               if rows_ratio is not None else f"size x{size_ratio:.2f}, no rows before")
+    numbers = (
+        f"size x{size_ratio:.2f} ({baseline_size:,} -> {current_size:,} bytes), rows of "
+        f"{', '.join(tables)} x{rows_ratio:.2f} ({before:,} -> {after:,})"
+        if rows_ratio is not None
+        else f"size x{size_ratio:.2f}, no rows before"
+    )
     conclusion = (
         f"rows moved in proportion to the size ({numbers}): the change looks real; raise the "
-        "median tolerance only with evidence in the PR (F1 step 2)" if proportional else
-        f"rows did not move in proportion to the size ({numbers}): the dump is corrupt; re-run "
+        "median tolerance only with evidence in the PR (F1 step 2)"
+        if proportional
+        else f"rows did not move in proportion to the size ({numbers}): the dump is corrupt; re-run "
         "pg_dump from the source before the next pg_cron scrub cycle, and if the new dump also "
-        "fails the size guard open a P1 incident (F1 step 3)")
-    return {"proportional": proportional, "size_ratio": round(size_ratio, 4),
-            "rows_ratio": round(rows_ratio, 4) if rows_ratio is not None else None,
-            "baseline_size_bytes": baseline_size, "size_bytes": current_size,
-            "tables": per_table, "conclusion": conclusion}
+        "fails the size guard open a P1 incident (F1 step 3)"
+    )
+    return {
+        "proportional": proportional,
+        "size_ratio": round(size_ratio, 4),
+        "rows_ratio": round(rows_ratio, 4) if rows_ratio is not None else None,
+        "baseline_size_bytes": baseline_size,
+        "size_bytes": current_size,
+        "tables": per_table,
+        "conclusion": conclusion,
+    }
 
 
-def scrub_deadline(cron_jobs: list[dict[str, Any]], pattern: str, after: dt.datetime,
-                   baseline_partition: str | None) -> dict[str, Any]:
+def scrub_deadline(
+    cron_jobs: list[dict[str, Any]],
+    pattern: str,
+    after: dt.datetime,
+    baseline_partition: str | None,
+) -> dict[str, Any]:
     """F1 step 3's deadline: a re-run of pg_dump must land before the next pg_cron scrub cycle,
     i.e. the next run (UTC) of the scrub jobs recorded with the last verified dump (their names
     match `pattern`, verify.yaml size_guard.scrub_job_pattern)."""
     scrubs = [j for j in cron_jobs if re.search(pattern, j.get("jobname") or "", re.I)]
     runs = [r for r in describe_next(scrubs, after) if r["next_run_utc"]]
-    where = (f"the last verified dump ({baseline_partition})" if baseline_partition
-             else "any verified dump (there is none yet)")
+    where = (
+        f"the last verified dump ({baseline_partition})"
+        if baseline_partition
+        else "any verified dump (there is none yet)"
+    )
     if not runs:
-        return {"next_run_utc": None, "jobs": runs, "text": (
-            f"No pg_cron scrub job is known from {where}: find the source's next scrub in its "
-            "cron.job before re-running pg_dump.")}
+        return {
+            "next_run_utc": None,
+            "jobs": runs,
+            "text": (
+                f"No pg_cron scrub job is known from {where}: find the source's next scrub in its "
+                "cron.job before re-running pg_dump."
+            ),
+        }
     first = runs[0]
-    return {"next_run_utc": first["next_run_utc"], "jobs": runs, "text": (
-        f"Re-run pg_dump before {first['next_run_utc']} (UTC): the next run of the pg_cron scrub "
-        f"job {first['jobname']} ({first['schedule']}) recorded in {where}.")}
+    return {
+        "next_run_utc": first["next_run_utc"],
+        "jobs": runs,
+        "text": (
+            f"Re-run pg_dump before {first['next_run_utc']} (UTC): the next run of the pg_cron scrub "
+            f"job {first['jobname']} ({first['schedule']}) recorded in {where}."
+        ),
+    }

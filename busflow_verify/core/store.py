@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from busflow_verify.core.dumpkeys import DumpName, day_prefix, parse_dump_key
 from busflow_verify.core.failures import Finding, FindingError
-from busflow_verify.core.naming import DumpName, day_prefix, parse_dump_key
 
 
 @dataclass
@@ -52,17 +52,25 @@ def newest_of_day(client, bucket: str, prefix: str, date: dt.date) -> ListedDump
     return dumps[-1] if dumps else None
 
 
-def locate_dump(client, bucket: str, prefix: str, date: dt.date, endpoint: str,
-                endpoint_url: str) -> DumpObject:
+def locate_dump(
+    client, bucket: str, prefix: str, date: dt.date, endpoint: str, endpoint_url: str
+) -> DumpObject:
     """The newest dump of `date`, confirmed by HEAD. DUMP_MISSING when there is none."""
     newest = newest_of_day(client, bucket, prefix, date)
     if newest is None:
-        raise FindingError(Finding(
-            "DUMP_MISSING",
-            f"no pg_dump_{date:%Y%m%d}_HHMM.dump for {date} in bucket {bucket!r} under prefix "
-            f"{prefix!r} at the {endpoint} endpoint",
-            {"bucket": bucket, "prefix": prefix, "date": date.isoformat(), "endpoint": endpoint},
-        ))
+        raise FindingError(
+            Finding(
+                "DUMP_MISSING",
+                f"no pg_dump_{date:%Y%m%d}_HHMM.dump for {date} in bucket {bucket!r} under prefix "
+                f"{prefix!r} at the {endpoint} endpoint",
+                {
+                    "bucket": bucket,
+                    "prefix": prefix,
+                    "date": date.isoformat(),
+                    "endpoint": endpoint,
+                },
+            )
+        )
     head = client.head_object(Bucket=bucket, Key=newest.name.key)
     return DumpObject(
         bucket=bucket,
@@ -75,8 +83,9 @@ def locate_dump(client, bucket: str, prefix: str, date: dt.date, endpoint: str,
     )
 
 
-def trailing_history(client, bucket: str, prefix: str, date: dt.date,
-                     days: int) -> dict[str, dict[str, Any]]:
+def trailing_history(
+    client, bucket: str, prefix: str, date: dt.date, days: int
+) -> dict[str, dict[str, Any]]:
     """The newest dump of each of the `days` days before `date` that has one: {date: {key, size}}."""
     history = {}
     for back in range(days, 0, -1):
@@ -93,32 +102,42 @@ def store_error_finding(exc: Exception, endpoint: str, bucket: str) -> Finding |
     Unreachable (connection refused, timeout, 5xx) is the runbook's F5; 403 is a credential
     problem, not an outage, and says so.
     """
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     details = {"endpoint": endpoint, "bucket": bucket, "error": type(exc).__name__}
     if isinstance(exc, (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError)):
-        return Finding("OFFSITE_ENDPOINT_DOWN",
-                       f"the {endpoint} backup endpoint cannot be reached ({type(exc).__name__}): "
-                       "the dump is inaccessible", {**details, "cause": "unreachable"})
+        return Finding(
+            "OFFSITE_ENDPOINT_DOWN",
+            f"the {endpoint} backup endpoint cannot be reached ({type(exc).__name__}): "
+            "the dump is inaccessible",
+            {**details, "cause": "unreachable"},
+        )
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = exc.response.get("Error", {}).get("Code", "")
         details.update(http_status=status, s3_error=code)
         if status >= 500:
-            return Finding("OFFSITE_ENDPOINT_DOWN",
-                           f"the {endpoint} backup endpoint answers HTTP {status} ({code}): "
-                           "the dump is inaccessible", {**details, "cause": "server_error"})
+            return Finding(
+                "OFFSITE_ENDPOINT_DOWN",
+                f"the {endpoint} backup endpoint answers HTTP {status} ({code}): "
+                "the dump is inaccessible",
+                {**details, "cause": "server_error"},
+            )
         if status in (401, 403):
-            return Finding("VERIFY_JOB_ERROR",
-                           f"the {endpoint} backup endpoint rejected the credentials for bucket "
-                           f"{bucket!r} (HTTP {status} {code}): check BACKUP_ACCESS_KEY_ID / "
-                           "BACKUP_SECRET_ACCESS_KEY (rotated?); this is not an outage",
-                           {**details, "cause": "credentials_rejected"})
+            return Finding(
+                "VERIFY_JOB_ERROR",
+                f"the {endpoint} backup endpoint rejected the credentials for bucket "
+                f"{bucket!r} (HTTP {status} {code}): check BACKUP_ACCESS_KEY_ID / "
+                "BACKUP_SECRET_ACCESS_KEY (rotated?); this is not an outage",
+                {**details, "cause": "credentials_rejected"},
+            )
         if code == "NoSuchBucket":
-            return Finding("VERIFY_JOB_ERROR",
-                           f"bucket {bucket!r} does not exist at the {endpoint} endpoint: check "
-                           "BACKUP_BUCKET", {**details, "cause": "no_such_bucket"})
+            return Finding(
+                "VERIFY_JOB_ERROR",
+                f"bucket {bucket!r} does not exist at the {endpoint} endpoint: check BACKUP_BUCKET",
+                {**details, "cause": "no_such_bucket"},
+            )
     return None
 
 
@@ -129,8 +148,9 @@ class Endpoint:
     client: Any
 
 
-def locate_with_fallback(endpoints: list[Endpoint], bucket: str, prefix: str,
-                         date: dt.date) -> tuple[DumpObject, list[Finding]]:
+def locate_with_fallback(
+    endpoints: list[Endpoint], bucket: str, prefix: str, date: dt.date
+) -> tuple[DumpObject, list[Finding]]:
     """F5: the newest dump of `date` from the primary, or from the fallback when the primary
     cannot be reached. Returns the dump and the outages met on the way (informational when the
     fallback served it). Both unreachable: F5, P1, "dump inaccessible". A credential problem or a
@@ -151,14 +171,20 @@ def locate_with_fallback(endpoints: list[Endpoint], bucket: str, prefix: str,
                 raise FindingError(finding) from None
             outages.append(finding)
     names = " and ".join(e.name for e in endpoints)
-    raise FindingError(Finding(
-        "OFFSITE_ENDPOINT_DOWN",
-        f"dump inaccessible: the {names} endpoint(s) cannot be reached "
-        f"({'; '.join(o.summary for o in outages)}). This is not an unverified day: halt any "
-        "pending cutover work until a verified dump is produced",
-        {"cause": "all_endpoints_down", "endpoints": [o.details for o in outages],
-         "bucket": bucket, "date": date.isoformat()},
-        severity="P1",
-        next_step="Page @infra-oncall; halt pending cutover work until a verified dump exists "
-                  "(F5 step 2). A Hetzner outage over 24 h needs a DPIA note (F5 step 3).",
-    ))
+    raise FindingError(
+        Finding(
+            "OFFSITE_ENDPOINT_DOWN",
+            f"dump inaccessible: the {names} endpoint(s) cannot be reached "
+            f"({'; '.join(o.summary for o in outages)}). This is not an unverified day: halt any "
+            "pending cutover work until a verified dump is produced",
+            {
+                "cause": "all_endpoints_down",
+                "endpoints": [o.details for o in outages],
+                "bucket": bucket,
+                "date": date.isoformat(),
+            },
+            severity="P1",
+            next_step="Page @infra-oncall; halt pending cutover work until a verified dump exists "
+            "(F5 step 2). A Hetzner outage over 24 h needs a DPIA note (F5 step 3).",
+        )
+    )

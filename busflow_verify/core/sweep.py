@@ -23,8 +23,12 @@ from busflow_verify.core.config import ColumnRef, ScrubLogConfig, SoftFK, SoftFK
 from busflow_verify.core.failures import Finding
 
 SAMPLE = 5
-_SCHEMA_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
-                  psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction)
+_SCHEMA_ERRORS = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedFunction,
+)
 
 
 @dataclass
@@ -55,14 +59,21 @@ class SweepReport:
 
 
 def _ids(ref: ColumnRef) -> dict[str, sql.Identifier]:
-    return {"s": sql.Identifier(ref.schema_name), "t": sql.Identifier(ref.table),
-            "c": sql.Identifier(ref.column)}
+    return {
+        "s": sql.Identifier(ref.schema_name),
+        "t": sql.Identifier(ref.table),
+        "c": sql.Identifier(ref.column),
+    }
 
 
 def _scrub_ids(scrub: ScrubLogConfig) -> dict[str, sql.Identifier]:
     schema, table = scrub.table.split(".")
-    return {"ss": sql.Identifier(schema), "st": sql.Identifier(table),
-            "sid": sql.Identifier(scrub.id_column), "stc": sql.Identifier(scrub.tenant_column)}
+    return {
+        "ss": sql.Identifier(schema),
+        "st": sql.Identifier(table),
+        "sid": sql.Identifier(scrub.id_column),
+        "stc": sql.Identifier(scrub.tenant_column),
+    }
 
 
 # Parent keys spanning up to 64 * 4 M ids are tested against a bitmap (32 MB per process);
@@ -95,8 +106,9 @@ def parent_keys(conn, child: ColumnRef, parent: ColumnRef) -> ParentKeys:
     if {_column_type(conn, child), _column_type(conn, parent)} - _INTEGER_TYPES:
         return ParentKeys()
     p = _ids(parent)
-    lo, hi = conn.execute(sql.SQL("SELECT min({c})::bigint, max({c})::bigint FROM {s}.{t}")
-                          .format(**p)).fetchone()
+    lo, hi = conn.execute(
+        sql.SQL("SELECT min({c})::bigint, max({c})::bigint FROM {s}.{t}").format(**p)
+    ).fetchone()
     if lo is None or (hi >> 6) - (lo >> 6) + 1 > BITMAP_MAX_WORDS:
         return ParentKeys()
     return ParentKeys(lo, hi)
@@ -107,7 +119,8 @@ def _column_type(conn, ref: ColumnRef) -> str | None:
         "SELECT format_type(a.atttypid, NULL) FROM pg_attribute AS a "
         "WHERE a.attrelid = to_regclass(quote_ident(%s) || '.' || quote_ident(%s)) "
         "AND a.attname = %s AND NOT a.attisdropped",
-        (ref.schema_name, ref.table, ref.column)).fetchone()
+        (ref.schema_name, ref.table, ref.column),
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -123,7 +136,8 @@ def _no_parent(child: ColumnRef, parent: ColumnRef, keys: ParentKeys) -> sql.Com
     names = {"cc": c["c"], "ps": p["s"], "pt": p["t"], "pc": p["c"]}
     if not keys.bitmap:
         return sql.SQL("NOT EXISTS (SELECT 1 FROM {ps}.{pt} AS p WHERE p.{pc} = c.{cc})").format(
-            **names)
+            **names
+        )
     return sql.SQL("""(CASE WHEN c.{cc}::bigint BETWEEN {lo} AND {hi} THEN
         ((SELECT array_agg(coalesce(b.bits, 0) ORDER BY w.word)
           FROM generate_series({lo_word}, {hi_word}) AS w(word)
@@ -132,19 +146,26 @@ def _no_parent(child: ColumnRef, parent: ColumnRef, keys: ParentKeys) -> sql.Com
                      FROM {ps}.{pt} AS p WHERE p.{pc} IS NOT NULL GROUP BY 1) AS b USING (word))
          [(c.{cc}::bigint >> 6) - {lo_word} + 1] >> (c.{cc}::bigint & 63)::int) & 1
         ELSE 0 END) = 0""").format(
-        lo=sql.Literal(keys.lo), hi=sql.Literal(keys.hi), lo_word=sql.Literal(keys.lo >> 6),
-        hi_word=sql.Literal(keys.hi >> 6), **names)
+        lo=sql.Literal(keys.lo),
+        hi=sql.Literal(keys.hi),
+        lo_word=sql.Literal(keys.lo >> 6),
+        hi_word=sql.Literal(keys.hi >> 6),
+        **names,
+    )
 
 
-def orphan_count_query(child: ColumnRef, parent: ColumnRef,
-                       keys: ParentKeys = ParentKeys()) -> sql.Composed:
+def orphan_count_query(
+    child: ColumnRef, parent: ColumnRef, keys: ParentKeys = ParentKeys()
+) -> sql.Composed:
     c = _ids(child)
-    return sql.SQL("SELECT count(*) FROM {cs}.{ct} AS c WHERE c.{cc} IS NOT NULL AND {orphan}"
-                   ).format(cs=c["s"], ct=c["t"], cc=c["c"], orphan=_no_parent(child, parent, keys))
+    return sql.SQL(
+        "SELECT count(*) FROM {cs}.{ct} AS c WHERE c.{cc} IS NOT NULL AND {orphan}"
+    ).format(cs=c["s"], ct=c["t"], cc=c["c"], orphan=_no_parent(child, parent, keys))
 
 
-def triage_query(fk: SoftFK, scrub: ScrubLogConfig,
-                 keys: ParentKeys = ParentKeys()) -> sql.Composed:
+def triage_query(
+    fk: SoftFK, scrub: ScrubLogConfig, keys: ParentKeys = ParentKeys()
+) -> sql.Composed:
     """Count, tenants, expected, samples per class and the scrub-log ids, in one pass.
 
     The scan is its own (materialized, parallel) step; the scrub log is consulted only for the
@@ -165,8 +186,15 @@ def triage_query(fk: SoftFK, scrub: ScrubLogConfig,
                (SELECT array_agg(DISTINCT s.{sid}::text) FROM {ss}.{st} AS s
                 WHERE s.{stc} IN (SELECT tenant FROM orphans))
         FROM orphans
-    """).format(cs=c["s"], ct=c["t"], cc=c["c"], orphan=_no_parent(fk.child_ref, fk.parent_ref, keys),
-                tc=sql.Identifier(fk.tenant_column), n=sql.Literal(SAMPLE), **_scrub_ids(scrub))
+    """).format(
+        cs=c["s"],
+        ct=c["t"],
+        cc=c["c"],
+        orphan=_no_parent(fk.child_ref, fk.parent_ref, keys),
+        tc=sql.Identifier(fk.tenant_column),
+        n=sql.Literal(SAMPLE),
+        **_scrub_ids(scrub),
+    )
 
 
 def unknown_justification(conn, fk: SoftFK, scrub: ScrubLogConfig) -> list[str]:
@@ -174,14 +202,21 @@ def unknown_justification(conn, fk: SoftFK, scrub: ScrubLogConfig) -> list[str]:
         return []
     wanted = [str(u) for u in fk.justification]
     query = sql.SQL("SELECT {sid}::text FROM {ss}.{st} WHERE {sid}::text = ANY(%s)").format(
-        **_scrub_ids(scrub))
+        **_scrub_ids(scrub)
+    )
     found = {r[0] for r in conn.execute(query, (wanted,))}
     return [u for u in wanted if u not in found]
 
 
 def sweep_one(conn, fk: SoftFK, scrub: ScrubLogConfig) -> OrphanResult:
-    result = OrphanResult(fk.child, fk.parent, None, fk.max_orphans, False,
-                          justification=[str(u) for u in fk.justification])
+    result = OrphanResult(
+        fk.child,
+        fk.parent,
+        None,
+        fk.max_orphans,
+        False,
+        justification=[str(u) for u in fk.justification],
+    )
     try:
         # JIT compiling a query the planner costs this high took longer than running it.
         conn.execute("SET jit = off")
@@ -194,7 +229,8 @@ def sweep_one(conn, fk: SoftFK, scrub: ScrubLogConfig) -> OrphanResult:
             result.scrub_log_ids = sorted(row[5] or [])
         else:
             result.orphans = conn.execute(
-                orphan_count_query(fk.child_ref, fk.parent_ref, keys)).fetchone()[0]
+                orphan_count_query(fk.child_ref, fk.parent_ref, keys)
+            ).fetchone()[0]
         result.unknown_justification = unknown_justification(conn, fk, scrub)
     except _SCHEMA_ERRORS as exc:
         result.error = exc.diag.message_primary or str(exc)
@@ -203,8 +239,13 @@ def sweep_one(conn, fk: SoftFK, scrub: ScrubLogConfig) -> OrphanResult:
     return result
 
 
-def sweep(connect, allowlist: SoftFKAllowlist, scrub: ScrubLogConfig,
-          max_connections: int = 2, on_done=None) -> SweepReport:
+def sweep(
+    connect,
+    allowlist: SoftFKAllowlist,
+    scrub: ScrubLogConfig,
+    max_connections: int = 2,
+    on_done=None,
+) -> SweepReport:
     """`connect()` opens one autocommit connection to the restored database per sweep;
     `on_done(result)`, when given, is called (from the sweep's thread) as each sweep ends."""
 
@@ -229,7 +270,8 @@ def _finding(r: OrphanResult) -> Finding | None:
             f"soft-fk-allowlist.yaml names columns the restored dump does not have, so "
             f"{r.child} -> {r.parent} could not be swept: {r.error} (fix the allowlist entry or "
             "find out why the schema changed)",
-            {"unsweepable": asdict(r)})
+            {"unsweepable": asdict(r)},
+        )
     if r.unknown_justification:
         return Finding(
             "ORPHAN_FK_SURGE",
@@ -238,7 +280,8 @@ def _finding(r: OrphanResult) -> Finding | None:
             f"justified ({r.orphans} orphans, max_orphans {r.max_orphans})",
             {"cause": "unknown_justification", "surges": [asdict(r)]},
             next_step="Fix the justification in soft-fk-allowlist.yaml with real tenant_scrub_logs "
-                      "UUIDs, or lower max_orphans back.")
+            "UUIDs, or lower max_orphans back.",
+        )
     if r.passed:
         return None
     spanning = r.tenants is not None and r.tenants > 1
@@ -249,23 +292,32 @@ def _finding(r: OrphanResult) -> Finding | None:
         + f". {_triage_sentence(r)}",
         {"surges": [asdict(r)], "tenant_spanning": spanning},
         severity="P1" if spanning else None,
-        next_step=_triage_step(r))
+        next_step=_triage_step(r),
+    )
 
 
 def _triage_sentence(r: OrphanResult) -> str:
     if r.expected_orphans is None:
         return "No tenant_column in the allowlist entry: triage by hand against tenant_scrub_logs."
     if r.unexpected_orphans == 0:
-        return (f"All {r.orphans} are expected: their tenants have scrub-log entries "
-                f"({', '.join(r.scrub_log_ids[:5])}); raising max_orphans is allowed with these "
-                "UUIDs in justification")
-    return (f"{r.unexpected_orphans} unexpected (no scrub-log entry for their tenant, e.g. keys "
-            f"{', '.join(r.sample_unexpected)}), {r.expected_orphans} expected: an application "
-            "bug deleted referenced rows")
+        return (
+            f"All {r.orphans} are expected: their tenants have scrub-log entries "
+            f"({', '.join(r.scrub_log_ids[:5])}); raising max_orphans is allowed with these "
+            "UUIDs in justification"
+        )
+    return (
+        f"{r.unexpected_orphans} unexpected (no scrub-log entry for their tenant, e.g. keys "
+        f"{', '.join(r.sample_unexpected)}), {r.expected_orphans} expected: an application "
+        "bug deleted referenced rows"
+    )
 
 
 def _triage_step(r: OrphanResult) -> str:
     if r.expected_orphans is not None and r.unexpected_orphans == 0:
-        return ("Expected: raise max_orphans only with the scrub-log UUIDs in justification "
-                "(F3 step 2); never blanket-raise.")
-    return "Unexpected: open a P2 issue and pin the FK (F3 step 2). Never blanket-raise a tolerance."
+        return (
+            "Expected: raise max_orphans only with the scrub-log UUIDs in justification "
+            "(F3 step 2); never blanket-raise."
+        )
+    return (
+        "Unexpected: open a P2 issue and pin the FK (F3 step 2). Never blanket-raise a tolerance."
+    )

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
 import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +29,21 @@ import psycopg
 from psycopg import sql
 
 from busflow_verify.core.config import ConfigError
-from busflow_verify.core.pgcluster import (OWNER_FILE, SCRATCH_PREFIX, ConnInfo,
-                                          DisposablePostgres, find_bin_dir)
+from busflow_verify.core.pgcluster import (
+    OWNER_FILE,
+    SCRATCH_PREFIX,
+    ConnInfo,
+    DisposablePostgres,
+    find_bin_dir,
+)
+from busflow_verify.core.privilege import (
+    RESTORE_ROLE,
+    ProvisionError,
+    RestoreDatabase,
+    drop_role,
+    provision,
+)
 from busflow_verify.core.servers import Choice, choose, installed
-from busflow_verify.core.privilege import (RESTORE_ROLE, ProvisionError, RestoreDatabase,
-                                           drop_role, provision)
 
 TARGET_ENV = "BUSFLOW_RESTORE_TARGET"
 KINDS = ("ephemeral", "docker", "server")
@@ -72,8 +82,10 @@ def target_kind(env: Mapping[str, str]) -> str:
     if kind == "server":
         missing = [SERVER_ENV[k] for k in ("host", "user") if not env.get(SERVER_ENV[k])]
         if missing:
-            raise ConfigError(f"{TARGET_ENV}=server needs {' and '.join(missing)} "
-                              "(the restore server's host and restore role)")
+            raise ConfigError(
+                f"{TARGET_ENV}=server needs {' and '.join(missing)} "
+                "(the restore server's host and restore role)"
+            )
         env_number(SERVER_ENV["port"], 5432, int, env)
     if kind == "docker":
         env_number(DOCKER_ENV["ready_timeout"], 120.0, float, env)
@@ -156,8 +168,13 @@ class EphemeralTarget(_Target):
 
     kind = "ephemeral"
 
-    def __init__(self, bin_dir: str | None = None, scratch_base: str | None = None, log=None,
-                 keep: bool = False):
+    def __init__(
+        self,
+        bin_dir: str | None = None,
+        scratch_base: str | None = None,
+        log=None,
+        keep: bool = False,
+    ):
         super().__init__(bin_dir, scratch_base, log)
         self.explicit_bin_dir = bin_dir
         self.keep = keep
@@ -175,8 +192,10 @@ class EphemeralTarget(_Target):
 
     def _start(self) -> DisposablePostgres:
         cluster = DisposablePostgres(bin_dir=str(self.bin_dir), base_dir=self._scratch_base).start()
-        self.log.info(f"disposable Postgres {cluster.major_version()} started in {cluster.root} "
-                      f"(port {cluster.port})")
+        self.log.info(
+            f"disposable Postgres {cluster.major_version()} started in {cluster.root} "
+            f"(port {cluster.port})"
+        )
         return cluster
 
     def _started(self) -> DisposablePostgres:
@@ -189,8 +208,12 @@ class EphemeralTarget(_Target):
         """The installed server for this dump (core/servers.py): the newest that reads it and
         has its extensions. The cluster started at run start (the newest) is replaced when
         another one is chosen."""
-        return choose(installed(self.explicit_bin_dir), needs["archive_version"],
-                      needs["dumped_by_major"], needs["extensions"])
+        return choose(
+            installed(self.explicit_bin_dir),
+            needs["archive_version"],
+            needs["dumped_by_major"],
+            needs["extensions"],
+        )
 
     def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         cluster = self._started()
@@ -216,7 +239,8 @@ class EphemeralTarget(_Target):
             self.log.warning(
                 f"keep_after_run is set: the disposable Postgres stays at {c.root} "
                 f"(psql -h {c.root} -p {c.port} -U postgres {RESTORED_DB}); "
-                f"remove it with: {c.tool('pg_ctl')} -D {c.data_dir} stop && rm -rf {c.root}")
+                f"remove it with: {c.tool('pg_ctl')} -D {c.data_dir} stop && rm -rf {c.root}"
+            )
             return
         self.cluster.stop()
         self.cluster = None
@@ -233,8 +257,13 @@ class ServerTarget(_Target):
 
     kind = "server"
 
-    def __init__(self, server: ConnInfo, bin_dir: str | None = None,
-                 scratch_base: str | None = None, log=None):
+    def __init__(
+        self,
+        server: ConnInfo,
+        bin_dir: str | None = None,
+        scratch_base: str | None = None,
+        log=None,
+    ):
         super().__init__(bin_dir, scratch_base, log)
         self.server = server  # dbname: the maintenance database to connect to
         self.created: str | None = None
@@ -250,7 +279,8 @@ class ServerTarget(_Target):
             raise RestoreTargetError(
                 f"cannot connect to the {self._where()} ({str(exc).strip()}): check "
                 f"{SERVER_ENV['host']}, {SERVER_ENV['port']}, {SERVER_ENV['user']} and "
-                f"{SERVER_ENV['password']}") from None
+                f"{SERVER_ENV['password']}"
+            ) from None
 
     def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         """The scratch database, owned by a restore role made for this run (`<database>_owner`,
@@ -265,9 +295,12 @@ class ServerTarget(_Target):
         except psycopg.errors.InsufficientPrivilege as exc:
             raise RestoreTargetError(
                 f"the {self._where()} may not create the scratch database {name} "
-                f"({exc.diag.message_primary}): ALTER ROLE {self.server.user} CREATEDB") from None
-        self.log.info(f"scratch database {name} created on the {self._where()}, owned by the "
-                      f"restore role {db.owner.user}")
+                f"({exc.diag.message_primary}): ALTER ROLE {self.server.user} CREATEDB"
+            ) from None
+        self.log.info(
+            f"scratch database {name} created on the {self._where()}, owned by the "
+            f"restore role {db.owner.user}"
+        )
         return db
 
     def close(self) -> None:
@@ -281,13 +314,16 @@ class ServerTarget(_Target):
         role = owner_role_name(name)
         try:
             with self._admin() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
             drop_role(self.server, role)
         except (RestoreTargetError, psycopg.Error) as exc:
-            self.log.error(f"scratch database {name} and its role {role} could not be dropped "
-                           f"from the {self._where()} ({exc}); drop them by hand: DROP DATABASE "
-                           f"{name}; DROP ROLE {role}")
+            self.log.error(
+                f"scratch database {name} and its role {role} could not be dropped "
+                f"from the {self._where()} ({exc}); drop them by hand: DROP DATABASE "
+                f"{name}; DROP ROLE {role}"
+            )
             return
         self.log.info(f"scratch database {name} and its role dropped from the {self._where()}")
 
@@ -302,7 +338,8 @@ def docker_client():
     except docker.errors.DockerException as exc:
         raise RestoreTargetError(
             f"no Docker engine reachable ({exc}): {TARGET_ENV}=docker needs one on this host "
-            "or in DOCKER_HOST") from None
+            "or in DOCKER_HOST"
+        ) from None
 
 
 @dataclass
@@ -324,8 +361,14 @@ class DockerTarget(_Target):
     kind = "docker"
     PORT = "5432/tcp"
 
-    def __init__(self, settings: DockerSettings, client=None, bin_dir: str | None = None,
-                 scratch_base: str | None = None, log=None):
+    def __init__(
+        self,
+        settings: DockerSettings,
+        client=None,
+        bin_dir: str | None = None,
+        scratch_base: str | None = None,
+        log=None,
+    ):
         super().__init__(bin_dir, scratch_base, log)
         self.settings = settings
         self._client = client
@@ -336,23 +379,33 @@ class DockerTarget(_Target):
 
         client = self._client or docker_client()
         password = secrets.token_urlsafe(24)
-        options = {"network": self.settings.network} if self.settings.network else {
-            "ports": {self.PORT: ("127.0.0.1", None)}}
+        options = (
+            {"network": self.settings.network}
+            if self.settings.network
+            else {"ports": {self.PORT: ("127.0.0.1", None)}}
+        )
         name = CONTAINER_PREFIX + scratch_db_name(partition, run_id).replace("_", "-")
         try:
             self.container = client.containers.run(
-                self.settings.image, detach=True, name=name, labels={RUN_LABEL: run_id},
+                self.settings.image,
+                detach=True,
+                name=name,
+                labels={RUN_LABEL: run_id},
                 environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": RESTORED_DB},
-                **options)
+                **options,
+            )
         except docker.errors.ImageNotFound:
             raise RestoreTargetError(
                 f"restore image {self.settings.image} not found: build it with `docker build -f "
                 f"docker/restore-target.Dockerfile -t {self.settings.image} docker` or set "
-                f"{DOCKER_ENV['image']}") from None
+                f"{DOCKER_ENV['image']}"
+            ) from None
         except docker.errors.APIError as exc:
             _remove_half_started(client, name)
-            raise RestoreTargetError(f"the Docker engine refused to start {name} from "
-                                     f"{self.settings.image}: {exc.explanation or exc}") from None
+            raise RestoreTargetError(
+                f"the Docker engine refused to start {name} from "
+                f"{self.settings.image}: {exc.explanation or exc}"
+            ) from None
         self.log.info(f"restore container {name} started from {self.settings.image}")
         admin = self._address(password)
         wait_until_ready(self.container, admin, self.settings.ready_timeout)
@@ -363,8 +416,10 @@ class DockerTarget(_Target):
             host, port = self.container.name, 5432
         else:
             self.container.reload()
-            host, port = "127.0.0.1", int(
-                self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"])
+            host, port = (
+                "127.0.0.1",
+                int(self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"]),
+            )
         return ConnInfo(host, port, "postgres", "postgres", password=password)
 
     def close(self) -> None:
@@ -376,8 +431,10 @@ class DockerTarget(_Target):
         try:
             container.remove(force=True, v=True)
         except Exception as exc:  # the engine went away: say what is left behind
-            self.log.error(f"restore container {container.name} could not be removed ({exc}); "
-                           f"remove it by hand: docker rm -f -v {container.name}")
+            self.log.error(
+                f"restore container {container.name} could not be removed ({exc}); "
+                f"remove it by hand: docker rm -f -v {container.name}"
+            )
             return
         self.log.info(f"restore container {container.name} removed")
 
@@ -402,7 +459,8 @@ def wait_until_ready(container, target: ConnInfo, timeout: float, interval: floa
         if container.status in ("exited", "dead"):
             raise RestoreTargetNotReady(
                 f"restore container {container.name} stopped before accepting connections "
-                f"(status {container.status}); its last log lines: {_tail(container)}")
+                f"(status {container.status}); its last log lines: {_tail(container)}"
+            )
         try:
             with psycopg.connect(**target.kwargs(), connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
@@ -413,7 +471,8 @@ def wait_until_ready(container, target: ConnInfo, timeout: float, interval: floa
     raise RestoreTargetNotReady(
         f"restore container {container.name} did not accept connections within {timeout:g} s "
         f"(last error: {last}); raise {DOCKER_ENV['ready_timeout']} if the engine host is slow, "
-        f"else see its log lines: {_tail(container)}")
+        f"else see its log lines: {_tail(container)}"
+    )
 
 
 def _tail(container, lines: int = 15) -> str:

@@ -13,21 +13,50 @@ from dataclasses import dataclass, field
 
 # Entry types of more than one word, longest first, so "MATERIALIZED VIEW DATA" is not read as
 # "MATERIALIZED VIEW" with the tag "DATA ..." (pg_dump's desc strings).
-_MULTIWORD_DESCS = sorted([
-    "TABLE DATA", "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "FK CONSTRAINT",
-    "CHECK CONSTRAINT", "DEFAULT ACL", "SEQUENCE SET", "SEQUENCE OWNED BY", "EVENT TRIGGER",
-    "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "FOREIGN SERVER", "USER MAPPING", "LARGE OBJECT",
-    "LARGE OBJECTS", "PROCEDURAL LANGUAGE", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
-    "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "OPERATOR CLASS", "OPERATOR FAMILY",
-    "ACCESS METHOD", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "ROW SECURITY",
-    "SECURITY LABEL", "INDEX ATTACH", "TABLE ATTACH", "SHELL TYPE", "DATABASE PROPERTIES",
-    "SUBSCRIPTION TABLE",
-], key=len, reverse=True)
+_MULTIWORD_DESCS = sorted(
+    [
+        "TABLE DATA",
+        "MATERIALIZED VIEW",
+        "MATERIALIZED VIEW DATA",
+        "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "DEFAULT ACL",
+        "SEQUENCE SET",
+        "SEQUENCE OWNED BY",
+        "EVENT TRIGGER",
+        "FOREIGN TABLE",
+        "FOREIGN DATA WRAPPER",
+        "FOREIGN SERVER",
+        "USER MAPPING",
+        "LARGE OBJECT",
+        "LARGE OBJECTS",
+        "PROCEDURAL LANGUAGE",
+        "TEXT SEARCH CONFIGURATION",
+        "TEXT SEARCH DICTIONARY",
+        "TEXT SEARCH PARSER",
+        "TEXT SEARCH TEMPLATE",
+        "OPERATOR CLASS",
+        "OPERATOR FAMILY",
+        "ACCESS METHOD",
+        "PUBLICATION TABLE",
+        "PUBLICATION TABLES IN SCHEMA",
+        "ROW SECURITY",
+        "SECURITY LABEL",
+        "INDEX ATTACH",
+        "TABLE ATTACH",
+        "SHELL TYPE",
+        "DATABASE PROPERTIES",
+        "SUBSCRIPTION TABLE",
+    ],
+    key=len,
+    reverse=True,
+)
 _ENTRY = re.compile(r"^(?P<id>\d+); (?P<tableoid>\d+) (?P<oid>\d+) (?P<rest>.*)$")
 _IDENT = r'"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*'
 _CREATE_EXTENSION = re.compile(
     rf"^CREATE EXTENSION IF NOT EXISTS (?P<name>{_IDENT})(?: WITH SCHEMA (?P<schema>{_IDENT}))?;",
-    re.M)
+    re.M,
+)
 RUNS_OWN_CODE = ("EVENT TRIGGER",)  # superuser-only, and fires on the restore's own DDL
 
 
@@ -53,7 +82,7 @@ def parse_entry(rest: str) -> tuple[str, str, str]:
     """(desc, schema, tag) of the part of a TOC line after the dump id and oids: "desc schema
     tag owner", where desc and tag may hold spaces and the owner is empty for some entries."""
     desc = next((d for d in _MULTIWORD_DESCS if rest.startswith(d + " ")), rest.split(" ", 1)[0])
-    schema, _, tag_owner = rest[len(desc):].lstrip(" ").partition(" ")
+    schema, _, tag_owner = rest[len(desc) :].lstrip(" ").partition(" ")
     tag = tag_owner[:-1] if tag_owner.endswith(" ") else tag_owner.rpartition(" ")[0]
     return desc, schema, tag.strip() or tag_owner.strip()
 
@@ -71,8 +100,11 @@ class Toc:
     @property
     def data(self) -> dict[int, str]:
         """Dump id of every TABLE DATA entry -> schema.table."""
-        return {e.dump_id: f"{e.schema}.{e.name.split()[0]}" for e in self.entries
-                if e.desc == "TABLE DATA"}
+        return {
+            e.dump_id: f"{e.schema}.{e.name.split()[0]}"
+            for e in self.entries
+            if e.desc == "TABLE DATA"
+        }
 
     @property
     def publishes(self) -> bool:
@@ -107,7 +139,8 @@ def _left_out_because(entry: TocEntry, made_schemas: list[str]) -> str | None:
     if entry.desc == "SCHEMA" and unquote(first) in made_schemas:
         return "created by the administrative step to hold an extension"
     if entry.desc in RUNS_OWN_CODE or (
-            entry.desc in ("COMMENT", "SECURITY LABEL") and entry.name.startswith("EVENT TRIGGER")):
+        entry.desc in ("COMMENT", "SECURITY LABEL") and entry.name.startswith("EVENT TRIGGER")
+    ):
         return "an event trigger: superuser-only, and it would run on the restore's own DDL"
     return None
 
@@ -123,5 +156,7 @@ def parse_toc(listing: str) -> Toc:
 
 def extension_schemas(script: str) -> dict[str, str | None]:
     """Extension -> schema from the CREATE EXTENSION lines pg_restore prints for them."""
-    return {unquote(m["name"]): unquote(m["schema"]) if m["schema"] else None
-            for m in _CREATE_EXTENSION.finditer(script)}
+    return {
+        unquote(m["name"]): unquote(m["schema"]) if m["schema"] else None
+        for m in _CREATE_EXTENSION.finditer(script)
+    }

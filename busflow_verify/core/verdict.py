@@ -49,16 +49,22 @@ class RunFacts:
 
 
 def is_verified(facts: RunFacts) -> bool:
-    return (facts.run_status == "SUCCESS" and not facts.step_failures
-            and all(c.ok for c in facts.checks))
+    return (
+        facts.run_status == "SUCCESS"
+        and not facts.step_failures
+        and all(c.ok for c in facts.checks)
+    )
 
 
 def _with_f1_triage(failure: dict[str, Any], f1: dict[str, Any] | None) -> dict[str, Any]:
     """F1's answer to its own steps 1-3, found after the restore, in the F1 failure itself."""
     if failure["code"] != "F1" or not f1:
         return failure
-    return {**failure, "summary": f"{failure['summary']}. Triage: {f1['conclusion']}",
-            "details": {**failure["details"], "triage": f1}}
+    return {
+        **failure,
+        "summary": f"{failure['summary']}. Triage: {f1['conclusion']}",
+        "details": {**failure["details"], "triage": f1},
+    }
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,23 @@ class Verdict:
         return replace(self, failures=(*self.failures, failure))
 
     def to_json(self) -> dict[str, Any]:
-        out = {"partition": self.partition, "verified": self.verified, "dump": self.dump,
-               "failures": list(self.failures), "notices": list(self.notices),
-               "row_counts": self.row_counts, "orphans": list(self.orphans),
-               "row_count_baseline": self.row_count_baseline,
-               "row_count_deltas": list(self.row_count_deltas), "size_guard": self.size_guard,
-               "restore": self.restore, "checks": list(self.checks), "run_id": self.run_id,
-               "run_status": self.run_status, "cutover_halt": self.cutover_halt}
+        out = {
+            "partition": self.partition,
+            "verified": self.verified,
+            "dump": self.dump,
+            "failures": list(self.failures),
+            "notices": list(self.notices),
+            "row_counts": self.row_counts,
+            "orphans": list(self.orphans),
+            "row_count_baseline": self.row_count_baseline,
+            "row_count_deltas": list(self.row_count_deltas),
+            "size_guard": self.size_guard,
+            "restore": self.restore,
+            "checks": list(self.checks),
+            "run_id": self.run_id,
+            "run_status": self.run_status,
+            "cutover_halt": self.cutover_halt,
+        }
         if self.primary_down:
             out["primary_down_since"] = self.primary_down_since
         out["promoted"] = self.promoted
@@ -119,21 +135,34 @@ def dpia_note(since: dt.datetime | None, now: dt.datetime | None = None) -> str 
     now = now or dt.datetime.now(dt.timezone.utc)
     if now - since <= DPIA_AFTER:
         return None
-    return (f"The offsite primary has been failing since {since:%Y-%m-%d %H:%M} UTC (> 24 h): a "
-            "DPIA note is required, offsite residency is part of the audit contract (F5 step 3).")
+    return (
+        f"The offsite primary has been failing since {since:%Y-%m-%d %H:%M} UTC (> 24 h): a "
+        "DPIA note is required, offsite residency is part of the audit contract (F5 step 3)."
+    )
 
 
 def _with_dpia(entries: list[dict[str, Any]], note: str | None) -> list[dict[str, Any]]:
     if not note:
         return entries
-    return [{**e, "summary": f"{e['summary']} {note}",
-             "details": {**e["details"], "dpia_note_required": True}} if e["code"] == "F5" else e
-            for e in entries]
+    return [
+        {
+            **e,
+            "summary": f"{e['summary']} {note}",
+            "details": {**e["details"], "dpia_note_required": True},
+        }
+        if e["code"] == "F5"
+        else e
+        for e in entries
+    ]
 
 
-def build_verdict(facts: RunFacts, *, halt: dict[str, Any] | None = None,
-                  primary_down: bool = False,
-                  primary_down_since: dt.datetime | None = None) -> Verdict:
+def build_verdict(
+    facts: RunFacts,
+    *,
+    halt: dict[str, Any] | None = None,
+    primary_down: bool = False,
+    primary_down_since: dt.datetime | None = None,
+) -> Verdict:
     """The verdict of a run from its facts, the cutover halt standing and, when this run found
     the primary unreachable, since when it has been failing (F5 step 3's DPIA rule)."""
     failures = list(facts.step_failures)
@@ -145,19 +174,22 @@ def build_verdict(facts: RunFacts, *, halt: dict[str, Any] | None = None,
             failures += [_with_f1_triage(f, facts.f1_triage) for f in check.findings]
     if not failures and not is_verified(facts):
         missing = [c.check for c in facts.checks if c.passed is None]
-        failures.append(Finding(
-            "VERIFY_JOB_ERROR",
-            f"run {facts.run_id} ended {facts.run_status} without evaluating "
-            f"{', '.join(missing) or 'all checks'}: the day is not verified",
-            {"missing_checks": missing, "run_id": facts.run_id},
-        ).to_dict())
+        failures.append(
+            Finding(
+                "VERIFY_JOB_ERROR",
+                f"run {facts.run_id} ended {facts.run_status} without evaluating "
+                f"{', '.join(missing) or 'all checks'}: the day is not verified",
+                {"missing_checks": missing, "run_id": facts.run_id},
+            ).to_dict()
+        )
     note = dpia_note(primary_down_since) if primary_down else None
     dump = facts.dump or {}
     return Verdict(
         partition=facts.partition,
         verified=is_verified(facts),
-        dump={k: dump.get(k) for k in ("key", "size_bytes", "endpoint", "bucket",
-                                       "last_modified")} if dump else None,
+        dump={k: dump.get(k) for k in ("key", "size_bytes", "endpoint", "bucket", "last_modified")}
+        if dump
+        else None,
         failures=tuple(_with_dpia(failures, note)),
         notices=tuple(_with_dpia(notices, note)),
         row_counts=facts.row_counts or {},
@@ -181,8 +213,10 @@ def format_verdict(verdict: Verdict) -> str:
     lines = [f"backup verify {verdict.partition}: {head}"]
     dump = verdict.dump
     if dump:
-        lines.append(f"  dump      s3://{dump.get('bucket')}/{dump['key']}  "
-                     f"{dump['size_bytes']:,} bytes  ({dump['endpoint']} endpoint)")
+        lines.append(
+            f"  dump      s3://{dump.get('bucket')}/{dump['key']}  "
+            f"{dump['size_bytes']:,} bytes  ({dump['endpoint']} endpoint)"
+        )
     server = (verdict.restore or {}).get("server")
     if server:
         lines.append(f"  restored  with PostgreSQL {server['version']}: {server['why']}")
@@ -192,8 +226,10 @@ def format_verdict(verdict: Verdict) -> str:
     for n in verdict.notices:
         lines.append(f"  notice    {failure_label(n)} (informational): {n['summary']}")
     for f in verdict.failures:
-        lines.append(f"  FAILURE   {failure_label(f)}  severity {f['severity']}  "
-                     f"page {' '.join(f['escalate_to'])}")
+        lines.append(
+            f"  FAILURE   {failure_label(f)}  severity {f['severity']}  "
+            f"page {' '.join(f['escalate_to'])}"
+        )
         lines.append(f"            {f['summary']}")
         if f.get("next_step"):
             lines.append(f"            next: {f['next_step']}")
@@ -209,9 +245,15 @@ def format_verdict(verdict: Verdict) -> str:
     for o in verdict.orphans:
         state = "ok" if o["passed"] else "OVER"
         found = o["orphans"] if o["orphans"] is not None else o.get("error")
-        classes = (f", {o['expected_orphans']} expected / {o['unexpected_orphans']} unexpected "
-                   f"across {o['tenants']} tenant(s)" if o.get("tenants") is not None else "")
-        lines.append(f"  orphans   {o['child']} -> {o['parent']}: {found} "
-                     f"(max {o['max_orphans']}) {state}{classes}")
+        classes = (
+            f", {o['expected_orphans']} expected / {o['unexpected_orphans']} unexpected "
+            f"across {o['tenants']} tenant(s)"
+            if o.get("tenants") is not None
+            else ""
+        )
+        lines.append(
+            f"  orphans   {o['child']} -> {o['parent']}: {found} "
+            f"(max {o['max_orphans']}) {state}{classes}"
+        )
     lines.append(f"  run       {verdict.run_id}")
     return "\n".join(lines)

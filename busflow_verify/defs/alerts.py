@@ -8,6 +8,7 @@ from pathlib import Path
 from busflow_verify.core import config as cfg
 from busflow_verify.core.alerts import BotChannel, Outbox, RetryPolicy, WebhookChannel
 from busflow_verify.defs import environment
+
 OUTBOX_DIR = "busflow-outbox"
 
 

@@ -71,5 +71,9 @@ class SlackSettings:
 
 
 def slack() -> SlackSettings:
-    return SlackSettings(os.environ.get(WEBHOOK) or None, os.environ.get(BOT_TOKEN) or None,
-                         os.environ.get(CHANNEL) or None, os.environ.get(API_URL) or None)
+    return SlackSettings(
+        os.environ.get(WEBHOOK) or None,
+        os.environ.get(BOT_TOKEN) or None,
+        os.environ.get(CHANNEL) or None,
+        os.environ.get(API_URL) or None,
+    )

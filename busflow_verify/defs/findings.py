@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,8 +15,9 @@ FINDING_KEY = "finding"
 FINDINGS_KEY = "findings"
 
 
-def check_spec(name: str, asset: str, failure_names: Iterable[str], description: str, *,
-               blocking: bool = False) -> dg.AssetCheckSpec:
+def check_spec(
+    name: str, asset: str, failure_names: Iterable[str], description: str, *, blocking: bool = False
+) -> dg.AssetCheckSpec:
     """A partitioned check carrying the runbook code, name(s), severity, escalation and section."""
     modes = [CATALOGUE[n] for n in failure_names]
     with warnings.catch_warnings():  # partitioned check specs are "preview" in dagster 1.13
@@ -41,10 +42,13 @@ def _spec(name, asset, modes, description, blocking) -> dg.AssetCheckSpec:
     )
 
 
-def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
-                 metadata: Mapping[str, Any] | None = None, passed_note: str = "",
-                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-                 ) -> dg.AssetCheckResult:
+def check_result(
+    spec: dg.AssetCheckSpec,
+    findings: list[Finding],
+    metadata: Mapping[str, Any] | None = None,
+    passed_note: str = "",
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
     """Passed when there are no findings; else failed at `severity` with every finding attached.
 
     WARN is informational (an outage the fallback covered): it does not stand in the way of
@@ -57,14 +61,16 @@ def check_result(spec: dg.AssetCheckSpec, findings: list[Finding],
         **(metadata or {}),
     }
     if first:
-        meta.update({
-            "runbook_name": first["name"],
-            "severity": first["severity"],
-            "escalate_to": ", ".join(first["escalate_to"]),
-            "summary": "\n".join(f.summary for f in findings),
-            "next_step": first["next_step"],
-            FINDINGS_KEY: dg.MetadataValue.json([f.to_dict() for f in findings]),
-        })
+        meta.update(
+            {
+                "runbook_name": first["name"],
+                "severity": first["severity"],
+                "escalate_to": ", ".join(first["escalate_to"]),
+                "summary": "\n".join(f.summary for f in findings),
+                "next_step": first["next_step"],
+                FINDINGS_KEY: dg.MetadataValue.json([f.to_dict() for f in findings]),
+            }
+        )
     return dg.AssetCheckResult(
         check_name=spec.name,
         asset_key=spec.asset_key,
@@ -79,8 +85,7 @@ def fail_step(finding: Finding) -> dg.Failure:
     """A step failure carrying the finding, for stages that cannot produce their asset at all."""
     as_dict = finding.to_dict()
     return dg.Failure(
-        description=f"{failure_label(as_dict)}: {finding.summary}. "
-                    f"Next: {as_dict['next_step']}",
+        description=f"{failure_label(as_dict)}: {finding.summary}. Next: {as_dict['next_step']}",
         metadata={FINDING_KEY: dg.MetadataValue.json(as_dict)},
         allow_retries=False,
     )

@@ -18,22 +18,24 @@ from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.alerts import alert_settings
 from busflow_verify.defs.jobs import backup_verify_job
 from busflow_verify.defs.promotion import promote
-from busflow_verify.defs.records import verdict_for_run
 from busflow_verify.defs.resources import BackupStore
+from busflow_verify.defs.run_history import verdict_for_run
 
 LAUNCHED_BY_TAG = "busflow/launched_by"  # "cli": the CLI finishes the run itself
 
 
-def finish_run(instance: dg.DagsterInstance, run_id: str, *, store: BackupStore | None,
-               log) -> Verdict:
+def finish_run(
+    instance: dg.DagsterInstance, run_id: str, *, store: BackupStore | None, log
+) -> Verdict:
     """The run's verdict, with the pointer moved (when `store` is given: promotion asked for)
     and #ops told."""
     verdict = verdict_for_run(instance, run_id)
     if store is not None:
         halt = CutoverHalt(instance.root_directory)
         outcome = promote(verdict, store, log, halt)
-        verdict = dataclasses.replace(verdict, promoted=outcome["promoted"], promotion=outcome,
-                                      cutover_halt=halt.get())
+        verdict = dataclasses.replace(
+            verdict, promoted=outcome["promoted"], promotion=outcome, cutover_halt=halt.get()
+        )
     return alert_ops(verdict, instance.root_directory, log)
 
 
@@ -51,23 +53,30 @@ def _launched_by_cli(run: dg.DagsterRun) -> bool:
     return run.tags.get(LAUNCHED_BY_TAG) == "cli"
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[backup_verify_job],
-                      name="finish_verify_run", default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="After a completed verify run (verified or not: non-blocking "
-                                  "check failures leave the run green): moves verified-latest "
-                                  "when every check of the partition passed, only forward, and "
-                                  "posts the #ops message.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[backup_verify_job],
+    name="finish_verify_run",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a completed verify run (verified or not: non-blocking "
+    "check failures leave the run green): moves verified-latest "
+    "when every check of the partition passed, only forward, and "
+    "posts the #ops message.",
+)
 def finish_verify_run(context: dg.RunStatusSensorContext, backup_store: BackupStore):
     if not _launched_by_cli(context.dagster_run):
-        finish_run(context.instance, context.dagster_run.run_id, store=backup_store,
-                   log=context.log.info)
+        finish_run(
+            context.instance, context.dagster_run.run_id, store=backup_store, log=context.log.info
+        )
 
 
-@dg.run_failure_sensor(monitored_jobs=[backup_verify_job], name="finish_failed_verify_run",
-                       default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="After a failed verify run (a failed blocking check or a "
-                                   "crashed step): posts the #ops message.")
+@dg.run_failure_sensor(
+    monitored_jobs=[backup_verify_job],
+    name="finish_failed_verify_run",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a failed verify run (a failed blocking check or a "
+    "crashed step): posts the #ops message.",
+)
 def finish_failed_verify_run(context: dg.RunFailureSensorContext):
     if not _launched_by_cli(context.dagster_run):
-        finish_run(context.instance, context.dagster_run.run_id, store=None,
-                   log=context.log.info)
+        finish_run(context.instance, context.dagster_run.run_id, store=None, log=context.log.info)

@@ -2,7 +2,7 @@ import dagster as dg
 
 from busflow_verify.defs import environment
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.records import JOB_NAME
+from busflow_verify.defs.run_history import JOB_NAME
 
 # deploy/dagster.yaml's QueuedRunCoordinator admits one run per value of this tag: one verify
 # run per restore host (two restores racing on one host would slow both past the schedule)

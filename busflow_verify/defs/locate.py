@@ -4,14 +4,14 @@ import datetime as dt
 
 import dagster as dg
 
-from busflow_verify.core.failures import FindingError
 from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.failures import FindingError
 from busflow_verify.core.store import DumpObject, locate_with_fallback
 from busflow_verify.defs.checks import offsite_check
+from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.resources import BackupStore
-from busflow_verify.defs.stages import describe
 
 
 def partition_date(context: dg.AssetExecutionContext) -> dt.date:
@@ -24,35 +24,48 @@ def partition_date(context: dg.AssetExecutionContext) -> dt.date:
     kinds={"s3"},
     check_specs=[offsite_check],
     description=describe(
-        1, "locate the dump",
+        1,
+        "locate the dump",
         "The newest pg_dump_YYYYMMDD_HHMM.dump of this date in the backup bucket, located by "
         "listing and HEAD (nothing is downloaded here). A date without a dump fails with "
         "DUMP_MISSING. When the offsite primary cannot be reached, the on-site MinIO fallback is "
         "read instead (F5, informational); both down: F5, dump inaccessible.",
-        ["DUMP_MISSING", "OFFSITE_ENDPOINT_DOWN"]),
+        ["DUMP_MISSING", "OFFSITE_ENDPOINT_DOWN"],
+    ),
 )
 def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
     date = partition_date(context)
     try:
-        dump, outages = locate_with_fallback(backup_store.endpoints(), backup_store.bucket,
-                                             backup_store.prefix, date)
+        dump, outages = locate_with_fallback(
+            backup_store.endpoints(), backup_store.bucket, backup_store.prefix, date
+        )
     except FindingError as exc:
         if exc.finding.details.get("cause") == "all_endpoints_down":
             CutoverHalt(context.instance.root_directory).set(exc.finding.summary, context.run_id)
         raise fail_step(exc.finding) from None
     for outage in outages:
-        context.log.warning(f"F5 {outage.summary}; reading from the MinIO fallback "
-                            "(BACKUP_SOURCE=minio-fallback): log the outage and continue")
-    context.log.info(f"newest dump of {date}: s3://{dump.bucket}/{dump.key} "
-                     f"({dump.size_bytes} bytes, {dump.endpoint})")
+        context.log.warning(
+            f"F5 {outage.summary}; reading from the MinIO fallback "
+            "(BACKUP_SOURCE=minio-fallback): log the outage and continue"
+        )
+    context.log.info(
+        f"newest dump of {date}: s3://{dump.bucket}/{dump.key} "
+        f"({dump.size_bytes} bytes, {dump.endpoint})"
+    )
     yield dg.Output(dump, metadata=dump_metadata(dump))
     for outage in outages:
         outage.severity = "info"
-        outage.next_step = ("Informational: the fallback served the dump. Log the Hetzner outage; "
-                            "past 24 h it needs a DPIA note (F5 steps 1 and 3).")
-    yield check_result(offsite_check, outages, {"endpoint": dump.endpoint},
-                       passed_note="read from the offsite primary",
-                       severity=dg.AssetCheckSeverity.WARN)
+        outage.next_step = (
+            "Informational: the fallback served the dump. Log the Hetzner outage; "
+            "past 24 h it needs a DPIA note (F5 steps 1 and 3)."
+        )
+    yield check_result(
+        offsite_check,
+        outages,
+        {"endpoint": dump.endpoint},
+        passed_note="read from the offsite primary",
+        severity=dg.AssetCheckSeverity.WARN,
+    )
 
 
 def dump_metadata(dump: DumpObject) -> dict:

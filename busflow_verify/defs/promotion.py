@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from busflow_verify.core.cutover import CutoverHalt
-from busflow_verify.core.pointer import (pointer_record, promotion_decision, read_pointer,
-                                         write_pointer)
+from busflow_verify.core.pointer import (
+    pointer_record,
+    promotion_decision,
+    read_pointer,
+    write_pointer,
+)
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.resources import BackupStore
 
 
-def promote(verdict: Verdict, store: BackupStore, log,
-            halt: CutoverHalt | None = None) -> dict[str, Any]:
+def promote(
+    verdict: Verdict, store: BackupStore, log, halt: CutoverHalt | None = None
+) -> dict[str, Any]:
     """Move the pointer to the verdict's dump if it is verified and newer; mirror it. A
     promotion ends a cutover halt: a verified dump exists again."""
     primary = store.primary.client()

@@ -86,8 +86,9 @@ class VerifySettings(dg.ConfigurableResource):
 class RestoreSession:
     """One run's restore target and the database restored into it."""
 
-    def __init__(self, target: targets.EphemeralTarget | targets.ServerTarget
-                 | targets.DockerTarget):
+    def __init__(
+        self, target: targets.EphemeralTarget | targets.ServerTarget | targets.DockerTarget
+    ):
         self.target = target
         self.restored: ConnInfo | None = None
 
@@ -156,12 +157,14 @@ class RestoreTarget(dg.ConfigurableResource):
         common = {"bin_dir": self.bin_dir, "scratch_base": self.scratch_dir, "log": log}
         if self.kind == "server":
             s = self.server
-            return targets.ServerTarget(ConnInfo(s.host, s.port, s.user, s.dbname, s.password),
-                                        **common)
+            return targets.ServerTarget(
+                ConnInfo(s.host, s.port, s.user, s.dbname, s.password), **common
+            )
         if self.kind == "docker":
             d = self.docker or RestoreDocker()
             return targets.DockerTarget(
-                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common)
+                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common
+            )
         return targets.EphemeralTarget(keep=self.keep_after_run, **common)
 
     @property
@@ -180,9 +183,13 @@ def build_resources() -> dict:
     if environment.is_set("BACKUP_FALLBACK_ENDPOINT"):
         fallback = S3Endpoint(
             endpoint_url=dg.EnvVar("BACKUP_FALLBACK_ENDPOINT"),
-            access_key_id=environment.env_var_or("BACKUP_FALLBACK_ACCESS_KEY_ID", environment.env_var_or("BACKUP_ACCESS_KEY_ID")),
-            secret_access_key=environment.env_var_or("BACKUP_FALLBACK_SECRET_ACCESS_KEY",
-                                   environment.env_var_or("BACKUP_SECRET_ACCESS_KEY")),
+            access_key_id=environment.env_var_or(
+                "BACKUP_FALLBACK_ACCESS_KEY_ID", environment.env_var_or("BACKUP_ACCESS_KEY_ID")
+            ),
+            secret_access_key=environment.env_var_or(
+                "BACKUP_FALLBACK_SECRET_ACCESS_KEY",
+                environment.env_var_or("BACKUP_SECRET_ACCESS_KEY"),
+            ),
             region=environment.env_var_or("BACKUP_REGION", "us-east-1"),
         )
     return {
@@ -208,13 +215,24 @@ def restore_target() -> RestoreTarget:
     kind = environment.restore_kind()
     if kind == "server":
         env = targets.SERVER_ENV
-        return RestoreTarget(kind=kind, server=RestoreServer(
-            host=dg.EnvVar(env["host"]), port=environment.number(env["port"], 5432, int),
-            user=dg.EnvVar(env["user"]), password=environment.env_var_or(env["password"]),
-            dbname=environment.env_var_or(env["dbname"], "postgres")))
+        return RestoreTarget(
+            kind=kind,
+            server=RestoreServer(
+                host=dg.EnvVar(env["host"]),
+                port=environment.number(env["port"], 5432, int),
+                user=dg.EnvVar(env["user"]),
+                password=environment.env_var_or(env["password"]),
+                dbname=environment.env_var_or(env["dbname"], "postgres"),
+            ),
+        )
     if kind == "docker":
         env = targets.DOCKER_ENV
-        return RestoreTarget(kind=kind, docker=RestoreDocker(
-            image=environment.env_var_or(env["image"], targets.DEFAULT_IMAGE), network=environment.env_var_or(env["network"]),
-            ready_timeout_seconds=environment.number(env["ready_timeout"], 120.0, float)))
+        return RestoreTarget(
+            kind=kind,
+            docker=RestoreDocker(
+                image=environment.env_var_or(env["image"], targets.DEFAULT_IMAGE),
+                network=environment.env_var_or(env["network"]),
+                ready_timeout_seconds=environment.number(env["ready_timeout"], 120.0, float),
+            ),
+        )
     return RestoreTarget()

@@ -14,12 +14,11 @@ from busflow_verify.core.restore import Restorer, restored_cron_jobs
 from busflow_verify.core.store import DumpObject, store_error_finding
 from busflow_verify.core.targets import server_major
 from busflow_verify.defs.checks import restore_check
+from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
+from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.resources import (BackupStore, RestoreSession, RestoreTarget,
-                                           VerifySettings)
-from busflow_verify.defs.stages import describe
-from busflow_verify.defs.tables import table
+from busflow_verify.defs.resources import BackupStore, RestoreSession, RestoreTarget, VerifySettings
 
 SECTION_COLUMNS = [
     ("section", "string", "pg_restore --section (split-section restore, F2 step 4)"),
@@ -37,32 +36,55 @@ SECTION_COLUMNS = [
     check_specs=[restore_check],
     output_required=False,
     description=describe(
-        3, "restore into a disposable Postgres",
+        3,
+        "restore into a disposable Postgres",
         "The dump downloaded once to local scratch (streamed, bounded memory) and restored into a "
         "disposable Postgres that lives for this run: pre-data, then data and post-data in "
         "parallel (-j), without owners or privileges; the sections table times each. A dump that "
         "failed the size guard is still restored to gather F1's evidence unless "
         "size_guard.restore_on_failure is false.",
-        ["RESTORE_FAILED"]),
+        ["RESTORE_FAILED"],
+    ),
 )
-def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size_guard: dict,
-                backup_store: BackupStore, restore_target: RestoreTarget,
-                verify_settings: VerifySettings):
-    if not size_guard["passed"] and not verify_settings.verify_config().size_guard.restore_on_failure:
-        note = ("not restored: the size guard failed and size_guard.restore_on_failure is false, "
-                "so F1's evidence (row counts) was not gathered")
+def restored_db(
+    context: dg.AssetExecutionContext,
+    dump_object: DumpObject,
+    size_guard: dict,
+    backup_store: BackupStore,
+    restore_target: RestoreTarget,
+    verify_settings: VerifySettings,
+):
+    if (
+        not size_guard["passed"]
+        and not verify_settings.verify_config().size_guard.restore_on_failure
+    ):
+        note = (
+            "not restored: the size guard failed and size_guard.restore_on_failure is false, "
+            "so F1's evidence (row counts) was not gathered"
+        )
         context.log.warning(note)
         # no Output: the counts and the sweep are skipped; the check says why, and is no pass
-        yield dg.AssetCheckResult(check_name=restore_check.name, passed=False,
-                                  severity=dg.AssetCheckSeverity.WARN, description=note,
-                                  metadata={"skipped": True})
+        yield dg.AssetCheckResult(
+            check_name=restore_check.name,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=note,
+            metadata={"skipped": True},
+        )
         return
     session = restore_target.session
     scratch = session.target.scratch_dir()
     local = scratch / Path(dump_object.key).name
     download_seconds = _download(context, backup_store, dump_object, local)
-    restorer = Restorer(local, dump_object.key, None, session.target.bin_dir, scratch,
-                        jobs=restore_target.parallel_jobs(), log=context.log.info)
+    restorer = Restorer(
+        local,
+        dump_object.key,
+        None,
+        session.target.bin_dir,
+        scratch,
+        jobs=restore_target.parallel_jobs(),
+        log=context.log.info,
+    )
     findings, db = [], None
     try:
         db = _restore(context, session, restorer)
@@ -81,16 +103,23 @@ def restored_db(context: dg.AssetExecutionContext, dump_object: DumpObject, size
         "download_seconds": download_seconds,
         "restore_seconds": report.seconds,
     }
-    yield dg.Output(summary, metadata={
-        "restored": summary["restored"],
-        "format": str(summary["format"]),
-        "download_seconds": download_seconds,
-        "restore_seconds": summary["restore_seconds"] or 0.0,
-        "sections": table(SECTION_COLUMNS, sections),
-        "restore": dg.MetadataValue.json(summary),
-    })
-    yield check_result(restore_check, findings, {"format": str(summary["format"])},
-                       passed_note=f"restored {dump_object.key} ({summary['format']} format)")
+    yield dg.Output(
+        summary,
+        metadata={
+            "restored": summary["restored"],
+            "format": str(summary["format"]),
+            "download_seconds": download_seconds,
+            "restore_seconds": summary["restore_seconds"] or 0.0,
+            "sections": table(SECTION_COLUMNS, sections),
+            "restore": dg.MetadataValue.json(summary),
+        },
+    )
+    yield check_result(
+        restore_check,
+        findings,
+        {"format": str(summary["format"])},
+        passed_note=f"restored {dump_object.key} ({summary['format']} format)",
+    )
 
 
 def _restore(context, session: RestoreSession, restorer: Restorer) -> RestoreDatabase:
@@ -114,8 +143,9 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
     try:
         download(client, dump, local, report=context.log.info)
     except DownloadError as exc:
-        raise fail_step(Finding("RESTORE_FAILED", str(exc),
-                                {"cause": "download_incomplete", "key": dump.key})) from None
+        raise fail_step(
+            Finding("RESTORE_FAILED", str(exc), {"cause": "download_incomplete", "key": dump.key})
+        ) from None
     except Exception as exc:
         finding = store_error_finding(exc, dump.endpoint, dump.bucket)
         if finding is None:
@@ -123,8 +153,9 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
         raise fail_step(finding) from None
     seconds = round(time.monotonic() - started, 3)
     rate = dump.size_bytes / seconds / 1e6 if seconds else 0.0
-    context.log.info(f"downloaded {dump.size_bytes:,} bytes of {dump.key} in {seconds} s "
-                     f"({rate:.1f} MB/s)")
+    context.log.info(
+        f"downloaded {dump.size_bytes:,} bytes of {dump.key} in {seconds} s ({rate:.1f} MB/s)"
+    )
     return seconds
 
 

@@ -7,13 +7,13 @@ import dagster as dg
 from busflow_verify.core.sizeguard import evaluate, scrub_deadline
 from busflow_verify.core.store import DumpObject, trailing_history
 from busflow_verify.defs.checks import size_guard_check
+from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.locate import partition_date
+from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.records import last_verified
 from busflow_verify.defs.resources import BackupStore, VerifySettings
-from busflow_verify.defs.stages import describe
-from busflow_verify.defs.tables import table
+from busflow_verify.defs.run_history import last_verified
 
 HISTORY_COLUMNS = [
     ("date", "string", "the dump's date (UTC)"),
@@ -28,20 +28,36 @@ HISTORY_COLUMNS = [
     group_name="backup_verify",
     check_specs=[size_guard_check],
     description=describe(
-        2, "size guard",
+        2,
+        "size guard",
         "The dump must be > size_guard.min_bytes (10 GB) and < max_median_ratio (2x) the median "
         "of the newest dump of each of the previous trailing_days (7) days. Sizes from "
         "HEAD/listing only; the history table lists the median's inputs.",
-        ["SIZE_SHRUNK", "SIZE_EXCEEDED"]),
+        ["SIZE_SHRUNK", "SIZE_EXCEEDED"],
+    ),
 )
-def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
-               backup_store: BackupStore, verify_settings: VerifySettings):
+def size_check(
+    context: dg.AssetExecutionContext,
+    dump_object: DumpObject,
+    backup_store: BackupStore,
+    verify_settings: VerifySettings,
+):
     guard = verify_settings.verify_config().size_guard
     client = backup_store.endpoint(dump_object.endpoint).client()  # where the dump was found
-    history = trailing_history(client, dump_object.bucket, backup_store.prefix,
-                               partition_date(context), guard.trailing_days)
-    result = evaluate(dump_object.key, dump_object.size_bytes, history,
-                      min_bytes=guard.min_bytes, max_median_ratio=guard.max_median_ratio)
+    history = trailing_history(
+        client,
+        dump_object.bucket,
+        backup_store.prefix,
+        partition_date(context),
+        guard.trailing_days,
+    )
+    result = evaluate(
+        dump_object.key,
+        dump_object.size_bytes,
+        history,
+        min_bytes=guard.min_bytes,
+        max_median_ratio=guard.max_median_ratio,
+    )
     summary = {
         "size_bytes": result.size_bytes,
         "min_bytes": result.min_bytes,
@@ -53,9 +69,11 @@ def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
     }
     metadata = {
         "size_bytes": result.size_bytes,
-        "median_bytes": dg.MetadataValue.float(result.median_bytes) if result.median_bytes
+        "median_bytes": dg.MetadataValue.float(result.median_bytes)
+        if result.median_bytes
         else "no trailing history: only the floor applies",
-        "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4)) if result.ratio
+        "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4))
+        if result.ratio
         else "n/a",
         "history": _history_table(result.history, dump_object),
         "size_guard": dg.MetadataValue.json(summary),
@@ -63,10 +81,17 @@ def size_check(context: dg.AssetExecutionContext, dump_object: DumpObject,
     if result.findings:
         _name_the_deadline(context, result.findings, guard)
     yield dg.Output(summary, metadata=metadata)
-    yield check_result(size_guard_check, result.findings, {
-        "size_bytes": result.size_bytes, "min_bytes": result.min_bytes,
-        "median_bytes": result.median_bytes or 0.0, "ratio": result.ratio or 0.0,
-    }, passed_note="size within the floor and the trailing-median ratio")
+    yield check_result(
+        size_guard_check,
+        result.findings,
+        {
+            "size_bytes": result.size_bytes,
+            "min_bytes": result.min_bytes,
+            "median_bytes": result.median_bytes or 0.0,
+            "ratio": result.ratio or 0.0,
+        },
+        passed_note="size within the floor and the trailing-median ratio",
+    )
 
 
 def _name_the_deadline(context, findings: list, guard) -> None:
@@ -74,8 +99,12 @@ def _name_the_deadline(context, findings: list, guard) -> None:
     of the last verified dump's pg_cron jobs), or that none is known."""
     baseline = last_verified(context.instance, context.partition_key)
     jobs = ((baseline.restore or {}).get("cron_jobs") or []) if baseline else []
-    deadline = scrub_deadline(jobs, guard.scrub_job_pattern, dt.datetime.now(dt.timezone.utc),
-                              baseline.partition if baseline else None)
+    deadline = scrub_deadline(
+        jobs,
+        guard.scrub_job_pattern,
+        dt.datetime.now(dt.timezone.utc),
+        baseline.partition if baseline else None,
+    )
     for finding in findings:
         finding.next_step = f"{finding.mode.next_step} {deadline['text']}"
         finding.details["scrub_deadline"] = deadline
@@ -83,8 +112,16 @@ def _name_the_deadline(context, findings: list, guard) -> None:
 
 def _history_table(history: dict, dump: DumpObject) -> dg.TableMetadataValue:
     """The trailing days' newest dumps (the median's inputs), then this dump."""
-    rows = [{"date": day, "key": h["key"], "size_bytes": h["size_bytes"], "dump": "trailing"}
-            for day, h in history.items()]
-    rows.append({"date": dump.taken_at[:10], "key": dump.key, "size_bytes": dump.size_bytes,
-                 "dump": "this dump"})
+    rows = [
+        {"date": day, "key": h["key"], "size_bytes": h["size_bytes"], "dump": "trailing"}
+        for day, h in history.items()
+    ]
+    rows.append(
+        {
+            "date": dump.taken_at[:10],
+            "key": dump.key,
+            "size_bytes": dump.size_bytes,
+            "dump": "this dump",
+        }
+    )
     return table(HISTORY_COLUMNS, rows)

@@ -6,11 +6,11 @@ import dagster as dg
 
 from busflow_verify.core.sweep import OrphanResult, sweep
 from busflow_verify.defs.checks import orphan_check
+from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
+from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
-from busflow_verify.defs.stages import describe
-from busflow_verify.defs.tables import table
 
 ORPHAN_COLUMNS = [
     ("child", "string", "schema.table.column holding the soft key"),
@@ -35,28 +35,44 @@ ORPHAN_COLUMNS = [
     deps=["row_count_report"],
     check_specs=[orphan_check],
     description=describe(
-        5, "soft-FK orphan sweep",
+        5,
+        "soft-FK orphan sweep",
         "For each soft FK in soft-fk-allowlist.yaml, the child rows whose non-null key has no "
         "parent row (one anti-join each), against its max_orphans; the orphans table has the "
         "counts, the expected/unexpected split and sample keys. Runs after VACUUM ANALYZE so "
         "the anti-joins are planned on fresh statistics.",
-        ["ORPHAN_FK_SURGE"]),
+        ["ORPHAN_FK_SURGE"],
+    ),
 )
-def orphan_report(context: dg.AssetExecutionContext, restore_target: RestoreTarget,
-                  verify_settings: VerifySettings):
+def orphan_report(
+    context: dg.AssetExecutionContext,
+    restore_target: RestoreTarget,
+    verify_settings: VerifySettings,
+):
     allowlist = verify_settings.allowlist()
     config = verify_settings.verify_config()
-    report = sweep(restore_target.session.connect, allowlist, config.scrub_log,
-                   config.sweep.max_connections,
-                   on_done=_sweeps_done(context.log.info, len(allowlist.soft_fks)))
+    report = sweep(
+        restore_target.session.connect,
+        allowlist,
+        config.scrub_log,
+        config.sweep.max_connections,
+        on_done=_sweeps_done(context.log.info, len(allowlist.soft_fks)),
+    )
     rows = report.rows()
-    yield dg.Output(rows, metadata={  # the table first: it is what triage reads in the UI
-        "orphans_table": _orphans_table(rows),
-        "soft_fks": len(rows),
-        "orphans": dg.MetadataValue.json(rows),
-    })
-    yield check_result(orphan_check, report.findings, {"soft_fks_swept": len(rows)},
-                       passed_note=f"{len(rows)} soft FK(s) within their allowlist tolerance")
+    yield dg.Output(
+        rows,
+        metadata={  # the table first: it is what triage reads in the UI
+            "orphans_table": _orphans_table(rows),
+            "soft_fks": len(rows),
+            "orphans": dg.MetadataValue.json(rows),
+        },
+    )
+    yield check_result(
+        orphan_check,
+        report.findings,
+        {"soft_fks_swept": len(rows)},
+        passed_note=f"{len(rows)} soft FK(s) within their allowlist tolerance",
+    )
 
 
 def _sweeps_done(report, total: int):
@@ -71,9 +87,15 @@ def _sweeps_done(report, total: int):
 
 
 def _orphans_table(rows: list) -> dg.TableMetadataValue:
-    return table(ORPHAN_COLUMNS, [{
-        **r,
-        "sample_expected": " ".join(r["sample_expected"]) or None,
-        "sample_unexpected": " ".join(r["sample_unexpected"]) or None,
-        "scrub_log_ids": " ".join(r["scrub_log_ids"]) or None,
-    } for r in rows])
+    return table(
+        ORPHAN_COLUMNS,
+        [
+            {
+                **r,
+                "sample_expected": " ".join(r["sample_expected"]) or None,
+                "sample_unexpected": " ".join(r["sample_unexpected"]) or None,
+                "scrub_log_ids": " ".join(r["scrub_log_ids"]) or None,
+            }
+            for r in rows
+        ],
+    )

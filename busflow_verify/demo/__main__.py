@@ -45,7 +45,8 @@ def _prepare(root: Path) -> tuple[Path, Path, Path]:
     verify["size_guard"]["min_bytes"] = DEMO_MIN_BYTES
     (config / cfg.VERIFY_FILE).write_text(
         "# The shipped verify.yaml with min_bytes scaled to the demo's small dumps.\n"
-        + yaml.safe_dump(verify, sort_keys=False))
+        + yaml.safe_dump(verify, sort_keys=False)
+    )
     shutil.copyfile(shipped / cfg.ALLOWLIST_FILE, config / cfg.ALLOWLIST_FILE)
     repo_instance = Path(__file__).resolve().parents[2] / "dagster.yaml"
     if repo_instance.exists():
@@ -65,6 +66,7 @@ def _verify(date: dt.date, quiet: bool = False) -> int:
 class Demo:
     """The demo's folders and dates: `.demo/s3/<bucket>/` holds the dumps, `.demo/dagster_home`
     the Dagster instance, `.demo/config` the verify.yaml and allowlist."""
+
     s3_root: Path
     home: Path
     config: Path
@@ -79,8 +81,10 @@ def build(root: Path) -> Demo:
     planted = today - dt.timedelta(days=PLANTED_DAYS_AGO)
     s3_root, home, config = _prepare(root)
     started = time.monotonic()
-    print(f"building {DAYS} nightly dumps ({dates[0]} .. {dates[-1]}); {planted} has a planted "
-          "orphan surge (an application bug deleted referenced bookings)")
+    print(
+        f"building {DAYS} nightly dumps ({dates[0]} .. {dates[-1]}); {planted} has a planted "
+        "orphan surge (an application bug deleted referenced bookings)"
+    )
     paths = write_nightly_dumps(s3_root / BUCKET, dates, planted={planted: "orphan_surge"})
     for path in paths:
         print(f"  {path.name}  {path.stat().st_size:,} bytes")
@@ -93,18 +97,21 @@ def served(demo: Demo) -> Iterator[RcloneS3Server]:
     """The dumps on a loopback S3 server, and the BACKUP_* / DAGSTER_HOME variables pointing at
     it and the demo's instance, while the block runs; the server is stopped after, whatever
     happened."""
-    server = RcloneS3Server(demo.s3_root, access_key="busflow-demo",
-                            secret_key=secrets.token_hex(16))
+    server = RcloneS3Server(
+        demo.s3_root, access_key="busflow-demo", secret_key=secrets.token_hex(16)
+    )
     server.start()
     try:
-        os.environ.update({
-            "BACKUP_PRIMARY_ENDPOINT": server.endpoint,
-            "BACKUP_BUCKET": BUCKET,
-            "BACKUP_ACCESS_KEY_ID": server.access_key,
-            "BACKUP_SECRET_ACCESS_KEY": server.secret_key,
-            "DAGSTER_HOME": str(demo.home),
-            cfg.CONFIG_DIR_ENV: str(demo.config),
-        })
+        os.environ.update(
+            {
+                "BACKUP_PRIMARY_ENDPOINT": server.endpoint,
+                "BACKUP_BUCKET": BUCKET,
+                "BACKUP_ACCESS_KEY_ID": server.access_key,
+                "BACKUP_SECRET_ACCESS_KEY": server.secret_key,
+                "DAGSTER_HOME": str(demo.home),
+                cfg.CONFIG_DIR_ENV: str(demo.config),
+            }
+        )
         print(f"\nS3 endpoint {server.endpoint} (rclone serve s3), bucket {BUCKET}\n")
         yield server
     finally:

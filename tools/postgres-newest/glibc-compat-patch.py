@@ -16,6 +16,7 @@ Any other symbol needing glibc > MAX (2.36 by default) is an error: the file is 
 Usage: glibc-compat-patch.py [--max 2.36] [--check] FILE.so...
   --check  only report; exit 1 when a file needs a newer glibc than MAX and cannot be patched.
 """
+
 import struct
 import sys
 
@@ -24,7 +25,7 @@ PREFIX = b"__isoc23_"
 
 
 def cstr(buf, off):
-    return bytes(buf[off:buf.index(b"\0", off)])
+    return bytes(buf[off : buf.index(b"\0", off)])
 
 
 def glibc_minor(name):
@@ -41,12 +42,13 @@ def patch(path, max_minor, check_only):
         buf = bytearray(f.read())
     if buf[:4] != b"\x7fELF" or buf[4] != 2 or buf[5] != 1:
         raise SystemExit(f"{path}: not a little-endian ELF64 file")
-    e_shoff, = struct.unpack_from("<Q", buf, 0x28)
+    (e_shoff,) = struct.unpack_from("<Q", buf, 0x28)
     e_shentsize, e_shnum = struct.unpack_from("<HH", buf, 0x3A)
     secs = []
     for i in range(e_shnum):
-        (name, typ, flags, addr, off, size, link, info, align,
-         entsize) = struct.unpack_from("<IIQQQQIIQQ", buf, e_shoff + i * e_shentsize)
+        (name, typ, flags, addr, off, size, link, info, align, entsize) = struct.unpack_from(
+            "<IIQQQQIIQQ", buf, e_shoff + i * e_shentsize
+        )
         secs.append(dict(type=typ, off=off, size=size, link=link, entsize=entsize))
     dynsym = next(s for s in secs if s["type"] == SHT_DYNSYM)
     versym = next((s for s in secs if s["type"] == SHT_VERSYM), None)
@@ -65,7 +67,8 @@ def patch(path, max_minor, check_only):
         aux, prev = off + vn_aux, None
         for _ in range(vn_cnt):
             vna_hash, vna_flags, vna_other, vna_name, vna_next = struct.unpack_from(
-                "<IHHII", buf, aux)
+                "<IHHII", buf, aux
+            )
             vname = cstr(buf, vstr + vna_name)
             minor = glibc_minor(vname)
             if minor is not None and minor > max_minor:
@@ -84,9 +87,10 @@ def patch(path, max_minor, check_only):
     nsyms = dynsym["size"] // 24
     fixes, blockers = [], []
     for i in range(nsyms):
-        st_name, st_info, st_other, st_shndx = struct.unpack_from("<IBBH", buf,
-                                                                  dynsym["off"] + i * 24)
-        ver, = struct.unpack_from("<H", buf, versym["off"] + 2 * i)
+        st_name, st_info, st_other, st_shndx = struct.unpack_from(
+            "<IBBH", buf, dynsym["off"] + i * 24
+        )
+        (ver,) = struct.unpack_from("<H", buf, versym["off"] + 2 * i)
         if (ver & 0x7FFF) not in bad:
             continue
         sname = cstr(buf, dynstr + st_name)
@@ -95,26 +99,28 @@ def patch(path, max_minor, check_only):
             fixes.append((i, st_name, sname, vname))
         else:
             blockers.append(f"{sname.decode()}@{vname}")
-    for i, st_name, sname, vname in fixes:
-        print(f"{path}: {sname.decode()}@{vname} -> {sname[len(PREFIX):].decode()} (unversioned)")
+    for _i, _st_name, sname, vname in fixes:
+        print(f"{path}: {sname.decode()}@{vname} -> {sname[len(PREFIX) :].decode()} (unversioned)")
     if blockers:
         print(f"{path}: cannot patch, needs: {', '.join(blockers)}", file=sys.stderr)
         return 1
     if check_only:
         return 0
-    for i, st_name, sname, vname in fixes:
-        new = sname[len(PREFIX):] + b"\0"
-        buf[dynstr + st_name:dynstr + st_name + len(new)] = new
+    for i, st_name, sname, _vname in fixes:
+        new = sname[len(PREFIX) :] + b"\0"
+        buf[dynstr + st_name : dynstr + st_name + len(new)] = new
         struct.pack_into("<H", buf, versym["off"] + 2 * i, 1)
     # Unlink the bad Vernaux entries, last first so earlier offsets stay valid.
     for vname, aux, vn, prev in sorted(bad.values(), key=lambda b: -b[1]):
-        vn_cnt, vn_aux = struct.unpack_from("<H", buf, vn + 2)[0], struct.unpack_from(
-            "<I", buf, vn + 8)[0]
-        nxt, = struct.unpack_from("<I", buf, aux + 12)
+        vn_cnt, vn_aux = (
+            struct.unpack_from("<H", buf, vn + 2)[0],
+            struct.unpack_from("<I", buf, vn + 8)[0],
+        )
+        (nxt,) = struct.unpack_from("<I", buf, aux + 12)
         if prev is None:  # first of its file's list: vn_aux skips it
             struct.pack_into("<I", buf, vn + 8, vn_aux + nxt if nxt else 0)
         else:
-            prev_next, = struct.unpack_from("<I", buf, prev + 12)
+            (prev_next,) = struct.unpack_from("<I", buf, prev + 12)
             struct.pack_into("<I", buf, prev + 12, prev_next + nxt if nxt else 0)
         struct.pack_into("<H", buf, vn + 2, vn_cnt - 1)
         print(f"{path}: version need {vname.decode()} removed")
@@ -122,6 +128,7 @@ def patch(path, max_minor, check_only):
     with open(tmp, "wb") as f:
         f.write(buf)
     import os
+
     os.chmod(tmp, os.stat(path).st_mode)
     os.replace(tmp, path)
     return 0

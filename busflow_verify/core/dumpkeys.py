@@ -23,7 +23,7 @@ def parse_dump_key(key: str, prefix: str = "") -> DumpName | None:
     """The DumpName for a key under prefix, or None when it is not a nightly dump's name."""
     if not key.startswith(prefix):
         return None
-    match = _NAME.match(key[len(prefix):])
+    match = _NAME.match(key[len(prefix) :])
     if not match:
         return None
     try:

@@ -16,5 +16,7 @@ def describe(step: int, stage: str, body: str, failure_names: list[str]) -> str:
     sections = dict.fromkeys(CATALOGUE[name].runbook_section for name in failure_names)
     named = "; ".join(f"**{section}**" for section in sections)
     noun = "section" if len(sections) == 1 else "sections"
-    return (f"**Stage {step} of {STAGES}: {stage}** (workflow step {step}).\n\n{body}\n\n"
-            f"{RUNBOOK}, {noun} {named}. Checks and failure codes: {README_TABLE}.")
+    return (
+        f"**Stage {step} of {STAGES}: {stage}** (workflow step {step}).\n\n{body}\n\n"
+        f"{RUNBOOK}, {noun} {named}. Checks and failure codes: {README_TABLE}."
+    )

@@ -15,7 +15,8 @@ Column = tuple[str, str, str]  # name, type ("string", "int", "float", "bool"), 
 
 def table(columns: Sequence[Column], rows: Iterable[Mapping]) -> dg.TableMetadataValue:
     """One record per row, keyed by the column names; a key missing from a row is empty."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=about)
-                                     for name, kind, about in columns])
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, kind, description=about) for name, kind, about in columns]
+    )
     records = [dg.TableRecord({name: row.get(name) for name, _, _ in columns}) for row in rows]
     return dg.MetadataValue.table(records, schema)

@@ -12,8 +12,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from busflow_verify.core.failures import Finding
 from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.failures import Finding
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, Verdict, build_verdict, is_verified
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
@@ -31,10 +31,14 @@ def _plain(metadata: dict) -> dict[str, Any]:
 
 def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
     run = instance.get_run_by_id(run_id)
-    events = instance.all_logs(run_id, of_type={
-        DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION,
-        DagsterEventType.STEP_FAILURE,
-    })
+    events = instance.all_logs(
+        run_id,
+        of_type={
+            DagsterEventType.ASSET_CHECK_EVALUATION,
+            DagsterEventType.ASSET_MATERIALIZATION,
+            DagsterEventType.STEP_FAILURE,
+        },
+    )
     evaluations, assets, failures = {}, {}, []
     for entry in events:
         event = entry.dagster_event
@@ -43,16 +47,23 @@ def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
             evaluations[data.asset_check_key] = data
         elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             assets[data.materialization.asset_key.to_user_string()] = _plain(
-                data.materialization.metadata)
+                data.materialization.metadata
+            )
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             failures.append(_step_failure(event.step_key, data))
     checks = []
     for key in EXPECTED_CHECK_KEYS:
         ev = evaluations.get(key)
         findings = _plain(ev.metadata).get(FINDINGS_KEY, []) if ev else []
-        checks.append(CheckOutcome(key.to_user_string(), ev.passed if ev else None, findings,
-                                   ev.description if ev else None,
-                                   ev.severity.value if ev else "ERROR"))
+        checks.append(
+            CheckOutcome(
+                key.to_user_string(),
+                ev.passed if ev else None,
+                findings,
+                ev.description if ev else None,
+                ev.severity.value if ev else "ERROR",
+            )
+        )
     rows = assets.get("row_count_report", {})
     return RunFacts(
         partition=run.tags.get(PARTITION_TAG, ""),
@@ -80,44 +91,57 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
     if error and error.cls_name == _BLOCKED_BY_CHECK:
         return None
     if error and error.cls_name == _INTERRUPTED:
-        return Finding("VERIFY_JOB_ERROR",
-                       f"step {step_key} was interrupted (the run was terminated): the day is not "
-                       "verified; re-run the date", {"step": step_key, "error": error.cls_name}
-                       ).to_dict()
+        return Finding(
+            "VERIFY_JOB_ERROR",
+            f"step {step_key} was interrupted (the run was terminated): the day is not "
+            "verified; re-run the date",
+            {"step": step_key, "error": error.cls_name},
+        ).to_dict()
     root = error
     while root is not None and root.cause is not None:  # the user code's error, not Dagster's wrap
         root = root.cause
     message = (root.message.strip().splitlines() or [""])[0] if root else "unknown error"
-    return Finding("VERIFY_JOB_ERROR", f"step {step_key} crashed: {message[:500]}",
-                   {"step": step_key, "error": error.cls_name if error else None}).to_dict()
+    return Finding(
+        "VERIFY_JOB_ERROR",
+        f"step {step_key} crashed: {message[:500]}",
+        {"step": step_key, "error": error.cls_name if error else None},
+    ).to_dict()
 
 
 def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> Verdict:
     """The run's verdict from what it recorded, the cutover halt and the primary's outage."""
     facts = run_facts(instance, run_id)
     down = _primary_down(facts)
-    return build_verdict(facts, halt=CutoverHalt(instance.root_directory).get(),
-                         primary_down=down,
-                         primary_down_since=primary_down_since(instance, run_id) if down else None)
+    return build_verdict(
+        facts,
+        halt=CutoverHalt(instance.root_directory).get(),
+        primary_down=down,
+        primary_down_since=primary_down_since(instance, run_id) if down else None,
+    )
 
 
 def _primary_down(facts: RunFacts) -> bool:
     """Did this run find the offsite primary unreachable (fallback used, or both down)?"""
     offsite = next((c for c in facts.checks if c.check.startswith("dump_object:")), None)
-    return bool((offsite and offsite.informational) or
-                any(f["code"] == "F5" for f in facts.step_failures))
+    return bool(
+        (offsite and offsite.informational) or any(f["code"] == "F5" for f in facts.step_failures)
+    )
 
 
-def primary_down_since(instance: dg.DagsterInstance, run_id: str,
-                       limit: int = 200) -> dt.datetime | None:
+def primary_down_since(
+    instance: dg.DagsterInstance, run_id: str, limit: int = 200
+) -> dt.datetime | None:
     """When the primary started failing: the start of the oldest run in the unbroken series of
     runs (up to this one) that found it unreachable. Remembered across runs by the instance."""
     records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit,
-        order_by="create_timestamp", ascending=False)
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED),
+        limit=limit,
+        order_by="create_timestamp",
+        ascending=False,
+    )
     ids = [r.dagster_run.run_id for r in records]
     since = None
-    for record in records[ids.index(run_id) if run_id in ids else 0:]:
+    for record in records[ids.index(run_id) if run_id in ids else 0 :]:
         if not _primary_down(run_facts(instance, record.dagster_run.run_id)):
             break
         since = record.create_timestamp
@@ -126,15 +150,17 @@ def primary_down_since(instance: dg.DagsterInstance, run_id: str,
     return since
 
 
-def last_verified(instance: dg.DagsterInstance, before_partition: str,
-                  limit: int = 1000) -> RunFacts | None:
+def last_verified(
+    instance: dg.DagsterInstance, before_partition: str, limit: int = 1000
+) -> RunFacts | None:
     """The newest earlier partition whose latest completed run verified it, or None.
 
     A partition's state is its latest completed run: a later failed re-run of a date un-verifies
     it, so it cannot serve as the row-count baseline.
     """
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit)
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit
+    )
     latest: dict[str, str] = {}
     for run in runs:  # newest first
         partition = run.tags.get(PARTITION_TAG)
