@@ -115,16 +115,21 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
     from busflow_verify.definitions import build_defs
     from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
     from busflow_verify.defs.run_history import JOB_NAME
+    from busflow_verify.defs.stale_runs import report_stale_runs, run_tags_for_this_process
 
     defs = build_defs()
     job = defs.resolve_job_def(JOB_NAME)
     with dg.DagsterInstance.get() as instance:
+        try:  # runs of this host whose process died: failed, and reported to #ops once
+            report_stale_runs(instance, log=lambda m: print(m, file=sys.stderr))
+        except Exception as exc:  # a failed sweep must not block today's verify
+            print(f"stale-run sweep failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         result = job.execute_in_process(
             partition_key=partition,
             instance=instance,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={LAUNCHED_BY_TAG: "cli"},
+            tags={LAUNCHED_BY_TAG: "cli", **run_tags_for_this_process()},
         )
         # the configured resource holds EnvVars; build_resources resolves them
         with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:

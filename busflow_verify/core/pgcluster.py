@@ -5,8 +5,10 @@ autovacuum off: the pipeline runs VACUUM ANALYZE itself) and listens only on a U
 own directory. PostgreSQL refuses to run as root, so when we are root the server runs as the
 unprivileged `postgres` OS user, in a directory that user owns.
 
-A cluster whose owning process died without cleaning up (SIGKILL, power loss) is found and
-removed by the next cluster that starts (`sweep_stale_clusters`).
+A cluster whose owning process dies without cleaning up (SIGKILL) is stopped and removed
+within seconds by its watchdog (core/watchdog.py), a small process of its own that outlives the
+owner; one left behind anyway (power loss, the watchdog killed too) is found and removed by the
+next cluster that starts (`sweep_stale_clusters`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from busflow_verify.core import watchdog
 
 DIR_PREFIX = "busflow-verify-pg-"
 SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets.py)
@@ -175,6 +179,7 @@ class DisposablePostgres:
         self.run_as = _server_user()
         self.root: Path | None = None
         self.port: int | None = None
+        self._watchdog: subprocess.Popen | None = None
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -202,9 +207,11 @@ class DisposablePostgres:
         sweep_stale_clusters(self.base_dir)
         self.root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.base_dir))
         (self.root / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}))
-        if self.run_as:
-            shutil.chown(self.root, user=self.run_as)
         try:
+            if self.run_as:
+                shutil.chown(self.root, user=self.run_as)
+            # before initdb: a start killed half-way is cleaned up too
+            self._watchdog = watchdog.spawn(self.root, self.bin_dir, self.run_as)
             self._initdb()
             self._start_server()
         except BaseException:
@@ -295,6 +302,8 @@ class DisposablePostgres:
             return
         _stop_and_remove(self.root, self.bin_dir, self.run_as)
         self.root = None
+        watchdog.end(getattr(self, "_watchdog", None))  # it would exit by itself: reap it now
+        self._watchdog = None
 
     def __enter__(self) -> DisposablePostgres:
         return self.start()
@@ -337,7 +346,9 @@ def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
         proc = subprocess.run(argv, capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:  # pg_ctl could not stop it: kill the postmaster directly
             try:
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+                pid = int(pidfile.read_text().split()[0])
+                if _is_postmaster_of(pid, data):
+                    os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError, IndexError):
                 pass
     for _ in range(5):  # a process killed a moment ago may still be letting go of its files
@@ -345,6 +356,16 @@ def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
         if not root.exists():
             break
         time.sleep(0.1)
+
+
+def _is_postmaster_of(pid: int, data: Path) -> bool:
+    """Is `pid` a server running in `data`? The pid file is the server's, writable by whatever a
+    restored dump runs in it: never SIGKILL (as root, maybe) a pid it names without checking that
+    the process is this cluster's (the postmaster's working directory is its data directory)."""
+    try:
+        return pid > 1 and Path(os.readlink(f"/proc/{pid}/cwd")) == data.resolve()
+    except OSError:
+        return False
 
 
 def sweep_stale_clusters(base_dir: str) -> list[str]:
