@@ -4,7 +4,26 @@
     busflow-verify alerts repost
     busflow-verify allowlist check --base FILE [--file FILE]
 
-Exit status: 0 verified, 1 not verified (a failure was found), 2 usage or configuration error.
+Exit status (`verify`), one rule for every way a verify can end:
+
+    0  verified
+    1  not verified: a failure of the backup itself was found (F1, F2, F3, F5, DUMP_MISSING,
+       ROW_COUNT_DRIFT), whatever else went wrong alongside
+    2  usage or configuration error, found before anything is launched
+    3  not verified because the verifier broke: the verdict's failures are only verifier faults
+       (VERIFY_JOB_ERROR, with an F4 when #ops could not be told either): a crashed step, the
+       run not completing, or a crash outside the job (the instance, the run, reading the
+       verdict back); nothing was learnt about the backup, re-run the date once it is fixed
+
+F4 (an undelivered #ops message) never decides the status: it leaves `verified` as it is.
+
+A crash outside the job still ends with a verdict: JSON (`--json`) or text with one
+VERIFY_JOB_ERROR naming the exception's class and first line (secret values scrubbed), the
+#ops message attempted (an undelivered one is kept in the outbox), and exit status 3.
+
+Several CLIs may start at once on a fresh DAGSTER_HOME: the instance's storage is created under
+an exclusive lock (`$DAGSTER_HOME/.busflow-instance.lock`), so the SQLite schemas are created
+and stamped once.
 """
 
 from __future__ import annotations
@@ -15,11 +34,29 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import sys
+import time
+import traceback
 import warnings
 
-EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_USAGE = 0, 1, 2
+EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_USAGE, EXIT_VERIFIER_BROKE = 0, 1, 2, 3
+
+# Failures that say nothing about the backup: the verifier's own fault, and the #ops delivery.
+VERIFIER_FAULTS = frozenset({"VERIFY_JOB_ERROR"})
+NOT_ABOUT_THE_BACKUP = VERIFIER_FAULTS | {"F4"}
+
+# Environment variables whose values must never appear in a crash verdict or on stderr.
+SECRET_VARS = (
+    "SLACK_OPS_WEBHOOK",
+    "SLACK_BOT_TOKEN",
+    "BACKUP_SECRET_ACCESS_KEY",
+    "BACKUP_FALLBACK_SECRET_ACCESS_KEY",
+    "BUSFLOW_RESTORE_SERVER_PASSWORD",
+)
+INSTANCE_LOCK = ".busflow-instance.lock"
+INSTANCE_LOCK_TIMEOUT_SECONDS = 300.0
 
 
 class UsageError(Exception):
@@ -107,9 +144,53 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_verify(partition: str, log_level: str, promote: bool = False):
+@contextlib.contextmanager
+def _instance_lock(home: str, timeout: float = INSTANCE_LOCK_TIMEOUT_SECONDS):
+    """An exclusive lock on `$DAGSTER_HOME/.busflow-instance.lock` (flock: released by the OS
+    when the process dies, so a killed CLI never leaves it held)."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    with open(os.path.join(home, INSTANCE_LOCK), "a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{INSTANCE_LOCK} in DAGSTER_HOME held for more than {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def open_instance():
+    """`DagsterInstance.get()`, with its storage created and first touched under the instance
+    lock: two first runs on a fresh DAGSTER_HOME would otherwise both create the SQLite tables
+    and stamp alembic ("table runs already exists", "more than one head")."""
+    import dagster as dg
+
+    from busflow_verify.defs import environment
+
+    with _instance_lock(environment.dagster_home()):
+        instance = dg.DagsterInstance.get()
+        try:
+            instance.get_runs(limit=1)  # the run storage, its schema and its migrations
+            instance.all_instigator_state()  # the schedule storage
+        except BaseException:
+            instance.dispose()
+            raise
+    return instance
+
+
+def run_verify(partition: str, log_level: str, promote: bool = False, progress=None):
     """Run the job for one partition in process, then finish it as the sensors finish theirs
-    (defs/finish.py): the verdict, the pointer (with --promote), #ops."""
+    (defs/finish.py): the verdict, the pointer (with --promote), #ops. `progress` (a dict) gets
+    the run's id as soon as there is one, for the crash verdict."""
     import dagster as dg
 
     from busflow_verify.definitions import build_defs
@@ -117,13 +198,17 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
     from busflow_verify.defs.run_history import JOB_NAME
     from busflow_verify.defs.stale_runs import report_stale_runs, run_tags_for_this_process
 
+    progress = {} if progress is None else progress
     defs = build_defs()
     job = defs.resolve_job_def(JOB_NAME)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         try:  # runs of this host whose process died: failed, and reported to #ops once
             report_stale_runs(instance, log=lambda m: print(m, file=sys.stderr))
         except Exception as exc:  # a failed sweep must not block today's verify
-            print(f"stale-run sweep failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(
+                f"stale-run sweep failed: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr
+            )
+        progress["stage"] = "running the job"
         result = job.execute_in_process(
             partition_key=partition,
             instance=instance,
@@ -131,6 +216,8 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             tags={LAUNCHED_BY_TAG: "cli", **run_tags_for_this_process()},
         )
+        progress["run_id"] = result.run_id
+        progress["stage"] = "finishing the run"
         # the configured resource holds EnvVars; build_resources resolves them
         with dg.build_resources({"backup_store": defs.resources["backup_store"]}) as built:
             return finish_run(
@@ -141,15 +228,88 @@ def run_verify(partition: str, log_level: str, promote: bool = False):
             )
 
 
+def scrub(text: str) -> str:
+    """`text` without the values of the secret variables (a webhook's path alone is the secret
+    too) and without the path of any URL (an exception may quote a request's URL)."""
+    from urllib.parse import urlsplit
+
+    secrets = []
+    for name in SECRET_VARS:
+        value = os.environ.get(name) or ""
+        if len(value) >= 4:
+            secrets.append(value)
+            path = urlsplit(value).path if "://" in value else ""
+            if len(path) > 1:
+                secrets.append(path)
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s'\"]+)/[^\s'\"]*", r"\1/***", text)
+
+
+def crash_verdict(partition: str, exc: BaseException, progress: dict):
+    """The verdict of a verify that broke outside the job's own handling: one VERIFY_JOB_ERROR
+    naming the exception's class and first line, scrubbed."""
+    from busflow_verify.core.failures import Finding
+    from busflow_verify.core.verdict import Verdict
+
+    lines = str(exc).strip().splitlines()
+    first = scrub(lines[0] if lines else "")[:500]
+    stage = progress.get("stage", "starting the Dagster instance")
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    finding = Finding(
+        "VERIFY_JOB_ERROR",
+        f"the verifier broke while {stage}: {what}; the day is not verified, re-run the date",
+        {"cause": "verifier_crashed", "stage": stage, "error": type(exc).__name__},
+    )
+    return Verdict(
+        partition=partition,
+        verified=False,
+        run_id=progress.get("run_id"),
+        failures=(finding.to_dict(),),
+    )
+
+
+def finish_crash(verdict, log):
+    """Tell #ops about a broken verifier (an undelivered message stays in the outbox)."""
+    from busflow_verify.defs import environment
+    from busflow_verify.defs.finish import alert_ops
+
+    try:
+        return alert_ops(verdict, environment.dagster_home(), log)
+    except Exception as exc:  # nothing more to try: the verdict is still printed
+        log(f"busflow-verify: the #ops message could not be sent or kept: {type(exc).__name__}")
+        return verdict
+
+
+def exit_status(verdict) -> int:
+    """0 verified; 1 a failure of the backup; 3 only verifier faults (module docstring)."""
+    if verdict.verified:
+        return EXIT_VERIFIED
+    codes = {f["code"] for f in verdict.failures}
+    if codes - NOT_ABOUT_THE_BACKUP:
+        return EXIT_NOT_VERIFIED
+    return EXIT_VERIFIER_BROKE
+
+
 def verify(args) -> int:
     from busflow_verify.core.verdict import format_verdict
 
     partition = _preflight(args.date)
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    progress: dict = {}
+
+    def log(message):
+        print(message, file=sys.stderr)
+
     try:
         # stdout carries only the verdict; Dagster's own output goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            verdict = run_verify(partition, args.log_level, args.promote)
+            try:
+                verdict = run_verify(partition, args.log_level, args.promote, progress)
+            except Exception as exc:
+                log(scrub("".join(traceback.format_exception(exc))).rstrip())
+                log(f"busflow-verify: the verifier broke ({type(exc).__name__})")
+                verdict = finish_crash(crash_verdict(partition, exc, progress), log)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(
@@ -157,7 +317,7 @@ def verify(args) -> int:
         if args.json
         else format_verdict(verdict)
     )
-    return EXIT_VERIFIED if verdict.verified else EXIT_NOT_VERIFIED
+    return exit_status(verdict)
 
 
 def repost() -> int:
