@@ -11,7 +11,8 @@ Exit status (`verify`), one rule for every way a verify can end:
        ROW_COUNT_DRIFT), whatever else went wrong alongside
     2  usage or configuration error, found before anything is launched
     3  not verified because the verifier broke: the verdict's failures are only verifier faults
-       (VERIFY_JOB_ERROR, with an F4 when #ops could not be told either): a crashed step, the
+       (VERIFY_JOB_ERROR, HOST_OUT_OF_SPACE, VERIFY_HOST_FAULT, with an F4 when #ops could not
+       be told either): a full disk on the verify host, a crashed step, the
        run not completing, or a crash outside the job (the instance, the run, reading the
        verdict back); nothing was learnt about the backup, re-run the date once it is fixed
 
@@ -41,10 +42,12 @@ import time
 import traceback
 import warnings
 
+from busflow_verify.core.failures import VERIFIER_FAULTS
+
 EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_USAGE, EXIT_VERIFIER_BROKE = 0, 1, 2, 3
 
-# Failures that say nothing about the backup: the verifier's own fault, and the #ops delivery.
-VERIFIER_FAULTS = frozenset({"VERIFY_JOB_ERROR"})
+# Failures that say nothing about the backup: the verifier's and its host's (core/failures.py
+# VERIFIER_FAULTS, by code: they are their own codes), and the #ops delivery (F4).
 NOT_ABOUT_THE_BACKUP = VERIFIER_FAULTS | {"F4"}
 
 # Environment variables whose values must never appear in a crash verdict or on stderr.
@@ -102,7 +105,136 @@ def _parser() -> argparse.ArgumentParser:
         help="the earlier version of the allowlist (e.g. the target branch's)",
     )
     allow.add_argument("--file", help="the changed allowlist (default: the config folder's)")
+    _add_dump_parser(sub)  # issue 19: the producer (core/producer.py)
+    _add_status_parsers(sub)  # issue 17: status, history, the dead-man's switch
     return parser
+
+
+def _add_dump_parser(sub) -> None:
+    dump = sub.add_parser(
+        "dump", help="pg_dump -Fc the source and write its manifest beside it, in one snapshot"
+    )
+    dump.add_argument(
+        "--dsn",
+        default=os.environ.get("BUSFLOW_SOURCE_DSN"),
+        help="the source (libpq string or URI; default $BUSFLOW_SOURCE_DSN); the password may "
+        "also come from PGPASSWORD",
+    )
+    dump.add_argument("--out", required=True, help="the dump's path, pg_dump_YYYYMMDD_HHMM.dump")
+    dump.add_argument(
+        "--exact-tables",
+        help="comma-separated schema.table counted exactly; the others by reltuples "
+        "(default: every table exactly)",
+    )
+    dump.add_argument("--pg-bin", help="the PostgreSQL bin dir whose pg_dump to use")
+    dump.add_argument(
+        "--upload",
+        action="store_true",
+        help="then upload both to the primary endpoint verify reads (BACKUP_* variables)",
+    )
+
+
+def _add_status_parsers(sub) -> None:
+    status = sub.add_parser(
+        "status",
+        help="the pointer, the last run, the next scheduled run, F5, the outbox; evaluates the "
+        "dead-man's switch (posts only when it trips or clears, as the sensor does)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    history = sub.add_parser("history", help="one line per date: verdict, sizes, rows, failures")
+    history.add_argument("--days", type=int, default=14, help="dates to show (default 14)")
+    history.add_argument("--json", action="store_true", help="print JSON, one object per date")
+
+
+def _status_or_history(args) -> int:
+    """`status` / `history` (defs/status.py) on the instance in $DAGSTER_HOME."""
+    from busflow_verify.core import config as cfg
+    from busflow_verify.core.history import history_line, status_lines
+    from busflow_verify.defs import environment
+
+    home = environment.dagster_home()
+    if not home or not os.path.isabs(home):
+        raise UsageError("DAGSTER_HOME must be set to an absolute path (the instance)")
+    if args.command == "history" and args.days < 1:
+        raise UsageError(f"--days {args.days}: must be at least 1")
+    try:
+        cfg.load_verify_config(environment.config_dir())
+    except cfg.ConfigError as exc:
+        raise UsageError(f"configuration error: {exc}") from None
+    from busflow_verify.defs import deadman, status
+
+    def log(message):
+        print(scrub(message), file=sys.stderr)
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with open_instance() as instance:
+        if args.command == "history":
+            rows = status.history(instance, args.days, now)
+            for row in rows:
+                print(json.dumps(row, default=str) if args.json else history_line(row))
+            if not rows and not args.json:
+                print(f"no completed verify run in the last {args.days} day(s)")
+            return 0
+        deadman.evaluate(instance, log, now)
+        report = status.status(instance, status.read_store_pointer(), now)
+    text = (
+        json.dumps(report, indent=2, default=str)
+        if args.json
+        else "\n".join(status_lines(report, now))
+    )
+    print(scrub(text))
+    return 0
+
+
+def _upload_dump(result) -> list[str]:
+    """`dump --upload`: to the primary endpoint and bucket of the verify configuration."""
+    import dagster as dg
+
+    from busflow_verify.core.producer import upload
+    from busflow_verify.defs.resources import build_resources
+
+    with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
+        store = res.backup_store
+        return upload(store.primary.client(), store.bucket, store.prefix, result)
+
+
+def _dump(args) -> int:
+    from busflow_verify.core.producer import ProducerError, produce
+
+    if not args.dsn:
+        raise UsageError("dump: --dsn (or BUSFLOW_SOURCE_DSN) is required")
+    if args.upload:
+        from busflow_verify.defs import environment
+
+        if missing := [n for n in environment.REQUIRED[:2] if not environment.is_set(n)]:
+            raise UsageError(f"dump --upload: {', '.join(missing)} not set")
+    listed = (
+        [t.strip() for t in args.exact_tables.split(",") if t.strip()]
+        if args.exact_tables
+        else None
+    )
+    try:
+        result = produce(
+            args.dsn, args.out, listed, args.pg_bin, log=lambda line: print(line, file=sys.stderr)
+        )
+    except ProducerError as exc:
+        print(f"busflow-verify dump: {exc}", file=sys.stderr)
+        return 1
+    uploaded = _upload_dump(result) if args.upload else []
+    print(
+        json.dumps(
+            {
+                "uploaded": uploaded,
+                "dump": str(result.dump_path),
+                "manifest": str(result.manifest_path),
+                "size_bytes": result.manifest.size_bytes,
+                "sha256": result.manifest.sha256,
+                "tables": len(result.manifest.tables),
+                "seconds": result.seconds,
+            }
+        )
+    )
+    return 0
 
 
 def _preflight(date_text: str) -> str:
@@ -292,26 +424,30 @@ def exit_status(verdict) -> int:
 
 
 def verify(args) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        return _verify(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _verify(args) -> int:
     from busflow_verify.core.verdict import format_verdict
 
     partition = _preflight(args.date)
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     progress: dict = {}
 
     def log(message):
         print(message, file=sys.stderr)
 
-    try:
-        # stdout carries only the verdict; Dagster's own output goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            try:
-                verdict = run_verify(partition, args.log_level, args.promote, progress)
-            except Exception as exc:
-                log(scrub("".join(traceback.format_exception(exc))).rstrip())
-                log(f"busflow-verify: the verifier broke ({type(exc).__name__})")
-                verdict = finish_crash(crash_verdict(partition, exc, progress), log)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # stdout carries only the verdict; Dagster's own output goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            verdict = run_verify(partition, args.log_level, args.promote, progress)
+        except Exception as exc:
+            log(scrub("".join(traceback.format_exception(exc))).rstrip())
+            log(f"busflow-verify: the verifier broke ({type(exc).__name__})")
+            verdict = finish_crash(crash_verdict(partition, exc, progress), log)
     print(
         json.dumps(verdict.to_json(), indent=2, default=str)
         if args.json
@@ -370,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "allowlist":
             return check_allowlist(args.base, args.file)
+        if args.command == "dump":
+            return _dump(args)
+        if args.command in ("status", "history"):
+            return _status_or_history(args)
         if args.command == "alerts":
             from busflow_verify.defs import environment
 

@@ -361,6 +361,18 @@ def restore_server_conninfo(
     return ConnInfo(str(pg.root), pg.port, user, "postgres", password=password)
 
 
+def use_server(monkeypatch, restore_server) -> None:
+    """Point the job at the restore server (the `server` target)."""
+    for name, value in {
+        "BUSFLOW_RESTORE_TARGET": "server",
+        "BUSFLOW_RESTORE_SERVER_HOST": str(restore_server.root),
+        "BUSFLOW_RESTORE_SERVER_PORT": str(restore_server.port),
+        "BUSFLOW_RESTORE_SERVER_USER": SERVER_ADMIN,
+        "BUSFLOW_RESTORE_SERVER_PASSWORD": RESTORE_PASSWORD,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 def restore_database(pg: DisposablePostgres, name: str) -> RestoreDatabase:
     """A fresh database in `pg` owned by a restore role of its own, as the targets make it."""
     return provision(pg.conninfo(), name, f"{name}_owner")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import zlib
 
 import pytest
 
@@ -31,11 +33,9 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
     data = os.urandom(640 * 1024 - 7)
     (folder / KEY).write_bytes(data)
     lines = []
-    dest = dl.download(
-        client,
-        DumpObject(name, KEY, len(data), "", "primary", "", ""),
-        tmp_path / "dump",
-        report=lines.append,
+    dest = tmp_path / "dump"
+    dl.download(
+        client, DumpObject(name, KEY, len(data), "", "primary", "", ""), dest, report=lines.append
     )
     assert dest.read_bytes() == data
     assert [line.split("(")[1].split(")")[0] for line in lines][-1] == "100%"
@@ -51,3 +51,54 @@ def test_an_object_shorter_than_head_said_is_a_download_error(bucket, tmp_path):
         "short of the 1500 bytes HEAD said",
     ):
         dl.download(client, DumpObject(name, KEY, 1500, "", "primary", "", ""), tmp_path / "dump")
+
+
+def test_every_digest_is_computed_while_downloading_in_order(bucket, tmp_path, monkeypatch):
+    """Parts land out of order over 4 threads; the digests follow them in order."""
+    name, folder, client = bucket
+    monkeypatch.setattr(dl, "PART", 64 * 1024)
+    data = os.urandom(1000 * 1024 + 3)
+    (folder / KEY).write_bytes(data)
+    want = [
+        dl.Expected("md5", hashlib.md5(data).hexdigest(), "the ETag"),
+        dl.Expected("sha256", hashlib.sha256(data).hexdigest(), "the manifest"),
+        dl.Expected("crc32", (zlib.crc32(data)).to_bytes(4, "big").hex(), "x-amz-checksum-crc32"),
+    ]
+    dump = DumpObject(name, KEY, len(data), "", "primary", "", "")
+    got = dl.download(client, dump, tmp_path / "dump", expected=want)
+    assert got == {e.algorithm: e.hex for e in want}
+
+
+def test_a_digest_that_differs_is_an_integrity_error_naming_both(bucket, tmp_path):
+    name, folder, client = bucket
+    data = os.urandom(200 * 1024)
+    (folder / KEY).write_bytes(data)
+    wrong = hashlib.sha256(b"not it").hexdigest()
+    dump = DumpObject(name, KEY, len(data), "", "primary", "", "")
+    with pytest.raises(dl.IntegrityError) as caught:
+        dl.download(
+            client, dump, tmp_path / "dump", expected=[dl.Expected("sha256", wrong, "the manifest")]
+        )
+    message = str(caught.value)
+    assert hashlib.sha256(data).hexdigest() in message and wrong in message
+    assert "the manifest says" in message and "damaged in transfer" in message
+
+
+def test_what_the_store_gives_to_check_by(bucket):
+    """The ETag is an MD5 only for a single-part, non-KMS object; composite checksums are not
+    the object's."""
+    from busflow_verify.core.store import etag_md5, full_object_checksums
+
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert etag_md5({"ETag": f'"{md5}"'}) == md5
+    assert etag_md5({"ETag": f'"{md5}-3"'}) is None  # multipart
+    assert etag_md5({"ETag": f'"{md5}"', "ServerSideEncryption": "aws:kms"}) is None
+    assert etag_md5({"ETag": f'"{md5}"', "ServerSideEncryption": "AES256"}) == md5
+    assert etag_md5({"ETag": '""'}) is None  # rclone with --etag-hash ""
+    sha = hashlib.sha256(b"x").digest()
+    import base64
+
+    b64 = base64.b64encode(sha).decode()
+    assert full_object_checksums({"ChecksumSHA256": b64}) == {"sha256": sha.hex()}
+    assert full_object_checksums({"ChecksumSHA256": b64, "ChecksumType": "COMPOSITE"}) == {}
+    assert full_object_checksums({"ChecksumCRC32": "AAAAAA==-2"}) == {}

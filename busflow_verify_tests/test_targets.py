@@ -26,6 +26,7 @@ from busflow_verify_tests.conftest import (
     SERVER_ADMIN,
     expected_counts,
     restore_server_conninfo,
+    use_server,
 )
 from busflow_verify_tests.fakedocker import FakeDockerClient
 
@@ -234,17 +235,6 @@ def test_docker_image_not_built_says_how_to_build_it():
 
 
 # -- through the whole job -----------------------------------------------------------------------
-def use_server(monkeypatch, restore_server) -> None:
-    for name, value in {
-        "BUSFLOW_RESTORE_TARGET": "server",
-        "BUSFLOW_RESTORE_SERVER_HOST": str(restore_server.root),
-        "BUSFLOW_RESTORE_SERVER_PORT": str(restore_server.port),
-        "BUSFLOW_RESTORE_SERVER_USER": SERVER_ADMIN,
-        "BUSFLOW_RESTORE_SERVER_PASSWORD": RESTORE_PASSWORD,
-    }.items():
-        monkeypatch.setenv(name, value)
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("dump", ["good", "truncated"])
 def test_the_job_on_the_server_target_drops_its_scratch_database(

@@ -99,7 +99,9 @@ def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(
         ui = DagsterUI(driver, url)
         nodes, drawn = ui.lineage(GROUP, LOCATION, CHAIN)
         assert sorted(n.name for n in nodes) == sorted(CHAIN)
-        assert {n.name: n.checks for n in nodes} == {name: "1 / 1 Passed" for name in CHAIN}
+        assert {n.name: n.checks for n in nodes} == {
+            name: f"{len(checks[name])} / {len(checks[name])} Passed" for name in CHAIN
+        }
         assert drawn == edges
         assert set(itertools.pairwise(CHAIN)) <= drawn  # the runbook's order
         driver.save_screenshot(str(SCREENSHOT))
@@ -127,3 +129,39 @@ def test_on_call_reads_lineage_a_partitions_checks_and_the_orphans_table(
             str(sweep["orphans"]),
             str(sweep["max_orphans"]),
         )
+
+
+PLOTS_SCREENSHOT = REPO / "docs" / "plots-restored-db.png"
+PLOTTED = [  # defs/plots.py's numbers of restored_db, one chart each
+    "download_seconds",
+    "dump_bytes",
+    "restore_data_seconds",
+    "restore_post_data_seconds",
+    "restore_pre_data_seconds",
+    "restore_seconds",
+    "restored_bytes",
+]
+
+
+@pytest.mark.e2e
+def test_the_plots_tab_draws_a_week_of_partitions(harness, make_dump, tmp_path):
+    """A week of nightly dumps, growing a little each day, verified one date after the other:
+    restored_db's Plots tab draws its numbers (defs/plots.py) over the seven partitions."""
+    today = dt.datetime.now(dt.UTC).date()
+    dates = [today - dt.timedelta(days=d) for d in range(7, 0, -1)]
+    for day, date in enumerate(dates):
+        grow = 1 + day / 20  # within the row-count tolerance day over day
+        dump = make_dump(bookings=int(1000 * grow), messages=int(3000 * grow), orphans=7 + day)
+        harness.put(f"pg_dump_{date:%Y%m%d}_0100.dump", dump)
+    with (
+        dagster_webserver(harness.home, REPO / "workspace.yaml", tmp_path / "webserver.log") as web,
+        chromium(tmp_path / "failure.png") as driver,
+    ):
+        for date in dates:  # while the webserver boots
+            code, verdict = harness.verify(date.isoformat())
+            assert code == 0, verdict
+        ui = DagsterUI(driver, web.wait_answering())
+        ui.plots("restored_db", PLOTTED)  # waits for a chart per key
+        driver.save_screenshot(str(PLOTS_SCREENSHOT))
+        ui.plots("row_count_report", ["vacuum_analyze_seconds", "rows.commerce.bookings"])
+        ui.plots("orphan_report", ["orphans.communications.messages.booking_id", "run_seconds"])

@@ -414,3 +414,43 @@ def test_first_error(stderr, first):
 @pytest.mark.parametrize("stderr", ["ERROR:  " + "x" * 2000, "y" * 2000])
 def test_first_error_is_at_most_1000_characters(stderr):
     assert first_error(stderr) == stderr[:1000]
+
+
+DISK_FULL_COPY = """\
+pg_restore: error: COPY failed for table "bookings": ERROR:  could not extend file "base/16384/16400": No space left on device
+HINT:  Check free disk space.
+CONTEXT:  COPY bookings, line 81234
+"""
+
+
+@pytest.mark.parametrize("section", ["data", "post-data"])
+def test_a_full_disk_is_the_hosts_never_source_corruption(tmp_path, bin_dir, section):
+    r = restorer(tmp_path, bin_dir, TOC)
+    r.data_path, r.data_host = tmp_path, "the verify host"
+    finding = r.classify(DISK_FULL_COPY, section)
+    assert finding.name == "HOST_OUT_OF_SPACE"
+    assert finding.to_dict()["escalate_to"] == ["@infra-oncall"]
+    assert finding.details["stage"] == f"restoring {section}"
+    assert finding.details["path"] == str(tmp_path) and finding.details["free_bytes"] > 0
+    assert "No space left on device" in finding.details["error"]
+    assert "snapshot" not in finding.summary.lower() and "corruption" not in finding.summary
+
+
+def test_a_restore_servers_full_disk_names_that_server(tmp_path, bin_dir):
+    r = restorer(tmp_path, bin_dir, TOC)
+    r.data_host = "the restore server"
+    finding = r.classify(DISK_FULL_COPY, "data")
+    assert finding.name == "HOST_OUT_OF_SPACE"
+    assert finding.summary.startswith("the restore server ran out of disk space")
+    assert finding.details["free_bytes"] is None  # not this host's disk to measure
+
+
+def test_pg_restores_own_out_of_memory_on_a_corrupt_archive_stays_f2(tmp_path, bin_dir):
+    finding = restorer(tmp_path, bin_dir).classify("pg_restore: error: out of memory\n", "data")
+    assert finding.name == "RESTORE_FAILED"
+
+
+def test_the_servers_out_of_memory_is_the_hosts(tmp_path, bin_dir):
+    stderr = "pg_restore: error: could not execute query: ERROR:  out of memory\nDETAIL:  Failed on request of size 8192.\n"
+    finding = restorer(tmp_path, bin_dir).classify(stderr, "post-data")
+    assert (finding.name, finding.details["cause"]) == ("VERIFY_HOST_FAULT", "out_of_memory")

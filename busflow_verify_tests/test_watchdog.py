@@ -16,7 +16,13 @@ import dagster as dg
 import pytest
 
 from busflow_verify.core import watchdog
-from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres, _pid_alive
+from busflow_verify.core.pgcluster import (
+    DIR_PREFIX,
+    OWNER_FILE,
+    SCRATCH_PREFIX,
+    DisposablePostgres,
+    _pid_alive,
+)
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -113,14 +119,20 @@ def test_a_reused_pid_is_not_the_owner():
     assert not watchdog.process_alive(dead.pid)
 
 
-def _cluster_of(pid: int) -> Path | None:
-    for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+def _owned_by(pid: int, prefix: str) -> list[Path]:
+    """The run's folders (clusters or scratch) under TMPDIR, by their owner file."""
+    found = []
+    for root in Path(tempfile.gettempdir()).glob(prefix + "*"):
         try:
             if json.loads((root / OWNER_FILE).read_text())["pid"] == pid:
-                return root
+                found.append(root)
         except (OSError, ValueError, KeyError):
             continue
-    return None
+    return found
+
+
+def _cluster_of(pid: int) -> Path | None:
+    return next(iter(_owned_by(pid, DIR_PREFIX)), None)
 
 
 def _restoring_into(root: Path) -> bool:
@@ -155,15 +167,24 @@ def test_kill_9_mid_restore_leaves_no_postgres_and_the_next_run_reports_it(
             "the run never reached pg_restore"
         )
         postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        [scratch] = _owned_by(proc.pid, SCRATCH_PREFIX)  # the downloaded dump's folder
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     took = _wait_until(
-        lambda: not _pid_alive(postmaster) and not root.exists() and not _processes_in(root),
+        lambda: (
+            not _pid_alive(postmaster)
+            and not root.exists()
+            and not scratch.exists()
+            and not _processes_in(root)
+        ),
         GONE_WITHIN,
         step=0.1,
     )
-    assert took is not None, f"left behind: {_processes_in(root)}, dir exists: {root.exists()}"
+    assert took is not None, (
+        f"left behind: {_processes_in(root)}, dir exists: {root.exists()}, "
+        f"scratch exists: {scratch.exists()}"
+    )
     print(f"no postgres left {took:.1f} s after kill -9")
 
     # the run stayed STARTED: the CLI tags its runs with its pid, so the next run sees it died

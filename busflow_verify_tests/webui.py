@@ -256,6 +256,19 @@ class DagsterUI:
             )
         )
 
+    def plots(self, asset: str, keys: list[str]) -> None:
+        """The asset's Overview -> Metadata -> *Plots* (by partition), scrolled into view once a
+        chart titled by each metadata key in `keys` is drawn."""
+        self.open(f"/assets/{asset}?view=overview")
+        button = self.wait.until(
+            EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Plots']"))
+        )
+        button.click()
+        for key in keys:
+            self.visible_text(key)
+        self.wait.until(lambda d: len(d.find_elements(By.TAG_NAME, "canvas")) >= len(keys))
+        self.driver.execute_script("arguments[0].scrollIntoView()", button)
+
     def metadata_table(self, asset: str, partition: str, entry: str) -> tuple[list, list]:
         """A partition's materialization metadata entry rendered as a table: header, rows."""
         self.open(f"/assets/{asset}?view=partitions&partition={partition}")

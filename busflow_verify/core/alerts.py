@@ -40,6 +40,18 @@ class Delivery:
     statuses: list[int | None] = field(default_factory=list)
 
 
+def failure_lines(f: dict[str, Any]) -> list[str]:
+    """One failure in #ops: code and name, severity, who to page, the summary, the runbook step
+    (also the dead-man's switch's message, core/deadman.py)."""
+    lines = [
+        f"*{failure_label(f)}* — severity {f['severity']} — page {' + '.join(f['escalate_to'])}"
+    ]
+    lines.append(f"> {f['summary']}")
+    if f.get("next_step"):
+        lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
+    return lines
+
+
 def ops_message(verdict: Verdict) -> str:
     """The #ops text: partition, dump, and per failure code, severity, who to page, the numbers
     and the runbook step."""
@@ -51,12 +63,7 @@ def ops_message(verdict: Verdict) -> str:
     else:
         lines = [f":rotating_light: Backup verify {verdict.partition}: NOT VERIFIED — {key}{where}"]
     for f in verdict.failures:
-        lines.append(
-            f"*{failure_label(f)}* — severity {f['severity']} — page {' + '.join(f['escalate_to'])}"
-        )
-        lines.append(f"> {f['summary']}")
-        if f.get("next_step"):
-            lines.append(f"> Runbook ({f.get('runbook_section', f['code'])}): {f['next_step']}")
+        lines.extend(failure_lines(f))
     for n in verdict.notices:
         lines.append(f"_{failure_label(n)} (informational)_: {n['summary']}")
     if verdict.cutover_halt:
@@ -219,12 +226,28 @@ def notify(
 
     Returns {"delivered": bool, "attempts": n, "status": ..., "f4": finding dict or None}.
     """
-    text = ops_message(verdict)
+    return deliver(
+        ops_message(verdict), verdict.partition, verdict.run_id, channel, outbox, policy, log, sleep
+    )
+
+
+def deliver(
+    text: str,
+    partition: str,
+    run_id,
+    channel,
+    outbox: Outbox,
+    policy: RetryPolicy,
+    log,
+    sleep=time.sleep,
+) -> dict[str, Any]:
+    """Post one #ops text (a run's message, or the dead-man's switch's); undelivered, keep it in
+    the outbox and return the F4 finding (`notify`'s return)."""
     if channel is None:
         log(
             f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}"
         )
-        outbox.keep(verdict.partition, verdict.run_id, text, "no webhook configured")
+        outbox.keep(partition, run_id, text, "no webhook configured")
         return {
             "delivered": False,
             "attempts": 0,
@@ -241,7 +264,7 @@ def notify(
             "f4": None,
         }
     finding = f4_finding(delivery, channel.secret_name)
-    outbox.keep(verdict.partition, verdict.run_id, text, finding.details["cause"])
+    outbox.keep(partition, run_id, text, finding.details["cause"])
     log(f"F4 {finding.summary}")
     return {
         "delivered": False,

@@ -134,12 +134,42 @@ class SweepConfig(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=32)] = 2  # independent sweeps in parallel
 
 
+class RestoreBudgetConfig(_Strict):
+    """The restore time is the RTO (core/rtobudget.py): a WARN check, never blocking."""
+
+    max_seconds: Annotated[float, Field(gt=0)] = 14400.0  # all sections, inspection included
+    max_median_ratio: Annotated[float, Field(gt=1)] = 1.5  # x the trailing verified median
+    trailing_runs: Annotated[int, Field(ge=1, le=90)] = 7  # verified runs the median is over
+    growth_floor_seconds: Annotated[float, Field(ge=0)] = 60.0  # shorter: the ratio is noise
+
+
+class DiskSpaceConfig(_Strict):
+    """The free-space check before the download (core/diskspace.py): the dump plus the restored
+    database must fit where they go, with headroom."""
+
+    # restored bytes per dump byte when no verified run has measured it (custom dumps compress
+    # about 3-6x; the trailing verified runs' own ratio is used when there is one)
+    restored_per_dump_byte: Annotated[float, Field(gt=0, le=100)] = 5.0
+    headroom_ratio: Annotated[float, Field(ge=1, le=10)] = 1.1  # needed x this must be free
+    check: bool = True  # false skips the check (the faults are still named when they happen)
+
+
+class DeadmanConfig(_Strict):
+    """The dead-man's switch (core/deadman.py): VERIFICATION_STALE when nothing verified for
+    longer than this."""
+
+    max_age_hours: Annotated[float, Field(gt=0, le=24 * 14)] = 26.0
+
+
 class VerifyConfig(_Strict):
     size_guard: SizeGuardConfig = SizeGuardConfig()
     row_counts: RowCountConfig = RowCountConfig()
     alerts: AlertsConfig = AlertsConfig()
     scrub_log: ScrubLogConfig = ScrubLogConfig()
     sweep: SweepConfig = SweepConfig()
+    restore_budget: RestoreBudgetConfig = RestoreBudgetConfig()
+    disk_space: DiskSpaceConfig = DiskSpaceConfig()
+    deadman: DeadmanConfig = DeadmanConfig()
 
 
 class ColumnRef(_Strict):

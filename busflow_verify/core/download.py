@@ -10,13 +10,23 @@ and 8 MB more RSS, where boto3's s3transfer as configured before (16 MB ranges, 
 behind a queue) took 1.4 s and 130 MB; `rclone copyto` took 0.50 s. A part cut short mid-body is
 resumed where it stopped, up to `ATTEMPTS` times; errors of the request itself are botocore's
 (retried by the client, classified by store.store_error_finding).
+
+Integrity: the size always (HEAD's); and every digest the store (or the producer's manifest)
+gives the means to check: the ETag's MD5 of a single-part object, `x-amz-checksum-*` of a full
+object, the manifest's SHA-256. They are computed while downloading, by a thread that follows
+the parts as they land and hashes the written prefix back from the page cache (the parts arrive
+out of order; the digests need them in order). A mismatch is `IntegrityError`: a transfer fault,
+never a fault of the backup (defs/restore.py retries it once, then the fallback mirror).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import (
@@ -40,12 +50,108 @@ class DownloadError(RuntimeError):
     pass
 
 
+class IntegrityError(DownloadError):
+    """The bytes downloaded are not the object's: a digest the store or the manifest gave differs."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A digest to check: `algorithm` (md5, sha1, sha256, crc32), its hex value, and where it
+    comes from (said in the error: "the ETag", "x-amz-checksum-sha256", "the manifest")."""
+
+    algorithm: str
+    hex: str
+    source: str
+
+
+def expected_digests(dump: DumpObject, sha256: str | None = None) -> list[Expected]:
+    """What the store (and the producer's manifest: `sha256`) lets this download be checked by."""
+    expected = [Expected(a, v, f"x-amz-checksum-{a}") for a, v in dump.checksums.items()]
+    if dump.etag_md5:
+        expected.append(Expected("md5", dump.etag_md5, "the ETag"))
+    if sha256 and dump.checksums.get("sha256") != sha256.lower():
+        expected.append(Expected("sha256", sha256.lower(), "the manifest"))
+    return expected
+
+
+class _Crc32:
+    def __init__(self):
+        self.value = 0
+
+    def update(self, data) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return self.value.to_bytes(4, "big").hex()
+
+
+def _hasher(algorithm: str):
+    return _Crc32() if algorithm == "crc32" else hashlib.new(algorithm)
+
+
+class _Digests:
+    """Hashes the file's written prefix as parts complete, in a thread of its own."""
+
+    def __init__(self, fd: int, size: int, algorithms: set[str]):
+        self.fd, self.size = fd, size
+        self.hashers = {a: _hasher(a) for a in sorted(algorithms)}
+        self.ends: dict[int, int] = {}  # part start -> part end (exclusive), once written
+        self.hashed = 0
+        self.cond = threading.Condition()
+        self.stopped = self.abandoned = False
+        self.thread = threading.Thread(target=self._run, name="download-digests", daemon=True)
+        if self.hashers:
+            self.thread.start()
+
+    def part_done(self, start: int, end: int) -> None:
+        with self.cond:
+            self.ends[start] = end + 1
+            self.cond.notify()
+
+    def stop(self, abandon: bool = False) -> None:
+        """No more parts are coming: hash what is contiguous (or, abandoning, nothing more)."""
+        with self.cond:
+            self.stopped = True
+            self.abandoned = self.abandoned or abandon
+            self.cond.notify()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.hashed not in self.ends and not self.stopped:
+                    self.cond.wait()
+                if self.abandoned or self.hashed not in self.ends:
+                    return
+                end = self.ends.pop(self.hashed)
+            self._hash(self.hashed, end)
+            self.hashed = end
+
+    def _hash(self, start: int, end: int) -> None:
+        while start < end and not self.abandoned:
+            chunk = os.pread(self.fd, min(BUFFER * 8, end - start), start)
+            if not chunk:
+                return
+            for h in self.hashers.values():
+                h.update(chunk)
+            start += len(chunk)
+
+    def result(self) -> dict[str, str]:
+        self.stop()
+        if self.hashed != self.size:
+            return {}
+        return {a: h.hexdigest() for a, h in self.hashers.items()}
+
+
 class _Parts:
     """The parts of one object, fetched by the pool's threads into one open file."""
 
-    def __init__(self, client, bucket: str, key: str, size: int, fd: int, progress: Progress):
+    def __init__(
+        self, client, bucket: str, key: str, size: int, fd: int, progress: Progress, on_part
+    ):
         self.client, self.bucket, self.key, self.size, self.fd = client, bucket, key, size, fd
-        self.progress = progress
+        self.progress, self.on_part = progress, on_part
         self.cancel = threading.Event()
 
     def fetch(self, start: int, end: int) -> None:
@@ -54,6 +160,7 @@ class _Parts:
         for _attempt in range(ATTEMPTS):
             try:
                 self._read(position, end, buffer)
+                self.on_part(start, end)
                 return
             except _CUT:
                 continue
@@ -85,15 +192,23 @@ class _Parts:
                 self.progress.add(n)
 
 
-def download(client, dump: DumpObject, dest: Path, report: Report | None = None) -> Path:
-    """The dump, all `size_bytes` of it (HEAD's size), to `dest`. With `report`, progress lines
-    (bytes of the total, rate) every quarter of the dump and every 10 s, from this thread."""
+def download(
+    client,
+    dump: DumpObject,
+    dest: Path,
+    report: Report | None = None,
+    expected: list[Expected] = (),
+) -> dict[str, str]:
+    """The dump, all `size_bytes` of it (HEAD's size), to `dest`, checked against `expected`;
+    returns the digests computed ({algorithm: hex}). With `report`, progress lines (bytes of the
+    total, rate) every quarter of the dump and every 10 s, from this thread."""
     bucket, key, size = dump.bucket, dump.key, dump.size_bytes
     progress = Progress(f"downloading {key}", size, report or (lambda line: None), step=0.25)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    digests = _Digests(fd, size, {e.algorithm for e in expected})
     try:
         os.ftruncate(fd, size)  # the threads fill in a file of its final size
-        parts = _Parts(client, bucket, key, size, fd, progress)
+        parts = _Parts(client, bucket, key, size, fd, progress, digests.part_done)
         with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="download") as pool:
             futures = [
                 pool.submit(parts.fetch, start, min(start + PART, size) - 1)
@@ -104,7 +219,9 @@ def download(client, dump: DumpObject, dest: Path, report: Report | None = None)
             except BaseException:
                 parts.cancel.set()
                 raise
+        computed = digests.result()
     finally:
+        digests.stop(abandon=True)  # joined before the file is closed under it
         os.close(fd)
     if progress.done != size:
         raise DownloadError(
@@ -112,4 +229,11 @@ def download(client, dump: DumpObject, dest: Path, report: Report | None = None)
             f"said {size}: the object changed or the transfer was cut; re-run "
             "the date"
         )
-    return dest
+    for want in expected:
+        got = computed.get(want.algorithm)
+        if got != want.hex.lower():
+            raise IntegrityError(
+                f"s3://{bucket}/{key} from the {dump.endpoint} endpoint: its {want.algorithm} "
+                f"is {got}, {want.source} says {want.hex}: the bytes were damaged in transfer"
+            )
+    return computed

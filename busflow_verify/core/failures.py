@@ -17,6 +17,23 @@ Codes the runbook does not have, with their documented rows:
   verified dump. P2, @data-oncall (the same evidence the runbook's F1 step 1 asks for).
 - VERIFY_JOB_ERROR: a step of the verify job itself crashed (not a finding about the dump).
   P2, @data-oncall; the day is not verified until a run completes.
+- HOST_OUT_OF_SPACE: the verify host (or the restore server) ran out of disk at the download,
+  initdb, CREATE DATABASE, a restore section or VACUUM, or the free-space check refused before
+  the download. P2, @infra-oncall: free space or move the scratch dir; never F2, never
+  "snapshot the source".
+- VERIFY_HOST_FAULT: another fault of the verify host (permission denied on its scratch dir, out
+  of memory, the disposable server not starting). P2, @infra-oncall.
+- RTO_EXCEEDED: the restore took longer than verify.yaml's restore_budget (max_seconds, or
+  max_median_ratio x the trailing verified runs' median): the cutover's recovery time grew. P3,
+  @infra-oncall; a WARN check, informational: it never blocks the pointer.
+- SCHEMA_DRIFT: a table appeared, or a table's columns (name, type) changed, since the last
+  verified dump. P3, @data-oncall; a WARN check (a table that disappeared is ROW_COUNT_DRIFT).
+- DUMP_INCOMPLETE (code F2): a restored table's rows differ from the exact count the producer's
+  manifest took in pg_dump's own snapshot, or a table is in one and not the other: the dump is
+  missing data. P1, @infra-oncall + @data-oncall (F2, corruption suspected: snapshot first).
+- VERIFICATION_STALE: the dead-man's switch (core/deadman.py): no dump verified for longer than
+  verify.yaml's deadman.max_age_hours (default 26 h) — runs failed, never started (daemon down,
+  queue stuck) or hang. P1, @infra-oncall; posted once, and once more on recovery.
 """
 
 from __future__ import annotations
@@ -128,9 +145,71 @@ _MODES = [
         "Workflow (the verify job itself)",
         "Read the failed step's error in the Dagster run, fix the cause, re-run the date.",
     ),
+    FailureMode(
+        "HOST_OUT_OF_SPACE",
+        "HOST_OUT_OF_SPACE",
+        "P2",
+        ("@infra-oncall",),
+        "Workflow step (3): the verify host (not the backup)",
+        "Free space on the verify host where the summary says (the download's scratch dir or "
+        "the disposable cluster's data dir), or move the scratch dir to a bigger disk (TMPDIR, "
+        "restore_target.scratch_dir), then re-run the date. The backup is not implicated.",
+    ),
+    FailureMode(
+        "VERIFY_HOST_FAULT",
+        "VERIFY_HOST_FAULT",
+        "P2",
+        ("@infra-oncall",),
+        "Workflow step (3): the verify host (not the backup)",
+        "Fix the verify host's fault the summary names (permissions of the scratch dir, memory, "
+        "a server that will not start), then re-run the date. The backup is not implicated.",
+    ),
+    FailureMode(
+        "RTO_EXCEEDED",
+        "RTO_EXCEEDED",
+        "P3",
+        ("@infra-oncall",),
+        "Workflow step (3): the restore time is the cutover's RTO",
+        "Informational: the dump still verifies. Tell the cutover owners the recovery time grew; "
+        "look at the restored_db Plots (restore seconds per section) for where, then add restore "
+        "capacity or raise verify.yaml restore_budget with the evidence in the PR.",
+    ),
+    FailureMode(
+        "SCHEMA_DRIFT",
+        "SCHEMA_DRIFT",
+        "P3",
+        ("@data-oncall",),
+        "Workflow step (4): row counts vs the last verified dump (schema)",
+        "Informational: confirm the new tables and changed columns match a migration that "
+        "shipped since the last verified dump; one that did not is a finding for the data team.",
+    ),
+    FailureMode(
+        "F2",
+        "DUMP_INCOMPLETE",
+        "P1",
+        ("@infra-oncall", "@data-oncall"),
+        "F2 — RESTORE_FAILED",
+        "Re-run pg_dump, snapshot the source first (PITR via Ubicloud): the restored tables lack "
+        "rows the source had in pg_dump's own snapshot. Never promote this dump.",
+    ),
+    FailureMode(
+        "VERIFICATION_STALE",
+        "VERIFICATION_STALE",
+        "P1",
+        ("@infra-oncall",),
+        "Dead-man's switch — VERIFICATION_STALE",
+        "Check that dagster-daemon runs and the schedule backup_verify_daily_0300_utc is on "
+        "(busflow-verify status), unstick the run queue, then verify the missing date "
+        "(busflow-verify verify --date YYYY-MM-DD --promote); cutover must not rely on an "
+        "unverified dump meanwhile.",
+    ),
 ]
 
 CATALOGUE: dict[str, FailureMode] = {m.name: m for m in _MODES}
+
+# Failures of the verifier and its host, not of the backup: a day that has only these (and F4)
+# is "the verifier broke" (CLI exit 3), and nothing was learnt about the dump.
+VERIFIER_FAULTS = frozenset({"VERIFY_JOB_ERROR", "HOST_OUT_OF_SPACE", "VERIFY_HOST_FAULT"})
 
 
 @dataclass

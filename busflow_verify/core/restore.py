@@ -33,6 +33,7 @@ import psycopg
 from busflow_verify.core import plainscan
 from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
+from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.pgcluster import ConnInfo, PostgresBinariesNotFound, child_env
 from busflow_verify.core.plainscan import PlainScan, scan_plain
 from busflow_verify.core.privilege import (
@@ -113,6 +114,9 @@ class Restorer:
         self.setup = ExtensionSetup()
         self.report = RestoreReport(format="unknown", dbname="", jobs=jobs or default_jobs())
         self.inspect_seconds = 0.0
+        # where the restored bytes go and whose disk it is, for a host fault's words (targets)
+        self.data_path: Path | None = None
+        self.data_host = "the verify host"
         if db is not None:
             self.attach(db)
 
@@ -430,6 +434,10 @@ class Restorer:
             "error": error,
             "format": self.format.kind if self.format else None,
         }
+        where = self.data_host
+        if fault := host_fault(stderr, f"restoring {section}", self.data_path, where=where):
+            fault.details.update({k: v for k, v in common.items() if k != "error"})
+            return fault  # a full disk fails a COPY too: it is the host's, never source corruption
         if match := re.search(r"unsupported version \(([\d.]+)\) in file header", stderr):
             return self._version_mismatch(match[1], common)
         if missing := _missing_extension_names(stderr):

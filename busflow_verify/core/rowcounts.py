@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,28 +15,45 @@ from busflow_verify.core.config import RowCountConfig
 from busflow_verify.core.failures import Finding
 from busflow_verify.core.progress import Progress, Report
 
-# Ordinary and partitioned tables of user schemas, largest first; partitions are vacuumed and
-# counted through their parent.
-_USER_TABLES = """
-SELECT n.nspname, c.relname
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+# Ordinary and partitioned tables of user schemas (c: pg_class, n: pg_namespace), not those of
+# extensions; partitions are vacuumed, counted and compared through their parent.
+USER_TABLE_FILTER = """
+c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                   WHERE d.objid = c.oid AND d.deptype = 'e')
+"""
+# The user tables, largest first
+_USER_TABLES = f"""
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE {USER_TABLE_FILTER}
 ORDER BY (SELECT sum(pg_catalog.pg_table_size(t.relid))
           FROM pg_catalog.pg_partition_tree(c.oid) AS t) DESC NULLS LAST, 1, 2
 """
 
 
-def vacuum_and_count(connect, jobs: int = 2, report: Report | None = None) -> dict[str, int]:
+def database_bytes(connect) -> int:
+    """pg_database_size of the restored database (a plotted number: restored bytes)."""
+    with connect() as conn:
+        return conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0]
+
+
+def vacuum_and_count(
+    connect, jobs: int = 2, report: Report | None = None, timings: dict | None = None
+) -> dict[str, int]:
     """VACUUM ANALYZE and an exact count(*) of every user table, keyed `schema.table`.
 
     `jobs` tables at a time, each worker on its own connection from `connect()` (autocommit:
     VACUUM cannot run in a transaction block), largest tables first so that a big one does not
     start last. One database-wide VACUUM ANALYZE and then the counts would keep one core busy
-    and the others idle. With `report`, a line every quarter of the tables.
+    and the others idle. With `report`, a line every quarter of the tables. With `timings`, it
+    gets `vacuum_analyze_seconds` and `count_seconds`: the statements' time summed over the
+    workers, and `vacuum_and_count_seconds`, the wall time of it all.
     """
+    started = time.monotonic()
+    spent = {"vacuum_analyze_seconds": 0.0, "count_seconds": 0.0}
+    lock = threading.Lock()
     with connect() as conn:
         tables = conn.execute(_USER_TABLES).fetchall()
     pending = queue.SimpleQueue()
@@ -57,14 +76,22 @@ def vacuum_and_count(connect, jobs: int = 2, report: Report | None = None) -> di
                 except queue.Empty:
                     return
                 name = sql.Identifier(schema, table)
+                t0 = time.monotonic()
                 conn.execute(sql.SQL("VACUUM ANALYZE {}").format(name))
+                t1 = time.monotonic()
                 query = sql.SQL("SELECT count(*) FROM {}").format(name)
                 counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+                with lock:
+                    spent["vacuum_analyze_seconds"] += t1 - t0
+                    spent["count_seconds"] += time.monotonic() - t1
                 progress.add(1)
 
     workers = max(1, min(jobs, len(tables)))
     with ThreadPoolExecutor(workers, thread_name_prefix="vacuum-count") as pool:
         progress.watch([pool.submit(work) for _ in range(workers)])
+    if timings is not None:
+        spent["vacuum_and_count_seconds"] = time.monotonic() - started
+        timings.update({k: round(v, 3) for k, v in spent.items()})
     return dict(sorted(counts.items()))
 
 
@@ -148,7 +175,7 @@ def compare(
 
 def _describe(t: TableDelta) -> str:
     if t.status == "missing":
-        return f"{t.table} is missing (had {t.previous} rows)"
+        return f"{t.table} is missing (had {t.previous} rows): it disappeared since then"
     limit = t.max_drop_ratio if t.status == "dropped" else t.max_growth_ratio
     return (
         f"{t.table} {t.status} {t.previous} -> {t.current} ({t.ratio:+.1%}, limit "

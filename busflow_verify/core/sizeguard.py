@@ -89,6 +89,7 @@ def triage(
     baseline_counts: dict[str, int] | None,
     largest_tables: list[str],
     tolerance: float,
+    source_counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """F1 steps 1-3: did the largest tables' rows move in proportion to the dump's size?
 
@@ -96,7 +97,22 @@ def triage(
     tables' rows / theirs. Proportional (within 1 +/- tolerance of each other): the growth or
     shrinkage is real; widen the tolerance only with evidence (step 2). Not proportional: the dump
     is corrupt; re-run pg_dump before the next scrub cycle (step 3).
+
+    With `source_counts` (the exact counts of the producer's manifest, taken in pg_dump's
+    snapshot) step 1 is done literally: the rows compared with the last verified dump are the
+    source's, and a largest table whose restored rows differ from the source's is named: the dump
+    lost rows, whatever the proportions say.
     """
+    if source_counts:
+        return _triage_with_source(
+            current_size,
+            current_counts,
+            baseline_size,
+            baseline_counts,
+            largest_tables,
+            tolerance,
+            source_counts,
+        )
     if not baseline_size or not baseline_counts:
         return {
             "proportional": None,
@@ -138,6 +154,58 @@ def triage(
         "size_bytes": current_size,
         "tables": per_table,
         "conclusion": conclusion,
+    }
+
+
+def _triage_with_source(
+    current_size, current_counts, baseline_size, baseline_counts, largest_tables, tolerance, source
+) -> dict[str, Any]:
+    """F1 step 1 with the source's own counts (the manifest) in place of the restored ones."""
+    tables = [t for t in largest_tables if t in source] or sorted(source, key=lambda t: -source[t])[
+        :3
+    ]
+    lost = {
+        t: {"source": source[t], "restored": current_counts.get(t)}
+        for t in tables
+        if current_counts.get(t) != source[t]
+    }
+    found = triage(
+        current_size,
+        {**current_counts, **{t: source[t] for t in tables}},
+        baseline_size,
+        baseline_counts,
+        tables,
+        tolerance,
+    )
+    prefix = (
+        "compared the source's own row counts (the producer's manifest, taken in pg_dump's "
+        "snapshot) with the last verified dump: "
+    )
+    if baseline_size and baseline_counts:
+        conclusion = prefix + found["conclusion"]
+    else:
+        counted = ", ".join(f"{t} {source[t]:,}" for t in tables)
+        conclusion = (
+            f"the source's own row counts (the producer's manifest): {counted}; no verified dump "
+            "to compare them with (F1 step 1)"
+        )
+    if lost:
+        named = "; ".join(
+            f"{t}: source {v['source']:,}, restored "
+            + (f"{v['restored']:,}" if v["restored"] is not None else "absent")
+            for t, v in lost.items()
+        )
+        conclusion += (
+            f". The dump itself lacks rows the source had ({named}): it is corrupt; re-run pg_dump "
+            "from the source before the next pg_cron scrub cycle (F1 step 3)"
+        )
+        found["proportional"] = False
+    return {
+        **found,
+        "conclusion": conclusion,
+        "compared": "source (manifest) vs last verified dump",
+        "source_counts": {t: source[t] for t in tables},
+        "restored_differs_from_source": lost,
     }
 
 

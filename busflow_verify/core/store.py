@@ -6,8 +6,10 @@ core/download.py.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from busflow_verify.core.dumpkeys import DumpName, day_prefix, parse_dump_key
@@ -23,6 +25,10 @@ class DumpObject:
     endpoint: str  # "primary" or "fallback"
     endpoint_url: str
     taken_at: str  # ISO 8601, from the name
+    # the means the store gives to check the bytes (core/download.py): the ETag when it is the
+    # MD5 of a single-part, unencrypted object; full-object x-amz-checksum-* values, as hex
+    etag_md5: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,16 +77,57 @@ def locate_dump(
                 },
             )
         )
-    head = client.head_object(Bucket=bucket, Key=newest.name.key)
+    return head_dump(
+        client, bucket, newest.name.key, endpoint, endpoint_url, newest.name.taken_at.isoformat()
+    )
+
+
+def head_dump(
+    client, bucket: str, key: str, endpoint: str, endpoint_url: str, taken_at: str
+) -> DumpObject:
+    """The dump object at `key` as this endpoint's HEAD describes it (size, integrity means)."""
+    head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     return DumpObject(
         bucket=bucket,
-        key=newest.name.key,
+        key=key,
         size_bytes=int(head["ContentLength"]),
         last_modified=head["LastModified"].isoformat(),
         endpoint=endpoint,
         endpoint_url=endpoint_url,
-        taken_at=newest.name.taken_at.isoformat(),
+        taken_at=taken_at,
+        etag_md5=etag_md5(head),
+        checksums=full_object_checksums(head),
     )
+
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+CHECKSUM_ALGORITHMS = ("sha256", "sha1", "crc32")
+
+
+def etag_md5(head: dict[str, Any]) -> str | None:
+    """The ETag as the object's MD5, when it is one: a single-part upload (a multipart ETag
+    ends in "-<parts>") not encrypted with KMS or a customer key (their ETags are not MD5s)."""
+    etag = (head.get("ETag") or "").strip().strip('"').lower()
+    sse = head.get("ServerSideEncryption")
+    if not _MD5.match(etag) or (sse and sse != "AES256") or head.get("SSECustomerAlgorithm"):
+        return None
+    return etag
+
+
+def full_object_checksums(head: dict[str, Any]) -> dict[str, str]:
+    """HEAD's `x-amz-checksum-*` (asked for with ChecksumMode) of the whole object, as hex; a
+    composite checksum of a multipart upload ("...-N") is not the object's and is left out."""
+    if head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return {}
+    found = {}
+    for algorithm in CHECKSUM_ALGORITHMS:
+        value = head.get(f"Checksum{algorithm.upper()}")
+        if value and "-" not in value:
+            try:
+                found[algorithm] = base64.b64decode(value, validate=True).hex()
+            except ValueError:
+                continue
+    return found
 
 
 def trailing_history(
@@ -170,21 +217,35 @@ def locate_with_fallback(
             if finding.name != "OFFSITE_ENDPOINT_DOWN":
                 raise FindingError(finding) from None
             outages.append(finding)
-    names = " and ".join(e.name for e in endpoints)
-    raise FindingError(
-        Finding(
-            "OFFSITE_ENDPOINT_DOWN",
-            f"dump inaccessible: the {names} endpoint(s) cannot be reached "
-            f"({'; '.join(o.summary for o in outages)}). This is not an unverified day: halt any "
-            "pending cutover work until a verified dump is produced",
-            {
-                "cause": "all_endpoints_down",
-                "endpoints": [o.details for o in outages],
-                "bucket": bucket,
-                "date": date.isoformat(),
-            },
-            severity="P1",
-            next_step="Page @infra-oncall; halt pending cutover work until a verified dump exists "
-            "(F5 step 2). A Hetzner outage over 24 h needs a DPIA note (F5 step 3).",
-        )
+    raise FindingError(dump_inaccessible([e.name for e in endpoints], outages, bucket, date))
+
+
+def covered_by_mirror(fault: Finding, served_by: str, what: str = "outage") -> Finding:
+    """F5 step 1: an endpoint's fault that another endpoint covered is informational."""
+    fault.severity = "info"
+    fault.next_step = (
+        f"Informational: the {served_by} endpoint served the dump. Log the Hetzner {what}; "
+        "past 24 h it needs a DPIA note (F5 steps 1 and 3)."
+    )
+    return fault
+
+
+def dump_inaccessible(
+    names: list[str], outages: list[Finding], bucket: str, date: dt.date | str
+) -> Finding:
+    """F5, P1: no endpoint could serve the dump (unreachable, or every transfer failed)."""
+    return Finding(
+        "OFFSITE_ENDPOINT_DOWN",
+        f"dump inaccessible: the {' and '.join(names)} endpoint(s) cannot serve it "
+        f"({'; '.join(o.summary for o in outages)}). This is not an unverified day: halt any "
+        "pending cutover work until a verified dump is produced",
+        {
+            "cause": "all_endpoints_down",
+            "endpoints": [o.details for o in outages],
+            "bucket": bucket,
+            "date": str(date),
+        },
+        severity="P1",
+        next_step="Page @infra-oncall; halt pending cutover work until a verified dump exists "
+        "(F5 step 2). A Hetzner outage over 24 h needs a DPIA note (F5 step 3).",
     )

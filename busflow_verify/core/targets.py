@@ -28,7 +28,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from busflow_verify.core import watchdog
 from busflow_verify.core.config import ConfigError
+from busflow_verify.core.diskspace import SpaceNeed
 from busflow_verify.core.pgcluster import (
     OWNER_FILE,
     SCRATCH_PREFIX,
@@ -131,20 +133,26 @@ class _Target:
         self.bin_dir = find_bin_dir(bin_dir)
         self._scratch_base = scratch_base
         self._scratch: Path | None = None
+        self._scratch_watchdog = None
         self.log = log or logging.getLogger(__name__)
 
     def scratch_dir(self) -> Path:
         """Local space for the download, removed by `close`."""
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self._scratch_base))
-            # owned like a cluster: a run killed outright leaves it to the next run's sweep
+            # owned like a cluster: a run killed outright has it removed by its watchdog within
+            # seconds (core/watchdog.py: no postmaster there, so only the removal), or else by
+            # the next run's sweep
             (self._scratch / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}))
+            self._scratch_watchdog = watchdog.spawn(self._scratch, self.bin_dir, None)
         return self._scratch
 
     def _remove_scratch(self) -> None:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+            watchdog.end(self._scratch_watchdog)
+            self._scratch_watchdog = None
 
     def prepare(self) -> None:
         """Begin making the target while the run's first steps go; nothing to do here."""
@@ -153,6 +161,17 @@ class _Target:
         """The server to restore a dump with; None: the target's own (a restore server, the
         restore image), which the run does not choose."""
         return None
+
+    # where the restored database's bytes go, and whose disk that is (core/hostfaults.py)
+    data_host = "the restore server"
+
+    def data_path(self) -> Path | None:
+        """The local path the restored database is written under; None when not on this host."""
+        return None
+
+    def space_needs(self, dump_bytes: int, restored_bytes: int) -> list[SpaceNeed]:
+        """What this target needs on the verify host (core/diskspace.py): the download."""
+        return [SpaceNeed(self.scratch_dir(), dump_bytes, "the downloaded dump")]
 
 
 def server_major(target: ConnInfo) -> int:
@@ -186,23 +205,35 @@ class EphemeralTarget(_Target):
         pass while the dump is located and size-guarded rather than before its download
         (docs/performance.md). `_started` waits for it and raises what it raised."""
         if self._starting is None:
-            pool = ThreadPoolExecutor(1, thread_name_prefix="disposable-postgres")
-            self._starting = pool.submit(self._start)
-            pool.shutdown(wait=False)
+            self._starting = _in_background(self._start)
 
     def _start(self) -> DisposablePostgres:
-        cluster = DisposablePostgres(bin_dir=str(self.bin_dir), base_dir=self._scratch_base).start()
-        self.log.info(
-            f"disposable Postgres {cluster.major_version()} started in {cluster.root} "
-            f"(port {cluster.port})"
-        )
-        return cluster
+        return DisposablePostgres(bin_dir=str(self.bin_dir), base_dir=self._scratch_base).start()
 
     def _started(self) -> DisposablePostgres:
         if self.cluster is None:
             self.prepare()
             self.cluster = self._starting.result()
+            self._log_started(self.cluster)
         return self.cluster
+
+    def _log_started(self, cluster: DisposablePostgres) -> None:
+        self.log.info(
+            f"disposable Postgres {cluster.major_version()} started in {cluster.root} "
+            f"(port {cluster.port})"
+        )
+
+    data_host = "the verify host"
+
+    def data_path(self) -> Path:
+        if self.cluster is not None and self.cluster.root is not None:
+            return self.cluster.root
+        return Path(self._scratch_base or tempfile.gettempdir())
+
+    def space_needs(self, dump_bytes: int, restored_bytes: int) -> list[SpaceNeed]:
+        """The download, and the restored database in the disposable cluster beside it."""
+        restored = SpaceNeed(self.data_path(), restored_bytes, "the restored database")
+        return [*super().space_needs(dump_bytes, restored_bytes), restored]
 
     def select_server(self, needs: dict) -> Choice:
         """The installed server for this dump (core/servers.py): the newest that reads it and
@@ -222,6 +253,7 @@ class EphemeralTarget(_Target):
             cluster.stop()
             self.bin_dir = choice.server.bin_dir
             self.cluster = cluster = self._start()
+            self._log_started(cluster)
         return provision(cluster.conninfo(), RESTORED_DB, RESTORE_ROLE)
 
     def close(self) -> None:
@@ -245,6 +277,14 @@ class EphemeralTarget(_Target):
         self.cluster.stop()
         self.cluster = None
         self.log.info("disposable Postgres stopped and removed")
+
+
+def _in_background(start) -> Future:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="disposable-postgres")
+    try:
+        return pool.submit(start)
+    finally:
+        pool.shutdown(wait=False)
 
 
 class ServerTarget(_Target):
@@ -357,6 +397,8 @@ class DockerTarget(_Target):
     host's loopback (the CLI on a host with an engine). The superuser password is random per
     run, handed to the container in its environment and never logged.
     """
+
+    data_host = "the Docker host of the restore container"
 
     kind = "docker"
     PORT = "5432/tcp"

@@ -21,6 +21,14 @@ size_guard_check = check_spec(
     "F1: the dump is larger than min_bytes and smaller than max_median_ratio x the trailing "
     "median (HEAD sizes only). Non-blocking: the restore still runs to gather the evidence.",
 )
+transfer_check = check_spec(
+    "offsite_transfer_completed",
+    "restored_db",
+    ["OFFSITE_ENDPOINT_DOWN"],
+    "F5: the dump's bytes came whole and intact (size, and the ETag's MD5 / x-amz-checksum / the "
+    "manifest's SHA-256 where given) from the endpoint that listed it. Fails at WARN severity "
+    "when that endpoint could not deliver them and the mirror did (informational, F5 step 1).",
+)
 restore_check = check_spec(
     "restore_succeeded",
     "restored_db",
@@ -41,6 +49,39 @@ orphan_check = check_spec(
     ["ORPHAN_FK_SURGE"],
     "F3: orphans per soft FK at or below soft-fk-allowlist.yaml's max_orphans.",
 )
+restore_budget_check = check_spec(
+    "restore_within_rto_budget",
+    "restored_db",
+    ["RTO_EXCEEDED"],
+    "The restore time is the cutover's RTO: at most verify.yaml restore_budget.max_seconds and "
+    "max_median_ratio x the trailing verified runs' median. Fails at WARN severity, saying by "
+    "how much (informational: it never blocks the pointer).",
+)
+schema_drift_check = check_spec(
+    "schema_unchanged",
+    "row_count_report",
+    ["SCHEMA_DRIFT"],
+    "No table appeared and no column (name, type) changed since the last verified dump. Fails "
+    "at WARN severity (informational); a table that disappeared fails the row-count check.",
+)
 
-ALL_CHECKS = [offsite_check, size_guard_check, restore_check, row_count_check, orphan_check]
+ALL_CHECKS = [
+    offsite_check,
+    size_guard_check,
+    transfer_check,
+    restore_check,
+    row_count_check,
+    orphan_check,
+]
+ALL_CHECKS += [restore_budget_check, schema_drift_check]  # the WARN-level RTO and schema checks
+# issue 19: the restored counts against the producer's manifest (defs/manifest_check.py)
+manifest_count_check = check_spec(
+    "restored_rows_match_manifest",
+    "restored_db",  # F2's stage; evaluated after row_count_report, whose counts it reads
+    ["DUMP_INCOMPLETE"],
+    "F2 (the dump is missing data): every restored table has exactly the rows the producer's "
+    "manifest counted in pg_dump's own snapshot, and the same tables. Tables the manifest only "
+    "estimated (reltuples) are not compared. No manifest beside the dump: passes, saying so.",
+)
+ALL_CHECKS += [manifest_count_check]
 EXPECTED_CHECK_KEYS = [spec.key for spec in ALL_CHECKS]

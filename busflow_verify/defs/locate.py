@@ -6,7 +6,7 @@ import dagster as dg
 
 from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.store import DumpObject, locate_with_fallback
+from busflow_verify.core.store import DumpObject, covered_by_mirror, locate_with_fallback
 from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
@@ -54,11 +54,7 @@ def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
     )
     yield dg.Output(dump, metadata=dump_metadata(dump))
     for outage in outages:
-        outage.severity = "info"
-        outage.next_step = (
-            "Informational: the fallback served the dump. Log the Hetzner outage; "
-            "past 24 h it needs a DPIA note (F5 steps 1 and 3)."
-        )
+        covered_by_mirror(outage, dump.endpoint)
     yield check_result(
         offsite_check,
         outages,

@@ -1,16 +1,18 @@
 """Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
 
-import time
-
 import dagster as dg
 
+from busflow_verify.core.drift import SchemaDrift, column_signatures, schema_drift
 from busflow_verify.core.rowcounts import compare, vacuum_and_count
 from busflow_verify.core.sizeguard import triage
-from busflow_verify.defs.checks import row_count_check
+from busflow_verify.core.verdict import RunFacts
+from busflow_verify.defs.checks import row_count_check, schema_drift_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
+from busflow_verify.defs.manifest_check import manifest_source_counts
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.plots import row_count_plots
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
 from busflow_verify.defs.run_history import last_verified
 
@@ -23,6 +25,12 @@ DELTA_COLUMNS = [
     ("tolerance", "string", "verify.yaml: max drop / max growth"),
     ("status", "string", "ok, dropped, grew, missing (gone since) or new (no baseline)"),
 ]
+DRIFT_COLUMNS = [
+    ("table", "string", "schema.table"),
+    ("change", "string", "appeared, disappeared or columns changed since the last verified dump"),
+    ("columns", "string", "column old type -> new type; +added type; -removed type"),
+]
+COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: the next run's base
 
 
 @dg.asset(
@@ -31,7 +39,7 @@ DELTA_COLUMNS = [
     kinds={"postgres"},
     deps=["restored_db"],
     ins={"size_guard": dg.AssetIn("size_check")},
-    check_specs=[row_count_check],
+    check_specs=[row_count_check, schema_drift_check],
     description=describe(
         4,
         "VACUUM ANALYZE and row counts",
@@ -39,8 +47,9 @@ DELTA_COLUMNS = [
         "compare with the last verified dump (the newest earlier partition whose checks all "
         "passed) within verify.yaml's row_counts tolerances; the deltas table has one row per "
         "table. When the size guard failed, it also triages F1: did the largest tables' rows "
-        "move in proportion to the size?",
-        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK"],
+        "move in proportion to the size? The schema_drift table lists the tables that appeared "
+        "or disappeared and the columns (name, type) that changed since the last verified dump.",
+        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK", "SCHEMA_DRIFT"],
     ),
 )
 def row_count_report(
@@ -51,15 +60,23 @@ def row_count_report(
 ):
     config = verify_settings.verify_config()
     tolerances = config.row_counts
-    started = time.monotonic()
+    timings: dict = {}
+    connect = restore_target.session.connect
     counts = vacuum_and_count(
-        restore_target.session.connect, restore_target.parallel_jobs(), report=context.log.info
+        connect, restore_target.parallel_jobs(), report=context.log.info, timings=timings
     )
     context.log.info(
         f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
-        f"ANALYZE and count in {time.monotonic() - started:.1f} s)"
+        f"ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
     )
     baseline = last_verified(context.instance, context.partition_key)
+    columns = column_signatures(connect)
+    drift = schema_drift(
+        columns,
+        _baseline_columns(context.instance, baseline),
+        baseline.row_counts if baseline else None,
+        baseline.partition if baseline else None,
+    )
     report = compare(
         counts,
         baseline.row_counts if baseline else None,
@@ -81,6 +98,7 @@ def row_count_report(
             baseline.row_counts if baseline else None,
             config.size_guard.largest_tables,
             config.size_guard.proportionality_tolerance,
+            source_counts=manifest_source_counts(context),  # issue 19: F1 step 1 literally
         )
         context.log.warning(f"F1 triage: {f1['conclusion']}")
     yield dg.Output(
@@ -99,10 +117,52 @@ def row_count_report(
                 }
             ),
             "deltas": dg.MetadataValue.json(report.rows()),
+            "schema_drift_table": table(DRIFT_COLUMNS, drift.rows()),
+            "schema_drift": dg.MetadataValue.json(drift.to_dict()),
+            COLUMN_SIGNATURE_KEY: dg.MetadataValue.json(columns),
+            **row_count_plots(counts, config.size_guard.largest_tables, timings),
         },
     )
     yield check_result(
         row_count_check, report.findings, {"baseline": baseline_note}, passed_note=baseline_note
+    )
+    yield _drift_result(drift, baseline_note)
+
+
+def _baseline_columns(instance: dg.DagsterInstance, baseline: RunFacts | None) -> dict | None:
+    """The column signature the last verified dump's row-count report recorded, or None."""
+    if baseline is None:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("row_count_report"), asset_partitions=[baseline.partition]
+        ),
+        limit=20,
+    ).records
+    for record in records:
+        if record.run_id == baseline.run_id:
+            signature = record.asset_materialization.metadata.get(COLUMN_SIGNATURE_KEY)
+            return signature.value if signature is not None else None
+    return None
+
+
+def _drift_result(drift: SchemaDrift, baseline_note: str) -> dg.AssetCheckResult:
+    """New tables and changed columns: a notice (WARN); a table gone is the row-count check's."""
+    return check_result(
+        schema_drift_check,
+        drift.findings,
+        {
+            "tables_appeared": len(drift.appeared),
+            "tables_disappeared": len(drift.disappeared),
+            "tables_with_changed_columns": len(drift.changed),
+            "columns_compared": drift.columns_compared,
+        },
+        passed_note=(
+            "no table appeared and no column changed; " + baseline_note
+            if drift.baseline_partition
+            else baseline_note
+        ),
+        severity=dg.AssetCheckSeverity.WARN,
     )
 
 

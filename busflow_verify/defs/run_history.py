@@ -14,6 +14,7 @@ from dagster._core.events import DagsterEventType
 
 from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, Verdict, build_verdict, is_verified
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
@@ -101,6 +102,9 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
     while root is not None and root.cause is not None:  # the user code's error, not Dagster's wrap
         root = root.cause
     message = (root.message.strip().splitlines() or [""])[0] if root else "unknown error"
+    text = f"{root.cls_name}: {root.message}" if root else ""
+    if fault := host_fault(text, f"step {step_key}", where="the host of the restored database"):
+        return fault.to_dict()  # a full disk at VACUUM, a count, the sweep: the host's
     return Finding(
         "VERIFY_JOB_ERROR",
         f"step {step_key} crashed: {message[:500]}",
@@ -171,3 +175,25 @@ def last_verified(
         if is_verified(facts):
             return facts
     return None
+
+
+RESTORED_BYTES_KEY, DUMP_BYTES_KEY = "restored_bytes", "dump_bytes"
+
+
+def restored_size_history(
+    instance: dg.DagsterInstance, before_partition: str, limit: int = 14
+) -> list[tuple[int, int]]:
+    """(dump bytes, restored bytes) of the latest restores of earlier partitions that measured
+    both (the free-space estimate's history, core/diskspace.py)."""
+    records = instance.fetch_materializations(dg.AssetKey("restored_db"), limit=limit * 3).records
+    found: dict[str, tuple[int, int]] = {}
+    for record in records:  # newest first
+        materialization = record.asset_materialization
+        partition = materialization.partition if materialization else None
+        if not partition or partition >= before_partition or partition in found:
+            continue
+        meta = _plain(materialization.metadata)
+        dumped, restored = meta.get(DUMP_BYTES_KEY), meta.get(RESTORED_BYTES_KEY)
+        if isinstance(dumped, (int, float)) and isinstance(restored, (int, float)):
+            found[partition] = (int(dumped), int(restored))
+    return [found[p] for p in sorted(found, reverse=True)[:limit]]

@@ -10,6 +10,7 @@ from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
+from busflow_verify.defs.plots import orphan_plots
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
 
 ORPHAN_COLUMNS = [
@@ -65,6 +66,7 @@ def orphan_report(
             "orphans_table": _orphans_table(rows),
             "soft_fks": len(rows),
             "orphans": dg.MetadataValue.json(rows),
+            **orphan_plots(context, rows),  # the Plots tab (defs/plots.py)
         },
     )
     yield check_result(

@@ -24,12 +24,14 @@ import yaml
 
 from busflow_verify import cli
 from busflow_verify.core import config as cfg
+from busflow_verify.core.manifest import manifest_key
 from busflow_verify.demo.busflow_db import write_nightly_dumps
 from busflow_verify.demo.s3server import RcloneS3Server
 
 BUCKET = "busflow-backups"
 DAYS = 7
 PLANTED_DAYS_AGO = 3
+LOST_ROWS_DAYS_AGO = 5  # issue 19: a dump that lacks rows its manifest counted
 # The demo's dumps are a few hundred KB, so the 10 GB floor is scaled down to fit them; every
 # other threshold is the shipped configuration.
 DEMO_MIN_BYTES = 10_000
@@ -72,6 +74,7 @@ class Demo:
     config: Path
     today: dt.date
     planted: dt.date
+    lost_rows: dt.date | None = None
 
 
 def build(root: Path) -> Demo:
@@ -79,17 +82,22 @@ def build(root: Path) -> Demo:
     today = dt.datetime.now(dt.UTC).date()
     dates = [today - dt.timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
     planted = today - dt.timedelta(days=PLANTED_DAYS_AGO)
+    lost = today - dt.timedelta(days=LOST_ROWS_DAYS_AGO)
     s3_root, home, config = _prepare(root)
     started = time.monotonic()
     print(
         f"building {DAYS} nightly dumps ({dates[0]} .. {dates[-1]}); {planted} has a planted "
-        "orphan surge (an application bug deleted referenced bookings)"
+        "orphan surge (an application bug deleted referenced bookings); each dump is taken by "
+        f"`busflow-verify dump` with its manifest; {lost}'s dump lacks 2% of the messages its "
+        "manifest counted"
     )
-    paths = write_nightly_dumps(s3_root / BUCKET, dates, planted={planted: "orphan_surge"})
+    paths = write_nightly_dumps(
+        s3_root / BUCKET, dates, planted={planted: "orphan_surge", lost: "lost_rows"}
+    )
     for path in paths:
-        print(f"  {path.name}  {path.stat().st_size:,} bytes")
+        print(f"  {path.name}  {path.stat().st_size:,} bytes  (+ {manifest_key(path.name)})")
     print(f"  ({time.monotonic() - started:.1f} s)")
-    return Demo(s3_root, home, config, today, planted)
+    return Demo(s3_root, home, config, today, planted, lost)
 
 
 @contextlib.contextmanager
@@ -128,7 +136,21 @@ def verify_demo_dates(demo: Demo) -> tuple[int, int]:
     print(f"exit {newest}\n\n=== the date with a planted problem ({demo.planted}) ===")
     problem = _verify(demo.planted)
     print(f"exit {problem}")
+    if demo.lost_rows is not None and _lost_rows_caught(demo) != 1:
+        problem = 0  # the manifest's counts did not catch the dump that lost rows
     return newest, problem
+
+
+def _lost_rows_caught(demo: Demo) -> int:
+    """Issue 19: the dump that lacks rows its manifest counted, after a baseline of its own (so
+    the row-count tolerance had something to compare with, and passed it)."""
+    baseline = demo.lost_rows - dt.timedelta(days=1)
+    code = _verify(baseline, quiet=True)
+    print(f"\nverified {baseline} first, as the row-count baseline (exit {code})")
+    print(f"\n=== a dump missing rows its manifest counted ({demo.lost_rows}) ===")
+    code = _verify(demo.lost_rows)
+    print(f"exit {code}")
+    return code
 
 
 def main() -> int:

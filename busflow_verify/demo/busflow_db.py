@@ -19,13 +19,16 @@ Everything is deterministic from the seed and set-based SQL (no per-row round tr
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import subprocess
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from busflow_verify.core.manifest import Manifest, manifest_key
 from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.producer import produce, write_atomically
 
 DATABASE = "busflow"  # the nightly dumps' source database (and the source cluster's pg_cron one)
 TENANTS = 20
@@ -120,6 +123,12 @@ PLANTED = {
     """,
     # 40% of the messages are gone
     "mass_delete": "DELETE FROM communications.messages WHERE id %% 5 IN (1, 3)",
+}
+# Planted after the manifest was taken (issue 19): the night's manifest counted every message,
+# the dump that ships with it lacks 2% of them (a pg_dump that silently lost rows). Its size and
+# SHA-256 are the dump's, so only the restored counts against the manifest's can tell.
+AFTER_MANIFEST = {
+    "lost_rows": "DELETE FROM communications.messages WHERE id % 50 = 7",
 }
 
 # What each of production's extensions adds to the night's database (run after POPULATE). The
@@ -230,14 +239,19 @@ def write_nightly_dumps(
     planted: dict[dt.date, str] | None = None,
     fmt: str = "custom",
     hhmm: str = "0100",
+    manifests: bool = True,
 ) -> list[Path]:
-    """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump."""
+    """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump.
+
+    Custom-format dumps are taken by `busflow-verify dump`'s producer (core/producer.py), with
+    the manifest beside each (`manifests=False`: plain pg_dump, no manifest, as older nights)."""
     formats = {"custom": "-Fc", "plain": "-Fp"}
     if fmt not in formats:
         raise ValueError(f"unknown dump format {fmt!r}; known: {sorted(formats)}")
-    unknown = {p for p in (planted or {}).values() if p not in PLANTED}
+    known = {**PLANTED, **AFTER_MANIFEST}
+    unknown = {p for p in (planted or {}).values() if p not in known}
     if unknown:
-        raise ValueError(f"unknown planted problem(s) {sorted(unknown)}; known: {sorted(PLANTED)}")
+        raise ValueError(f"unknown planted problem(s) {sorted(unknown)}; known: {sorted(known)}")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     planted = planted or {}
@@ -247,12 +261,46 @@ def write_nightly_dumps(
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         target = pg.conninfo(DATABASE)
         for index, date in enumerate(dates):
+            problem = planted.get(date)
             with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
-                build_day(conn, index, scale=scale, seed=seed, planted=planted.get(date))
+                build_day(
+                    conn,
+                    index,
+                    scale=scale,
+                    seed=seed,
+                    planted=problem if problem in PLANTED else None,
+                )
             path = dest_dir / f"pg_dump_{date:%Y%m%d}_{hhmm}.dump"
-            argv = [pg.tool("pg_dump"), formats[fmt], *target.libpq_args(), "-f", str(path)]
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"pg_dump for {date} failed: {proc.stderr.strip()}")
+            if fmt == "custom" and manifests:  # the producer: dump + manifest, one snapshot
+                produce(_dsn(target), path)
+                if problem in AFTER_MANIFEST:
+                    _lose_rows_after_manifest(pg, target, path, AFTER_MANIFEST[problem])
+            else:
+                _pg_dump(pg, target, formats[fmt], path)
             paths.append(path)
     return paths
+
+
+def _dsn(target) -> str:
+    return f"host={target.host} port={target.port} user={target.user} dbname={target.dbname}"
+
+
+def _pg_dump(pg: DisposablePostgres, target, flag: str, path: Path) -> None:
+    argv = [pg.tool("pg_dump"), flag, *target.libpq_args(), "-f", str(path)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dump of {path.name} failed: {proc.stderr.strip()}")
+
+
+def _lose_rows_after_manifest(pg: DisposablePostgres, target, path: Path, statement: str) -> None:
+    """The manifest stays as the producer wrote it (every row counted); the dump beside it is
+    re-taken after `statement` removed rows, and the manifest's size and SHA-256 are made the new
+    dump's, so the transfer checks pass and only the counts can tell."""
+    with psycopg.connect(**target.kwargs(), autocommit=True) as conn:
+        conn.execute(statement)
+    _pg_dump(pg, target, "-Fc", path)
+    manifest_path = Path(manifest_key(str(path)))
+    manifest = Manifest.from_json(manifest_path.read_bytes(), str(manifest_path))
+    data = path.read_bytes()
+    manifest.size_bytes, manifest.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    write_atomically(manifest_path, manifest.to_json())

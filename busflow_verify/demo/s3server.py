@@ -44,7 +44,14 @@ class RcloneS3Server:
     a stop/restart cycle (a simulated outage) leaves nothing behind.
     """
 
-    def __init__(self, root: Path, access_key: str = "busflow-test", secret_key: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        access_key: str = "busflow-test",
+        secret_key: str | None = None,
+        etag_hash: str = "",  # "MD5": ETags are the objects' MD5s, as on S3 (reads each object)
+    ):
+        self.etag_hash = etag_hash
         self.root = Path(root)
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
@@ -89,7 +96,7 @@ class RcloneS3Server:
                 "--dir-cache-time",
                 "0s",  # buckets made after start are seen at once
                 "--etag-hash",
-                "",  # no MD5 ETag: it would read a whole (sparse, 11 GB) file per HEAD
+                self.etag_hash,  # default none: MD5 would read a whole (sparse, 11 GB) file per HEAD
                 "--config",
                 "/dev/null",
             ],

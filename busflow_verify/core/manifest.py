@@ -1,0 +1,330 @@
+"""The dump's manifest: the source's own numbers, taken in pg_dump's snapshot.
+
+`busflow-verify dump` (core/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
+`pg_dump_YYYYMMDD_HHMM.dump`: the server's and pg_dump's versions, the extensions, every user
+table with its row count in the very snapshot pg_dump read (exact, or `reltuples` where the
+producer was told to estimate), and the dump's size and SHA-256 computed while it was written.
+Verify reads it back (`fetch_manifest`): the download is checked against size and SHA-256, the
+restored counts against the exact counts.
+
+Plain Python; no Dagster. A manifest that does not parse or lacks a field raises ManifestError
+naming the object and the field; an absent manifest is None (older dumps have none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+DUMP_SUFFIX = ".dump"
+MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest of 100 000 tables is a few MB
+
+EXACT = "exact"  # count(*) in the snapshot
+ESTIMATE = "reltuples"  # pg_class.reltuples: an estimate, never compared exactly
+COUNT_METHODS = (EXACT, ESTIMATE)
+COUNT_MODES = ("exact", "listed")  # every table exact, or only the listed ones
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TABLE = re.compile(r"^[^.]+\..+$")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used: names where it came from and the field at fault."""
+
+    def __init__(self, source: str, field_name: str, problem: str):
+        self.source = source
+        self.field = field_name
+        self.problem = problem
+        super().__init__(f"manifest {source}: field {field_name!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class TableCount:
+    rows: int
+    method: str  # EXACT or ESTIMATE
+
+    @property
+    def exact(self) -> bool:
+        return self.method == EXACT
+
+
+@dataclass
+class Manifest:
+    dump: str  # the dump's file/object name (basename)
+    taken_at: str  # ISO 8601 UTC, when the snapshot was exported
+    snapshot: str  # pg_export_snapshot()'s id, which pg_dump --snapshot used
+    database: str
+    server_version: str  # SHOW server_version
+    server_version_num: int
+    pg_dump_version: str  # "pg_dump (PostgreSQL) 18.6" → "18.6"
+    pg_dump_bin: str  # which pg_dump wrote the dump (its bin dir)
+    extensions: dict[str, str]  # name → installed version
+    count_mode: str  # "exact" (all tables) or "listed" (exact for the listed, reltuples else)
+    tables: dict[str, TableCount]  # "schema.table" → count
+    size_bytes: int
+    sha256: str  # hex, of the dump's bytes
+    format_version: int = FORMAT_VERSION
+    dump_format: str = "custom"
+    notes: list[str] = field(default_factory=list)
+
+    def exact_counts(self) -> dict[str, int]:
+        return {t: c.rows for t, c in self.tables.items() if c.exact}
+
+    def estimated_tables(self) -> list[str]:
+        return sorted(t for t, c in self.tables.items() if not c.exact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "dump": self.dump,
+            "dump_format": self.dump_format,
+            "taken_at": self.taken_at,
+            "snapshot": self.snapshot,
+            "database": self.database,
+            "server_version": self.server_version,
+            "server_version_num": self.server_version_num,
+            "pg_dump_version": self.pg_dump_version,
+            "pg_dump_bin": self.pg_dump_bin,
+            "extensions": dict(sorted(self.extensions.items())),
+            "count_mode": self.count_mode,
+            "tables": {
+                t: {"rows": c.rows, "method": c.method} for t, c in sorted(self.tables.items())
+            },
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "notes": list(self.notes),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<manifest>") -> Manifest:
+        return _parse(data, source)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "<manifest>") -> Manifest:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(source, "(document)", f"not JSON: {exc}") from None
+        return _parse(data, source)
+
+
+def manifest_key(dump_key: str) -> str:
+    """The manifest's key (or path) beside a dump: `.dump` replaced by `.manifest.json`."""
+    if dump_key.endswith(DUMP_SUFFIX):
+        return dump_key[: -len(DUMP_SUFFIX)] + MANIFEST_SUFFIX
+    return dump_key + MANIFEST_SUFFIX
+
+
+def fetch_manifest(client, bucket: str, dump_key: str) -> Manifest | None:
+    """The manifest beside `dump_key` in `bucket` (a boto3 S3 client), or None when there is none
+    (NoSuchKey / 404: older dumps have none). A manifest that is malformed raises ManifestError
+    naming the key and the field; any other S3 error propagates as boto3 raised it (the caller
+    classifies endpoint errors as it does for the dump)."""
+    from botocore.exceptions import ClientError
+
+    key = manifest_key(dump_key)
+    source = f"s3://{bucket}/{key}"
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return None
+        raise
+    body = response["Body"]
+    try:
+        length = response.get("ContentLength")
+        if length is not None and int(length) > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                source, "(document)", f"{length} bytes, more than {MAX_MANIFEST_BYTES}"
+            )
+        raw = body.read(MAX_MANIFEST_BYTES + 1)
+    finally:
+        body.close()
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(source, "(document)", f"more than {MAX_MANIFEST_BYTES} bytes")
+    return Manifest.from_json(raw, source)
+
+
+def read_manifest_file(path: str) -> Manifest:
+    with open(path, "rb") as fh:
+        return Manifest.from_json(fh.read(), str(path))
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _req(data: dict, name: str, kind: type | tuple[type, ...], source: str) -> Any:
+    if name not in data:
+        raise ManifestError(source, name, "missing")
+    value = data[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ManifestError(source, name, f"expected {_names(kinds)}, got a boolean")
+    if not isinstance(value, kinds):
+        raise ManifestError(source, name, f"expected {_names(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(
+        {"str": "a string", "int": "an integer", "dict": "an object"}.get(k.__name__, k.__name__)
+        for k in kinds
+    )
+
+
+def _parse(data: Any, source: str) -> Manifest:
+    if not isinstance(data, dict):
+        raise ManifestError(source, "(document)", "expected a JSON object")
+    version = _req(data, "format_version", int, source)
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            source, "format_version", f"{version} is not supported (this verifier reads 1)"
+        )
+    size = _req(data, "size_bytes", int, source)
+    if size < 0:
+        raise ManifestError(source, "size_bytes", f"{size} is negative")
+    sha = _req(data, "sha256", str, source)
+    if not _SHA256.match(sha):
+        raise ManifestError(source, "sha256", "expected 64 lowercase hex digits")
+    count_mode = _req(data, "count_mode", str, source)
+    if count_mode not in COUNT_MODES:
+        raise ManifestError(source, "count_mode", f"{count_mode!r} is not one of {COUNT_MODES}")
+    raw_tables = _req(data, "tables", dict, source)
+    tables: dict[str, TableCount] = {}
+    for name, entry in raw_tables.items():
+        where = f"tables.{name}"
+        if not _TABLE.match(name):
+            raise ManifestError(source, where, "a table is named schema.table")
+        if not isinstance(entry, dict):
+            raise ManifestError(source, where, "expected an object with rows and method")
+        rows = entry.get("rows")
+        if rows is None:
+            raise ManifestError(source, f"{where}.rows", "missing")
+        if isinstance(rows, bool) or not isinstance(rows, int):
+            raise ManifestError(source, f"{where}.rows", "expected an integer")
+        method = entry.get("method")
+        if method not in COUNT_METHODS:
+            raise ManifestError(
+                source, f"{where}.method", f"{method!r} is not one of {COUNT_METHODS}"
+            )
+        if rows < 0 and method == EXACT:
+            raise ManifestError(source, f"{where}.rows", f"{rows} is negative")
+        tables[name] = TableCount(rows=rows, method=method)
+    extensions = _req(data, "extensions", dict, source)
+    for name, ext_version in extensions.items():
+        if not isinstance(ext_version, str):
+            raise ManifestError(source, f"extensions.{name}", "expected a version string")
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ManifestError(source, "notes", "expected a list of strings")
+    return Manifest(
+        format_version=version,
+        dump=_req(data, "dump", str, source),
+        dump_format=str(data.get("dump_format", "custom")),
+        taken_at=_req(data, "taken_at", str, source),
+        snapshot=_req(data, "snapshot", str, source),
+        database=_req(data, "database", str, source),
+        server_version=_req(data, "server_version", str, source),
+        server_version_num=_req(data, "server_version_num", int, source),
+        pg_dump_version=_req(data, "pg_dump_version", str, source),
+        pg_dump_bin=_req(data, "pg_dump_bin", str, source),
+        extensions=dict(extensions),
+        count_mode=count_mode,
+        tables=tables,
+        size_bytes=size,
+        sha256=sha,
+        notes=list(notes),
+    )
+
+
+# -- after the restore: the restored counts against the source's -----------------------------
+
+
+@dataclass
+class CountComparison:
+    """The restored tables against the manifest's: one row per table of either side."""
+
+    rows: list[dict[str, Any]]
+    findings: list  # core.failures.Finding
+    estimated: list[str]  # in the manifest by reltuples only: not compared exactly
+
+    @property
+    def compared(self) -> int:
+        return sum(1 for r in self.rows if r["status"] in ("ok", "differs"))
+
+
+def compare_counts(manifest: Manifest, restored: dict[str, int], source: str) -> CountComparison:
+    """Every exact count of the manifest against the restored one; tables on one side only are
+    named too. Any difference is F2 DUMP_INCOMPLETE (the dump is missing data)."""
+    from busflow_verify.core.failures import Finding
+
+    rows, differs, absent, extra = [], [], [], []
+    for table in sorted(set(manifest.tables) | set(restored)):
+        count = manifest.tables.get(table)
+        got = restored.get(table)
+        if count is None:
+            status = "not in manifest"
+            extra.append(table)
+        elif got is None:
+            status = "not restored"
+            absent.append(table)
+        elif not count.exact:
+            status = "estimate"
+        elif got != count.rows:
+            status = "differs"
+            differs.append((table, count.rows, got))
+        else:
+            status = "ok"
+        rows.append(
+            {
+                "table": table,
+                "source": count.rows if count else None,
+                "method": count.method if count else None,
+                "restored": got,
+                "delta": got - count.rows if count and count.exact and got is not None else None,
+                "status": status,
+            }
+        )
+    findings = []
+    taken = f"the source's counts in pg_dump's snapshot ({manifest.taken_at}, {source})"
+    if differs:
+        listed = "; ".join(f"{t}: source {s:,} rows, restored {r:,}" for t, s, r in differs)
+        findings.append(
+            Finding(
+                "DUMP_INCOMPLETE",
+                f"{len(differs)} restored table(s) differ from {taken}: {listed}",
+                {
+                    "cause": "row_count_mismatch",
+                    "manifest": source,
+                    "tables": [{"table": t, "source": s, "restored": r} for t, s, r in differs],
+                },
+            )
+        )
+    if absent:
+        findings.append(
+            Finding(
+                "DUMP_INCOMPLETE",
+                f"{len(absent)} table(s) of the manifest were not restored: {', '.join(absent)} "
+                f"({taken} has them)",
+                {"cause": "table_not_restored", "manifest": source, "tables": absent},
+            )
+        )
+    if extra:
+        findings.append(
+            Finding(
+                "DUMP_INCOMPLETE",
+                f"{len(extra)} restored table(s) are not in the manifest: {', '.join(extra)} "
+                f"(the dump and {source} do not describe the same snapshot)",
+                {"cause": "table_not_in_manifest", "manifest": source, "tables": extra},
+            )
+        )
+    return CountComparison(rows, findings, manifest.estimated_tables())

@@ -1,0 +1,280 @@
+"""`busflow-verify dump`: pg_dump plus the manifest, both from one snapshot of the source.
+
+One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `pg_dump -Fc
+--snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
+PATH, while the same transaction counts the rows of every user table. So the counts are the rows
+the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
+(core/manifest.py) is written beside the dump atomically (temp file + rename); a failed pg_dump
+leaves neither dump nor manifest, and says why.
+
+Plain Python, no Dagster. The DSN's password reaches pg_dump only as PGPASSWORD in its
+environment (core/pgcluster.py child_env: nothing else of ours), never on its command line, in
+the manifest, or in an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from busflow_verify.core.manifest import ESTIMATE, EXACT, Manifest, TableCount, manifest_key
+from busflow_verify.core.pgcluster import child_env
+from busflow_verify.core.rowcounts import USER_TABLE_FILTER
+
+CHUNK = 1024 * 1024
+
+_TABLES = f"""
+SELECT n.nspname, c.relname,
+       CASE WHEN c.relkind = 'r' THEN c.reltuples::bigint
+            ELSE (SELECT coalesce(sum(p.reltuples) FILTER (WHERE p.reltuples >= 0), -1)::bigint
+                  FROM pg_catalog.pg_partition_tree(c.oid) t
+                  JOIN pg_catalog.pg_class p ON p.oid = t.relid WHERE p.relkind = 'r') END
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE {USER_TABLE_FILTER}
+ORDER BY 1, 2
+"""
+
+
+class ProducerError(RuntimeError):
+    """The dump could not be produced; nothing was left at the output path."""
+
+
+@dataclass
+class DumpResult:
+    dump_path: Path
+    manifest_path: Path
+    manifest: Manifest
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def split_dsn(dsn: str) -> tuple[str, str | None]:
+    """The DSN without its password (for pg_dump's --dbname) and the password (for PGPASSWORD)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ProducerError("the --dsn is not a valid libpq connection string or URI") from None
+    password = params.pop("password", None) or os.environ.get("PGPASSWORD") or None
+    return make_conninfo(**{k: str(v) for k, v in params.items()}), password
+
+
+def pick_pg_dump(source_major: int, explicit: str | None = None) -> tuple[Path, str]:
+    """pg_dump of the newest installed server (core/servers.py), which must be at least the
+    source's major (pg_dump refuses newer servers); its bin dir and version."""
+    from busflow_verify.core.servers import installed
+
+    servers = installed(explicit)
+    for server in servers:
+        tool = server.bin_dir / "pg_dump"
+        if tool.exists() and server.major >= source_major:
+            out = subprocess.run(
+                [str(tool), "--version"], capture_output=True, text=True, env=child_env()
+            )
+            match = re.search(r"(\d+(?:\.\d+)+)", out.stdout)
+            return tool, match[1] if match else server.version
+        break  # newest first: when the newest is too old, every other is too
+    found = ", ".join(s.label for s in servers) or "none"
+    raise ProducerError(
+        f"no pg_dump of major {source_major} or newer is installed (found: {found}); pg_dump "
+        "cannot dump a newer server: install that PostgreSQL (make install) or pass --pg-bin"
+    )
+
+
+def _validate_tables(names: list[str]) -> list[str]:
+    for name in names:
+        if not re.match(r"^[^.\s]+\.[^.\s]+$", name):
+            raise ProducerError(f"--exact-tables: {name!r} is not schema.table")
+    return names
+
+
+def produce(
+    dsn: str,
+    out: str | Path,
+    exact_tables: list[str] | None = None,
+    pg_bin: str | None = None,
+    log=None,
+) -> DumpResult:
+    """Dump the source at `dsn` to `out` (custom format) and write the manifest beside it.
+
+    `exact_tables` None: every table is counted exactly. A list: those tables exactly (each
+    must exist), the others by pg_class.reltuples, marked as estimates in the manifest.
+    """
+    log = log or (lambda line: None)
+    started = time.monotonic()
+    out = Path(out)
+    if not out.name.endswith(".dump"):
+        raise ProducerError(f"--out {out}: the dump's name ends in .dump (pg_dump_YYYYMMDD_HHMM)")
+    manifest_path = Path(manifest_key(str(out)))
+    listed = _validate_tables(list(exact_tables)) if exact_tables is not None else None
+    conninfo, password = split_dsn(dsn)
+    pg_env = child_env({"PGPASSWORD": password} if password else None)
+    timings: dict[str, float] = {}
+    try:
+        conn = psycopg.connect(dsn, autocommit=False, application_name="busflow-verify dump")
+    except psycopg.Error as exc:
+        raise ProducerError(f"cannot connect to the source: {_first_line(exc)}") from None
+    try:
+        with conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            # like pg_dump: an error rather than rows silently hidden by row-level security
+            conn.execute("SET LOCAL row_security = off")
+            snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+            taken_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+            version, version_num, database = conn.execute(
+                "SELECT current_setting('server_version'), "
+                "current_setting('server_version_num')::int, current_database()"
+            ).fetchone()
+            extensions = dict(
+                conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension").fetchall()
+            )
+            tables = conn.execute(_TABLES).fetchall()
+            names = {f"{s}.{t}" for s, t, _ in tables}
+            if listed is not None and (unknown := sorted(set(listed) - names)):
+                raise ProducerError(
+                    f"--exact-tables: no such table in the source: {', '.join(unknown)}"
+                )
+            tool, dump_version = pick_pg_dump(version_num // 10000, pg_bin)
+            log(f"snapshot {snapshot} of {database} (PostgreSQL {version}); {tool} {dump_version}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            partial = out.with_name(out.name + ".partial")
+            command = [str(tool), "-Fc", f"--snapshot={snapshot}", f"--dbname={conninfo}"]
+            with tempfile.TemporaryFile() as stderr, open(partial, "wb") as sink:
+                proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=pg_env)
+                hashed: dict = {}
+                reader = threading.Thread(target=_hash_into, args=(proc.stdout, sink, hashed))
+                reader.start()
+                try:
+                    t0 = time.monotonic()
+                    counts = _count(conn, tables, listed)
+                    timings["count_seconds"] = round(time.monotonic() - t0, 3)
+                except BaseException:
+                    proc.kill()
+                    reader.join()
+                    proc.wait()
+                    partial.unlink(missing_ok=True)
+                    raise
+                reader.join()
+                code = proc.wait()
+                timings["pg_dump_seconds"] = round(time.monotonic() - t0, 3)
+                stderr.seek(0)
+                errors = stderr.read().decode(errors="replace").strip()
+            if code != 0 or "error" in hashed:
+                partial.unlink(missing_ok=True)
+                lines = errors.splitlines()
+                why = (
+                    [hashed["error"]]
+                    if "error" in hashed
+                    else [ln for ln in lines if "error" in ln.lower()][:1] or lines[-1:] or ["?"]
+                )
+                raise ProducerError(
+                    f"pg_dump failed (exit status {code}): {''.join(why)[:500]}; no dump and no "
+                    f"manifest were written to {out}"
+                )
+    except psycopg.Error as exc:
+        with contextlib.suppress(FileNotFoundError):
+            out.with_name(out.name + ".partial").unlink()
+        raise ProducerError(
+            f"the source failed during the snapshot: {_first_line(exc)}; no dump and no manifest "
+            f"were written to {out}"
+        ) from None
+    os.replace(partial, out)
+    manifest = Manifest(
+        dump=out.name,
+        taken_at=taken_at,
+        snapshot=snapshot,
+        database=database,
+        server_version=version,
+        server_version_num=version_num,
+        pg_dump_version=dump_version,
+        pg_dump_bin=str(tool.parent),
+        extensions=extensions,
+        count_mode="exact" if listed is None else "listed",
+        tables=counts,
+        size_bytes=hashed["size"],
+        sha256=hashed["sha256"],
+    )
+    write_atomically(manifest_path, manifest.to_json())
+    seconds = round(time.monotonic() - started, 3)
+    log(
+        f"wrote {out} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256[:12]}…) and "
+        f"{manifest_path.name} ({len(counts)} tables) in {seconds} s"
+    )
+    return DumpResult(out, manifest_path, manifest, seconds, timings)
+
+
+def _hash_into(stream, sink, result: dict) -> None:
+    """pg_dump's stdout to the file, hashed and counted on the way."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+            sink.write(chunk)
+            size += len(chunk)
+        sink.flush()
+        os.fsync(sink.fileno())
+    except OSError as exc:
+        result["error"] = f"writing the dump: {exc}"
+        with contextlib.suppress(Exception):
+            while stream.read(CHUNK):  # let pg_dump finish rather than block on a full pipe
+                pass
+    result.update(sha256=digest.hexdigest(), size=size)
+
+
+def _count(conn, tables, listed: list[str] | None) -> dict[str, TableCount]:
+    counts = {}
+    for schema, table, estimate in tables:
+        name = f"{schema}.{table}"
+        if listed is None or name in listed:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+            counts[name] = TableCount(conn.execute(query).fetchone()[0], EXACT)
+        else:
+            counts[name] = TableCount(int(estimate), ESTIMATE)
+    return counts
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`text` at `path`, whole or not at all (a temp file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def upload(client, bucket: str, prefix: str, result: DumpResult) -> list[str]:
+    """Both objects into the bucket verify reads (a boto3 client), the dump first and the
+    manifest last, so a manifest is never there without its dump. Returns the keys."""
+    dump_key = f"{prefix}{result.dump_path.name}"
+    client.upload_file(str(result.dump_path), bucket, dump_key)
+    key = manifest_key(dump_key)
+    client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=result.manifest_path.read_bytes(),
+        ContentType="application/json",
+    )
+    return [dump_key, key]

@@ -1,0 +1,130 @@
+"""`busflow-verify status` and `history`: read from the Dagster instance (DagsterInstance APIs
+only, so SQLite and PostgreSQL run storage alike) and the backup store's pointer.
+
+Formatting is core/history.py; the dead-man's switch is core/deadman.py and defs/deadman.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import dagster as dg
+
+from busflow_verify.core import config as cfg
+from busflow_verify.core.cronschedule import next_run
+from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.deadman import DeadmanState, age_of
+from busflow_verify.core.history import history_row
+from busflow_verify.core.pointer import read_pointer
+from busflow_verify.defs import environment
+from busflow_verify.defs.alerts import OUTBOX_DIR
+from busflow_verify.defs.deadman import latest_runs_by_partition, max_age, observe
+from busflow_verify.defs.run_history import (
+    JOB_NAME,
+    PARTITION_TAG,
+    primary_down_since,
+    run_facts,
+    verdict_for_run,
+)
+from busflow_verify.defs.schedules import backup_verify_schedule
+
+UTC = dt.timezone.utc
+
+
+def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None) -> list:
+    """One row per date of the last `days` days (UTC), newest first: the date's latest
+    completed run."""
+    now = now or dt.datetime.now(UTC)
+    first = (now.date() - dt.timedelta(days=days - 1)).isoformat()
+    largest = cfg.load_verify_config(environment.config_dir()).size_guard.largest_tables
+    rows = []
+    for partition, record in latest_runs_by_partition(instance).items():
+        if partition < first:
+            continue
+        run_id = record.dagster_run.run_id
+        rows.append(
+            history_row(run_facts(instance, run_id), verdict_for_run(instance, run_id), largest)
+        )
+    return rows
+
+
+def read_store_pointer() -> dict[str, Any]:
+    """The verified-latest pointer, as promotion reads it; an unreachable store is said, never
+    raised (and its error is named by class only: a message may carry an endpoint or a key)."""
+    from busflow_verify.defs.resources import build_resources
+
+    missing = [n for n in environment.REQUIRED[:2] if not environment.is_set(n)]
+    if missing:
+        return {"error": f"{', '.join(missing)} not set"}
+    try:
+        with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
+            store = res.backup_store
+            return read_pointer(store.primary.client(), store.bucket, store.prefix) or {}
+    except Exception as exc:
+        return {"error": f"the primary store could not be read ({type(exc).__name__})"}
+
+
+def outbox_messages(home: str) -> list[dict[str, Any]]:
+    from pathlib import Path
+
+    from busflow_verify.core.alerts import Outbox
+
+    found = []
+    for path in Outbox(Path(home) / OUTBOX_DIR).pending():
+        try:
+            message = json.loads(path.read_text())
+        except (OSError, ValueError):
+            message = {}
+        found.append(
+            {
+                "file": path.name,
+                "partition": message.get("partition"),
+                "reason": message.get("reason"),
+            }
+        )
+    return found
+
+
+def status(
+    instance: dg.DagsterInstance, pointer: dict[str, Any], now: dt.datetime | None = None
+) -> dict[str, Any]:
+    now = now or dt.datetime.now(UTC)
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=JOB_NAME), limit=1, order_by="create_timestamp"
+    )
+    last = None
+    down = None
+    if records:
+        run = records[0].dagster_run
+        last = {"partition": run.tags.get(PARTITION_TAG), "status": run.status.value}
+        last.update({"run_id": run.run_id, "verified": False, "failures": []})
+        if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+            verdict = verdict_for_run(instance, run.run_id)
+            last["verified"] = verdict.verified
+            last["failures"] = list(dict.fromkeys(f["code"] for f in verdict.failures))
+            since = primary_down_since(instance, run.run_id)
+            down = since.isoformat(timespec="seconds") if since else None
+    cron = backup_verify_schedule.cron_schedule
+    upcoming = next_run(cron if isinstance(cron, str) else cron[0], now)
+    obs = observe(instance)
+    limit = max_age()
+    age = age_of(obs, now)
+    return {
+        "pointer": {k: pointer.get(k) for k in ("partition", "key", "verified_at", "error")},
+        "last_run": last,
+        "next_run": upcoming.isoformat(timespec="minutes") if upcoming else None,
+        "schedule": f"{backup_verify_schedule.name}, {cron} UTC",
+        "f5": {
+            "cutover_halt": CutoverHalt(instance.root_directory).get(),
+            "primary_down_since": down,
+        },
+        "deadman": {
+            "stale": age is not None and age > limit,
+            "last_verified": obs.last_verified_partition,
+            "max_age_hours": limit.total_seconds() / 3600,
+            "alerting": bool(DeadmanState(instance.root_directory).get().get("alerting")),
+        },
+        "outbox": outbox_messages(instance.root_directory),
+    }
