@@ -40,9 +40,7 @@ def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
             backup_store.endpoints(), backup_store.bucket, backup_store.prefix, date
         )
     except FindingError as exc:
-        if exc.finding.details.get("cause") == "all_endpoints_down":
-            CutoverHalt(context.instance.root_directory).set(exc.finding.summary, context.run_id)
-        raise fail_step(exc.finding) from None
+        raise endpoint_failure(context, exc.finding) from None
     for outage in outages:
         context.log.warning(
             f"F5 {outage.summary}; reading from the MinIO fallback "
@@ -62,6 +60,14 @@ def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
         passed_note="read from the offsite primary",
         severity=dg.AssetCheckSeverity.WARN,
     )
+
+
+def endpoint_failure(context: dg.AssetExecutionContext, finding):
+    """The step's failure for a finding of the endpoints; both down (the dump inaccessible, at
+    listing or at download) also halts cutover work (F5 step 2)."""
+    if finding.details.get("cause") == "all_endpoints_down":
+        CutoverHalt(context.instance.root_directory).set(finding.summary, context.run_id)
+    return fail_step(finding)
 
 
 def dump_metadata(dump: DumpObject) -> dict:

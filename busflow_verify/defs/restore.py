@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.diskspace import check_space, restored_estimate
 from busflow_verify.core.download import expected_digests
 from busflow_verify.core.failures import FindingError
@@ -20,6 +19,7 @@ from busflow_verify.core.transfer import Transfer, fetch_dump
 from busflow_verify.defs.checks import restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
+from busflow_verify.defs.locate import endpoint_failure
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.plots import (
@@ -67,10 +67,8 @@ def restored_db(
     restore_target: RestoreTarget,
     verify_settings: VerifySettings,
 ):
-    if (
-        not size_guard["passed"]
-        and not verify_settings.verify_config().size_guard.restore_on_failure
-    ):
+    config = verify_settings.verify_config()
+    if not size_guard["passed"] and not config.size_guard.restore_on_failure:
         note = (
             "not restored: the size guard failed and size_guard.restore_on_failure is false, "
             "so F1's evidence (row counts) was not gathered"
@@ -91,14 +89,12 @@ def restored_db(
             description="not downloaded: the restore was skipped",
             metadata={"skipped": True},
         )
-        yield restore_budget_result(context, None, verify_settings.verify_config().restore_budget)
+        yield restore_budget_result(context, None, config.restore_budget)
         return
     session = restore_target.session
     scratch = session.target.scratch_dir()
     local = scratch / Path(dump_object.key).name
-    _check_free_space(
-        context, session.target, dump_object, verify_settings.verify_config().disk_space
-    )
+    _check_free_space(context, session.target, dump_object, config.disk_space)
     transfer = _download(context, backup_store, dump_object, local)
     download_seconds = transfer.seconds
     restorer = Restorer(
@@ -150,7 +146,7 @@ def restored_db(
         {"format": str(summary["format"])},
         passed_note=f"restored {dump_object.key} ({summary['format']} format)",
     )
-    yield restore_budget_result(context, summary, verify_settings.verify_config().restore_budget)
+    yield restore_budget_result(context, summary, config.restore_budget)
 
 
 def _transfer_result(transfer: Transfer) -> dg.AssetCheckResult:
@@ -220,9 +216,7 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
             expected_size=manifest.size_bytes if manifest else None,
         )
     except FindingError as exc:
-        if exc.finding.details.get("cause") == "all_endpoints_down":
-            CutoverHalt(context.instance.root_directory).set(exc.finding.summary, context.run_id)
-        raise fail_step(exc.finding) from None
+        raise endpoint_failure(context, exc.finding) from None
     seconds, served = transfer.seconds, transfer.dump
     rate = served.size_bytes / seconds / 1e6 if seconds else 0.0
     checked = ", ".join(sorted(transfer.digests)) or "size only"
