@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser postgres-newest demo ui lint test unit clean
+.PHONY: install browser postgres-newest demo ui lint test unit bench bench-curve clean
 
 install: $(STAMP) postgres-newest browser
 
@@ -71,6 +71,22 @@ test: install lint
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# The benchmarks (docs/performance.md); not part of `make test`, which runs their smallest size.
+# `make bench`: a naive job, the floor and the project side by side, both shapes (about 17 min).
+# `make bench-curve`: the floor and the project up to a 10 GB restored database (busflow shape);
+# each dump is built once into BENCH_DUMPS (scale 6800 takes about 20 min and 30 GB of disk while
+# it is built) and each size's numbers are kept in docs/cost-curve.json, so
+# `make bench-curve CURVE_SCALES=6800` re-measures one size and redraws the whole curve.
+BENCH_DUMPS ?= /var/tmp/busflow-bench-dumps
+BENCH_WORKDIR ?= /var/tmp
+CURVE_SCALES ?= 400 1600 6800
+bench: $(STAMP)
+	$(BIN)/python bench/verify_bench.py --write-docs
+
+bench-curve: $(STAMP)
+	$(BIN)/python bench/cost_curve.py --scales $(CURVE_SCALES) --dumps $(BENCH_DUMPS) \
+		--workdir $(BENCH_WORKDIR) --write-docs
 
 clean:
 	rm -rf $(VENV) .dagster_home .demo *.egg-info

@@ -228,7 +228,11 @@ def report(dumps, rows, race: dict, where: dict, args: str, home: Path) -> str:
 
 def write_docs(path: Path, shape: str, text: str) -> None:
     """Replace the shape's section of docs/performance.md, or add it at the end."""
-    begin, end = markers(shape)
+    replace_block(path, *markers(shape), text)
+
+
+def replace_block(path: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between `begin` and `end` (both in `text`) in `path`, or append it."""
     current = path.read_text()
     if begin in current and end in current:
         head, rest = current.split(begin, 1)

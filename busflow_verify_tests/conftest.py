@@ -225,18 +225,21 @@ class Harness:
         (self.config_dir / "soft-fk-allowlist.yaml").write_text(yaml.safe_dump(allowlist))
 
     def put(self, key: str, source: Path | bytes) -> Path:
+        """Straight into the bucket's folder; served once this returns (`settle()`)."""
         dest = self.bucket_dir / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(source, bytes):
             dest.write_bytes(source)
         else:
             shutil.copyfile(source, dest)
+        self.s3.settle()
         return dest
 
     def mirror_to(self, server: RcloneS3Server, monkeypatch) -> Path:
         """Copy the bucket to `server` and make it the fallback endpoint (the MinIO mirror)."""
         dest = server.bucket_dir(self.bucket)
         shutil.copytree(self.bucket_dir, dest, dirs_exist_ok=True)
+        server.settle()
         monkeypatch.setenv("BACKUP_FALLBACK_ENDPOINT", server.endpoint)
         return dest
 
@@ -246,6 +249,7 @@ class Harness:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb") as fh:
             fh.truncate(size)
+        self.s3.settle()
         return dest
 
     def verify(self, date: str, *extra: str) -> tuple[int, dict | str]:

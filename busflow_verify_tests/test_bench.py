@@ -62,3 +62,34 @@ def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
     assert re.match(r"\d+ MB \(\d+ MB \w+\)", cells[6]), cells  # the verify's peak RSS
     assert "| **wall** |" in out and f"Targets at {shape} scale {scale}" in out
     assert list(workdir.iterdir()) == []  # clusters, dumps, S3 folder and instance removed
+
+
+def test_cost_curve_keeps_dumps_and_results_and_estimates_from_them(workdir):
+    """One tiny size measured (floor and project), its dump kept, then the table rendered again
+    from the saved results alone, with the labelled estimates."""
+    cache, results = workdir / "dumps", workdir / "curve.json"
+    curve = [sys.executable, str(REPO / "bench/cost_curve.py"), "--workdir", str(workdir)]
+    common = ["--dumps", str(cache), "--results", str(results)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
+    measured = subprocess.run(
+        [*curve, *common, "--scales", "3"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    assert (cache / "busflow-3.json").exists()  # the dump is kept for the next run
+    rendered = subprocess.run(
+        [*curve, *common], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert "floor ..." not in rendered.stdout  # nothing measured the second time
+    row = re.search(
+        r"^\| 3 \| [\d.]+ GB \| \d+ MB \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
+        rendered.stdout,
+        re.M,
+    )
+    assert row, rendered.stdout
+    floor, project, ratio = (float(v) for v in row.groups())
+    assert floor > 0 and project > 0 and ratio == pytest.approx(project / floor, rel=0.05)
+    assert "| 10 GB |" in rendered.stdout and "| 50 GB |" in rendered.stdout
+    assert "**Estimates, not measurements.**" in rendered.stdout
+    leftovers = {p.name for p in workdir.iterdir()}
+    assert leftovers == {"dumps", "curve.json"}  # clusters, S3 folders, instances removed

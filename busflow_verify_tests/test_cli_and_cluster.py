@@ -14,7 +14,13 @@ import psycopg
 import pytest
 
 from busflow_verify import cli
-from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, DisposablePostgres, _pid_alive
+from busflow_verify.core.pgcluster import (
+    DIR_PREFIX,
+    OWNER_FILE,
+    DisposablePostgres,
+    _pid_alive,
+    host_maintenance_work_mem,
+)
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -72,6 +78,12 @@ def test_cluster_is_removed_with_its_server():
     with psycopg.connect(**pg.conninfo().kwargs()) as conn:
         assert conn.execute("SHOW fsync").fetchone() == ("off",)
         assert conn.execute("SHOW wal_level").fetchone() == ("minimal",)
+        # sized to the host's memory, so a large HNSW graph is built in memory
+        sized = conn.execute(
+            "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
+        ).fetchone()[0]
+    assert sized == int(host_maintenance_work_mem().removesuffix("MB")) * 1024 * 1024
+    assert sized >= 512 * 1024 * 1024
     pg.stop()
     assert not root.exists()
     assert not _pid_alive(pid)

@@ -143,6 +143,7 @@ def test_s3_server_serves_sizes_bodies_and_error_codes_and_survives_an_outage(tm
         big = bucket / "pg_dump_20261121_0100.dump"
         big.touch()
         os.truncate(big, 11 * 10**9)  # sparse: a realistic size, no disk
+        server.settle()
         client = _client(server)
 
         listed = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zlib
 
 import pytest
@@ -11,11 +12,18 @@ import pytest
 from busflow_verify.core import download as dl
 from busflow_verify.core.store import DumpObject
 from busflow_verify.defs.resources import S3Endpoint
+from busflow_verify.demo.s3server import DIR_CACHE_SECONDS
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.e2e
 
 KEY = "pg_dump_20261120_0100.dump"
+
+
+def _put(folder, data: bytes) -> None:
+    """Straight into the bucket's folder, then wait until the server lists it."""
+    (folder / KEY).write_bytes(data)
+    time.sleep(DIR_CACHE_SECONDS + 0.01)
 
 
 @pytest.fixture
@@ -31,7 +39,7 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
     name, folder, client = bucket
     monkeypatch.setattr(dl, "PART", 64 * 1024)  # 10 parts over 4 threads
     data = os.urandom(640 * 1024 - 7)
-    (folder / KEY).write_bytes(data)
+    _put(folder, data)
     lines = []
     dest = tmp_path / "dump"
     dl.download(
@@ -44,7 +52,7 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
 
 def test_an_object_shorter_than_head_said_is_a_download_error(bucket, tmp_path):
     name, folder, client = bucket
-    (folder / KEY).write_bytes(b"x" * 1000)
+    _put(folder, b"x" * 1000)
     with pytest.raises(
         dl.DownloadError,
         match=rf"s3://{name}/{KEY} ends before byte 1000, "
@@ -58,7 +66,7 @@ def test_every_digest_is_computed_while_downloading_in_order(bucket, tmp_path, m
     name, folder, client = bucket
     monkeypatch.setattr(dl, "PART", 64 * 1024)
     data = os.urandom(1000 * 1024 + 3)
-    (folder / KEY).write_bytes(data)
+    _put(folder, data)
     want = [
         dl.Expected("md5", hashlib.md5(data).hexdigest(), "the ETag"),
         dl.Expected("sha256", hashlib.sha256(data).hexdigest(), "the manifest"),
@@ -72,7 +80,7 @@ def test_every_digest_is_computed_while_downloading_in_order(bucket, tmp_path, m
 def test_a_digest_that_differs_is_an_integrity_error_naming_both(bucket, tmp_path):
     name, folder, client = bucket
     data = os.urandom(200 * 1024)
-    (folder / KEY).write_bytes(data)
+    _put(folder, data)
     wrong = hashlib.sha256(b"not it").hexdigest()
     dump = DumpObject(name, KEY, len(data), "", "primary", "", "")
     with pytest.raises(dl.IntegrityError) as caught:

@@ -64,6 +64,7 @@ def test_a_missing_dump_on_a_reachable_primary_does_not_fall_back(
     harness, fallback_s3, monkeypatch
 ):
     (fallback_s3.bucket_dir(harness.bucket) / KEY).write_bytes(b"only on the mirror")
+    fallback_s3.settle()
     monkeypatch.setenv("BACKUP_FALLBACK_ENDPOINT", fallback_s3.endpoint)
     harness.bucket_dir.mkdir(exist_ok=True)
     code, verdict = harness.verify(DAY)

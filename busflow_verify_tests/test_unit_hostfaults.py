@@ -89,3 +89,18 @@ def test_the_restored_size_is_estimated_from_the_highest_measured_ratio():
     assert restored == 4_500 and "last 2 verified run(s)" in how
     restored, how = restored_estimate(1_000, [], 5.0)
     assert restored == 5_000 and "restored_per_dump_byte" in how
+
+
+def test_maintenance_work_mem_is_half_the_available_memory_shared_by_the_jobs(monkeypatch):
+    from busflow_verify.core import pgcluster
+
+    gib = 1024**3
+    monkeypatch.setattr(pgcluster, "_available_memory_bytes", lambda: 24 * gib)
+    assert pgcluster.host_maintenance_work_mem(2) == "6144MB"
+    assert pgcluster.host_maintenance_work_mem(8) == "1536MB"
+    monkeypatch.setattr(pgcluster, "_available_memory_bytes", lambda: 1 * gib)
+    assert pgcluster.host_maintenance_work_mem(4) == "512MB"  # never below the old fixed value
+    monkeypatch.setattr(pgcluster, "_available_memory_bytes", lambda: 1024 * gib)
+    assert pgcluster.host_maintenance_work_mem(1) == "16384MB"  # capped
+    monkeypatch.setattr(pgcluster, "_available_memory_bytes", lambda: None)
+    assert pgcluster.host_maintenance_work_mem(2) == "512MB"

@@ -72,6 +72,7 @@ def test_tables_are_loaded_unlogged_unless_one_must_stay_logged(source_pg, tmp_p
         messages = conn.execute("SELECT count(*) FROM commerce.messages").fetchone()[0]
     assert [s.section for s in report.sections if s.ok] == ["pre-data", "data", "post-data"]
     assert messages == 800
+    assert report.maintenance_work_mem.endswith(("MB", "GB"))  # the index builds' memory
     if reason is None:
         assert (report.unlogged_tables, report.kept_logged, persistence) == (2, None, "u")
     else:

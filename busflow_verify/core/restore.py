@@ -79,6 +79,7 @@ class RestoreReport:
     toc_entries: int | None = None
     unlogged_tables: int = 0  # made UNLOGGED before the data section (core/unlogged.py)
     kept_logged: str | None = None  # why none were
+    maintenance_work_mem: str | None = None  # the target's, for the index builds of post-data
     sections: list[SectionResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -387,6 +388,9 @@ class Restorer:
                     self.report.unlogged_tables, self.report.kept_logged = unlog_tables(
                         conn, self.toc.publishes
                     )
+                    self.report.maintenance_work_mem = conn.execute(
+                        "SHOW maintenance_work_mem"
+                    ).fetchone()[0]
 
     def _restore_plain(self, plain: Path) -> None:
         """psql runs a copy of the dump without its ownership and privilege statements and

@@ -2,6 +2,16 @@
 
 Used by the demo and the tests as the stand-in for Hetzner Object Storage and the MinIO mirror;
 stopping one is an endpoint outage.
+
+rclone keeps each folder's listing for `--dir-cache-time` (DIR_CACHE_SECONDS here) and serves
+from it; what the server itself writes is in it at once, so list-after-write holds whatever the
+time. What is put straight into the folder (the tests do) shows once the listing is older than
+that: `settle()` waits it out. Not `0s`: with a zero cache time rclone 1.75.2 re-arms every
+folder's cache-cleanup timer at zero once a folder is written twice, a storm of goroutines
+(tens of millions a minute) that keeps one or two cores busy for as long as the server runs and
+queues every request behind them on the folder's lock: 4 s for one PUT + LIST + DELETE on an
+idle machine, against 10 ms at 50 ms. Below about 10 ms the same storm starts once the cached
+tree is a few thousand entries (the cleanup outlasts its own timer); 50 ms stays quiet at 40,000.
 """
 
 from __future__ import annotations
@@ -15,7 +25,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import suppress
 from pathlib import Path
+
+DIR_CACHE_SECONDS = 0.05  # rclone's --dir-cache-time: see the module docstring
 
 
 def rclone_binary() -> str:
@@ -58,6 +71,7 @@ class RcloneS3Server:
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._log_dir: Path | None = None
+        self._client = None
 
     @property
     def endpoint(self) -> str:
@@ -69,9 +83,39 @@ class RcloneS3Server:
         return self._log_dir / "rclone.log" if self._log_dir else None
 
     def bucket_dir(self, name: str) -> Path:
+        """The bucket's folder, made if missing: through S3 while the server runs, so it is
+        served at once (a folder made beside it shows only after `settle()`)."""
         path = self.root / name
+        if self._proc is not None and not path.is_dir():
+            with suppress(Exception):
+                self.client().create_bucket(Bucket=name)
+            if not path.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                self.settle()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def settle(self) -> None:
+        """Wait until what was just written straight into the folder is served: rclone reads a
+        folder again once its listing is older than DIR_CACHE_SECONDS."""
+        if self._proc is not None:
+            time.sleep(DIR_CACHE_SECONDS + 0.01)
+
+    def client(self):
+        """A boto3 S3 client of this server's (made once; the port stays across restarts)."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                region_name="us-east-1",
+                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            )
+        return self._client
 
     def start(self) -> RcloneS3Server:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -94,7 +138,7 @@ class RcloneS3Server:
                 "--vfs-cache-mode",
                 "off",
                 "--dir-cache-time",
-                "0s",  # buckets made after start are seen at once
+                f"{DIR_CACHE_SECONDS * 1000:.0f}ms",  # not 0s: see the module docstring
                 "--etag-hash",
                 self.etag_hash,  # default none: MD5 would read a whole (sparse, 11 GB) file per HEAD
                 "--config",
