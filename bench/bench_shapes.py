@@ -27,6 +27,7 @@ SHIPPED_ALLOWLIST = (
 class Shape:
     name: str
     default_scales: list[int]
+    tiny_scale: int  # the fixed-cost measurement's dump: a run's cost with almost no data
     scale_help: str
     tables: list[str]  # schema-qualified; counted by the naive path and the floor
     soft_fk: dict  # the allowlist entry the project sweeps
@@ -63,6 +64,7 @@ CREATE INDEX account_notes_aid ON public.account_notes(aid);
 class PgbenchShape(Shape):
     name = "pgbench"
     default_scales = [10, 25, 100]
+    tiny_scale = 1
     scale_help = "pgbench scale: 100 is a 2.1 GB database, a 667 MB dump"
     tables = [
         f"public.{t}"
@@ -108,6 +110,7 @@ class PgbenchShape(Shape):
 class BusflowShape(Shape):
     name = "busflow"
     default_scales = [100, 400, 1600]
+    tiny_scale = 3
     scale_help = (
         "Busflow scale: 2000 bookings per unit, with their messages and service legs; "
         "1600 is a 2.0 GB database"

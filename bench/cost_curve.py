@@ -1,9 +1,10 @@
 """The cost curve to production size (issue 18): the floor and the project at growing sizes.
 
-    .venv/bin/python bench/cost_curve.py --scales 400 1600 6800 --dumps /var/tmp/bench-dumps \
-        --results docs/cost-curve.json --write-docs
+    .venv/bin/python bench/cost_curve.py --scales 400 1600 7200 --dumps /var/tmp/bench-dumps \
+        --results docs/cost-curve.json --write-docs      (what `make bench-curve` runs)
+    .venv/bin/python bench/cost_curve.py --write-docs   (the table again, from the results alone)
 
-For each Busflow-shape scale (bench_shapes.py; scale 6800 is a 10.4 GB database) it runs the
+For each Busflow-shape scale (bench_shapes.py; scale 7200 restores to about 10.3 GB) it runs the
 floor and the project of `verify_bench.py` one after the other, from nothing to nothing, and
 records per size: the wall times and their ratio, seconds per restored GB of each stage (download,
 pre-data, data, post-data, VACUUM ANALYZE, counts, sweep), the peak disk used per restored GB
@@ -12,10 +13,10 @@ the start: the downloaded dump and the cluster), and the verify process's peak R
 it estimates, labelled as estimates, the verify time of a 10 GB and a 50 GB database here and on
 an 8-core runner.
 
-A large database takes a long time to build (scale 6800: about 20 minutes), so `--dumps DIR`
+A large database takes a long time to build (scale 7200: about 25 minutes), so `--dumps DIR`
 keeps each built dump with a JSON note of its source (sizes, row counts, orphans) and reuses it;
 `--results FILE` keeps each size's measurements, so sizes measured in separate runs (the largest
-once, in the background) make one table, which `--from-results` renders without measuring.
+once, in the background) make one table; without `--scales` it is rendered without measuring.
 """
 
 from __future__ import annotations

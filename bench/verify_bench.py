@@ -182,13 +182,14 @@ def rclone_env(s3: RcloneS3Server) -> dict:
 
 
 # -- the dumps -----------------------------------------------------------------------------------
-def build_dumps(work: Path, shape: Shape, scales: list[int]) -> list[Dump]:
-    """One database and dump per scale; the source cluster is gone before anything is timed."""
+def build_dumps(work: Path, shape: Shape, scales: list[int], first: int = 0) -> list[Dump]:
+    """One database and dump per scale, dated in order of size from the `first`-th date; the
+    source cluster is gone before anything is timed."""
     bucket = work / "s3" / BUCKET
-    bucket.mkdir(parents=True)
+    bucket.mkdir(parents=True, exist_ok=True)
     dumps = []
     with DisposablePostgres(base_dir=str(work)) as source:
-        for i, scale in enumerate(sorted(scales)):
+        for i, scale in enumerate(sorted(scales), start=first):
             dumps.append(
                 _build_one(
                     source, bucket, shape, scale, dt.date(2026, 1, 10) + dt.timedelta(days=10 * i)
@@ -517,15 +518,38 @@ def _remove(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def fixed_cost(work: Path, s3: RcloneS3Server, env: dict, dump: Dump, runs: int) -> dict:
+    """The floor and the project on the tiny dump, alternated `runs` times: the medians, and
+    what the project spends above the floor's own steps (Python, Dagster, its bookkeeping)."""
+    floors, projects = [], []
+    for _ in range(runs):
+        floors.append(floor(work, s3, dump))
+        projects.append(project(work, env, dump))
+    check_same_answers(dump, [floors[-1], projects[-1]])
+    by_wall = sorted(projects, key=lambda r: r.wall)
+    median = by_wall[len(by_wall) // 2]
+    floor_wall = sorted(r.wall for r in floors)[len(floors) // 2]
+    return {"dump": dump, "floor": floor_wall, "project": median, "runs": runs}
+
+
 def measure(
-    work: Path, shape: Shape, scales: list[int]
-) -> tuple[list[Dump], list[list[Result]], dict]:
-    dumps = build_dumps(work, shape, scales)
+    work: Path, shape: Shape, scales: list[int], fixed_runs: int = 3
+) -> tuple[list[Dump], list[list[Result]], dict, dict]:
+    # the tiny dump is built and measured first, alone: building the large ones leaves the
+    # disk writing back gigabytes for a while, which a run of a few seconds would measure
+    (tiny,) = build_dumps(work, shape, [shape.tiny_scale])
     rows = []
     with RcloneS3Server(
         work / "s3", access_key="bench-" + secrets.token_hex(4), secret_key=secrets.token_hex(16)
     ) as s3:
         env = project_env(work, s3, shape)
+        print(f"{shape.name} scale {tiny.scale}: fixed cost ...", end=" ", flush=True)
+        fixed = fixed_cost(work, s3, env, tiny, fixed_runs)
+        print(f"floor {fixed['floor']:.2f} s, project {fixed['project'].wall:.2f} s", flush=True)
+        larger = sorted(set(scales) - {tiny.scale})
+        built = {d.scale: d for d in [tiny, *build_dumps(work, shape, larger, first=1)]}
+        s3.settle()  # written straight into its folder: served once its listing is renewed
+        dumps = [built[s] for s in sorted(set(scales))]
         for dump in dumps:
             results = []
             for path in ("naive", "floor", "project"):
@@ -541,16 +565,18 @@ def measure(
             check_same_answers(dump, results)
             rows.append(results)
         race = download_race(work, s3, dumps[-1])
-    return dumps, rows, race
+    return dumps, rows, race, fixed
 
 
-def bench_shape(workdir: str, shape: Shape, scales: list[int], write: bool) -> None:
+def bench_shape(
+    workdir: str, shape: Shape, scales: list[int], write: bool, fixed_runs: int = 3
+) -> None:
     """Build, measure and report one shape; everything it made is removed, interrupted or not."""
     work = Path(tempfile.mkdtemp(prefix=f"bench-{shape.name}-", dir=workdir))
     try:
         work.chmod(0o711)  # the clusters' server user (postgres, when we are root) passes through
         load_before = os.getloadavg()
-        dumps, rows, race = measure(work, shape, scales)
+        dumps, rows, race, fixed = measure(work, shape, scales, fixed_runs)
         text = report(
             dumps,
             rows,
@@ -558,6 +584,7 @@ def bench_shape(workdir: str, shape: Shape, scales: list[int], write: bool) -> N
             machine(load_before, os.getloadavg()),
             f"--shapes {shape.name} --scales {' '.join(map(str, scales))}",
             work / "dagster_home",
+            fixed,
         )
     finally:
         _remove(work)
@@ -596,6 +623,12 @@ def main() -> int:
         action="store_true",
         help="write each shape's tables into docs/performance.md",
     )
+    parser.add_argument(
+        "--fixed-cost-runs",
+        type=int,
+        default=3,
+        help="floor and project on the shape's tiny dump, alternated this many times (medians)",
+    )
     args = parser.parse_args()
     if args.scales and len(args.shapes) > 1:
         parser.error("--scales is per shape: give one shape with it")
@@ -603,7 +636,13 @@ def main() -> int:
     try:
         for name in args.shapes:
             shape = SHAPES[name]
-            bench_shape(args.workdir, shape, args.scales or shape.default_scales, args.write_docs)
+            bench_shape(
+                args.workdir,
+                shape,
+                args.scales or shape.default_scales,
+                args.write_docs,
+                args.fixed_cost_runs,
+            )
     except KeyboardInterrupt:
         print("\ninterrupted: removed what the bench started", file=sys.stderr)
         return 130

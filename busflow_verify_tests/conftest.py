@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -42,6 +43,16 @@ def _s3_server(tmp_path_factory, name: str):
 def s3(tmp_path_factory):
     """The offsite primary's stand-in (Hetzner Object Storage)."""
     yield from _s3_server(tmp_path_factory, "s3")
+
+
+@pytest.fixture
+def server_user_dir():
+    """A fresh folder in TMPDIR itself that the clusters' server user (`postgres`, when we are
+    root) can pass through: pytest's tmp_path is 0700."""
+    path = Path(tempfile.mkdtemp(prefix="pgdir-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -154,8 +165,6 @@ SESSION_CLUSTERS: set[Path] = set()  # the session-scoped servers, which outlive
 def own_clusters(keep: Path | None = None) -> list[Path]:
     """Disposable clusters owned by this (test) process that still exist, but `keep` and the
     session's own servers."""
-    import tempfile
-
     found = []
     for root in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
         try:

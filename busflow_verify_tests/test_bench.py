@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,12 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def workdir():
-    """In TMPDIR itself, not under pytest's 0700 folder: the clusters run as `postgres`."""
-    path = Path(tempfile.mkdtemp(prefix="bench-t-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def workdir(server_user_dir):
+    return server_user_dir
 
 
 @pytest.mark.parametrize("shape, scale", [("busflow", 3), ("pgbench", 1)])
@@ -43,6 +37,8 @@ def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
             str(scale),
             "--workdir",
             str(workdir),
+            "--fixed-cost-runs",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -60,7 +56,14 @@ def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
     naive, floor, project = (float(c) for c in cells[:3])
     assert naive > 0 and floor > 0 and project > 0
     assert re.match(r"\d+ MB \(\d+ MB \w+\)", cells[6]), cells  # the verify's peak RSS
-    assert "| **wall** |" in out and f"Targets at {shape} scale {scale}" in out
+    assert "| **wall** |" in out and f"at the largest, scale {scale}" in out
+    fixed = re.search(
+        rf"Fixed cost, on the {shape} scale-{scale} dump .* median of 1 alternated runs: "
+        r"floor ([\d.]+) s, project ([\d.]+) s, so the project spends \*\*(-?[\d.]+) s above",
+        out,
+    )
+    assert fixed, out
+    assert float(fixed[3]) == pytest.approx(float(fixed[2]) - float(fixed[1]), abs=0.011)
     assert list(workdir.iterdir()) == []  # clusters, dumps, S3 folder and instance removed
 
 

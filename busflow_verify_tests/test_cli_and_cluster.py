@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -14,12 +16,12 @@ import psycopg
 import pytest
 
 from busflow_verify import cli
+from busflow_verify.core import targets
 from busflow_verify.core.pgcluster import (
     DIR_PREFIX,
     OWNER_FILE,
     DisposablePostgres,
     _pid_alive,
-    host_maintenance_work_mem,
 )
 
 DAY = "2026-11-20"
@@ -82,7 +84,8 @@ def test_cluster_is_removed_with_its_server():
         sized = conn.execute(
             "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
         ).fetchone()[0]
-    assert sized == int(host_maintenance_work_mem().removesuffix("MB")) * 1024 * 1024
+    # what it was started with (the host's available memory moves while tests run beside it)
+    assert sized == int(pg.settings["maintenance_work_mem"].removesuffix("MB")) * 1024 * 1024
     assert sized >= 512 * 1024 * 1024
     pg.stop()
     assert not root.exists()
@@ -110,32 +113,82 @@ def test_a_cluster_whose_owner_was_killed_is_swept_by_the_next_one():
 
 
 @pytest.mark.e2e
-def test_interrupted_run_removes_its_cluster(harness, make_dump):
-    """SIGTERM during the restore: the run stops and the disposable Postgres is gone."""
+@pytest.mark.parametrize("when", ["restoring data of", None])
+def test_interrupted_run_removes_its_cluster(harness, make_dump, when):
+    """SIGTERM during the restore, or before the run exists (the cluster the CLI starts while
+    Dagster is imported): the verify stops and the disposable Postgres is gone."""
     harness.put(KEY, make_dump(bookings=150_000, messages=450_000, legs=200_000))
-    env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "busflow_verify.cli", "verify", "--date", DAY, "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=dict(os.environ),
         text=True,
     )
+    err_lines: list[str] = []
+    seen = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if when and when in line:
+                seen.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     root = _wait_for_cluster_of(proc.pid, timeout=60)
     assert root is not None, "the run never started a cluster"
-    time.sleep(0.3)
+    if when:
+        assert seen.wait(60), "".join(err_lines)[-2000:]
+    else:
+        assert not any("STEP_START" in line for line in err_lines)  # no run step yet
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(10)
     assert proc.returncode != 0
-    assert not root.exists(), err[-2000:]
+    assert not root.exists(), "".join(err_lines)[-2000:]
     if out.strip():
         verdict = json.loads(out)
         assert verdict["verified"] is False
         assert "interrupted" in verdict["failures"][0]["summary"]
 
 
+def _clusters_in(base: Path) -> list[Path]:
+    return sorted(base.glob(DIR_PREFIX + "*"))
+
+
+@pytest.mark.e2e
+def test_the_cluster_started_before_the_run_is_the_one_the_run_restores_into(server_user_dir):
+    targets.start_early(str(server_user_dir))
+    target = targets.EphemeralTarget(scratch_base=str(server_user_dir))
+    target.prepare()  # takes the early cluster over: no second one is started
+    db = target.open(DAY, "run-1")
+    try:
+        assert len(_clusters_in(server_user_dir)) == 1
+        with psycopg.connect(**db.owner.kwargs()) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (db.dbname,)
+    finally:
+        target.close()
+    assert _clusters_in(server_user_dir) == []
+    targets.discard_early()  # nothing left to discard
+
+
+@pytest.mark.e2e
+def test_a_cluster_started_early_that_no_run_takes_is_removed(server_user_dir, tmp_path):
+    targets.start_early(str(server_user_dir))
+    other = targets.EphemeralTarget(scratch_base=str(tmp_path))  # another scratch base
+    other.prepare()  # starts its own (and leaves the early one alone)
+    other.close()
+    deadline = time.monotonic() + 30
+    while not _clusters_in(server_user_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (root,) = _clusters_in(server_user_dir)
+    targets.discard_early()
+    assert not root.exists()
+
+
 def _wait_for_cluster_of(pid: int, timeout: float) -> Path | None:
-    import tempfile
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -39,6 +39,12 @@ def _boom(exc):
     return raise_it
 
 
+def _instance_creation_fails(monkeypatch, exc) -> None:
+    """Both ways of making the instance raise (`get`, and `from_ref`: defs/instance.py's)."""
+    for name in ("get", "from_ref"):
+        monkeypatch.setattr(dg.DagsterInstance, name, staticmethod(_boom(exc)))
+
+
 # --- a crash outside the job still ends with a verdict -------------------------------------------
 
 
@@ -46,10 +52,8 @@ def _boom(exc):
 def test_a_crash_creating_the_instance_prints_a_verdict_tells_ops_and_exits_3(
     harness, slack, monkeypatch
 ):
-    monkeypatch.setattr(
-        dg.DagsterInstance,
-        "get",
-        staticmethod(_boom(sqlite3.OperationalError("table runs already exists\nsecond line"))),
+    _instance_creation_fails(
+        monkeypatch, sqlite3.OperationalError("table runs already exists\nsecond line")
     )
     code, verdict = harness.verify(DAY)
     assert code == cli.EXIT_VERIFIER_BROKE == 3
@@ -110,7 +114,7 @@ def test_a_crashed_step_exits_3_and_reads_as_text(harness, monkeypatch):
     assert code == 3, verdict
     assert {f["code"] for f in verdict["failures"]} == {"VERIFY_JOB_ERROR"}
     harness.capsys.readouterr()
-    monkeypatch.setattr(dg.DagsterInstance, "get", staticmethod(_boom(OSError("disk full"))))
+    _instance_creation_fails(monkeypatch, OSError("disk full"))
     assert cli.main(["verify", "--date", DAY, "--log-level", "ERROR"]) == 3
     out = harness.capsys.readouterr().out
     assert f"backup verify {DAY}: NOT VERIFIED" in out

@@ -15,4 +15,5 @@ CMD ["postgres", \
      "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off", \
      "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "autovacuum=off", \
      "-c", "max_wal_size=8GB", "-c", "checkpoint_timeout=1h", \
-     "-c", "maintenance_work_mem=512MB", "-c", "work_mem=64MB"]
+     "-c", "maintenance_work_mem=512MB", "-c", "work_mem=64MB", \
+     "-c", "dynamic_shared_memory_type=sysv"]

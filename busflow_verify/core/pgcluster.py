@@ -65,6 +65,11 @@ THROWAWAY_SETTINGS = {
     "checkpoint_timeout": "1h",
     "maintenance_work_mem": "512MB",
     "work_mem": "64MB",
+    # A parallel HNSW (pgvector) build puts its graph in a dynamic shared memory segment of
+    # maintenance_work_mem bytes. POSIX segments are fallocate'd in full at once (0.5 s per GB
+    # here, for a graph that may need a few MB; and more than a container's 64 MB /dev/shm
+    # fails); System V segments are paged in as the graph grows (docs/performance.md).
+    "dynamic_shared_memory_type": "sysv",
 }
 MIN_MAINTENANCE_WORK_MEM_MB = 512
 MAX_MAINTENANCE_WORK_MEM_MB = 16 * 1024
