@@ -178,7 +178,7 @@ def test_the_cluster_started_before_the_run_is_the_one_the_run_restores_into(ser
 def test_a_cluster_started_early_that_no_run_takes_is_removed(server_user_dir, tmp_path):
     targets.start_early(str(server_user_dir))
     other = targets.EphemeralTarget(scratch_base=str(tmp_path))  # another scratch base
-    other.prepare()  # starts its own (and leaves the early one alone)
+    other.prepare()  # another scratch base: the early cluster is not taken
     other.close()
     deadline = time.monotonic() + 30
     while not _clusters_in(server_user_dir) and time.monotonic() < deadline:

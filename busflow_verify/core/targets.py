@@ -334,10 +334,9 @@ def _take_early(bin_dir: Path, scratch_base: str | None) -> Future | None:
 
 def discard_early() -> None:
     """Stop and remove the cluster `start_early` made, if no run took it."""
-    global _early
     if _early is None:
         return
-    starting, _early = _early[1], None
+    starting = _take_early(*_early[0])
     with contextlib.suppress(Exception):
         starting.result()[0].stop()
 

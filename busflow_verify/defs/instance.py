@@ -13,13 +13,13 @@ production) is opened as it is configured.
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
@@ -74,11 +74,11 @@ class PooledSqliteRunStorage(SqliteRunStorage):
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """The run-sharded event log through one engine per database file (the index and the last
-    few runs'), made and initialized on first use as Dagster's are."""
+    few runs'), made and initialized on first use as Dagster's are; Dagster's own `_db_lock`
+    guards them as it guards every connection."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, object] = OrderedDict()
-        self._engines_lock = threading.Lock()
         super().__init__(base_dir, inst_data)  # connects already, to a new home's index
 
     @contextmanager
@@ -88,23 +88,23 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def _engine_for(self, shard: str):
-        with self._engines_lock:
-            engine = self._engines.get(shard)
-            if engine is not None:
-                self._engines.move_to_end(shard)
-                return engine
-            engine = _engine(self.conn_string_for_shard(shard))
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            self._engines[shard] = engine
-            while len(self._engines) > OPEN_RUN_DATABASES + 1:  # + the index
-                oldest = next(s for s in self._engines if s != "index")
-                self._engines.pop(oldest).dispose()
+        """Under `_db_lock` (`_connect`)."""
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
             return engine
+        engine = _engine(self.conn_string_for_shard(shard))
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        self._engines[shard] = engine
+        while len(self._engines) > OPEN_RUN_DATABASES + 1:  # + the index
+            oldest = next(s for s in self._engines if s != INDEX_SHARD_NAME)
+            self._engines.pop(oldest).dispose()
+        return engine
 
     def _close_all(self) -> None:
-        with self._engines_lock:
+        with self._db_lock:
             while self._engines:
                 self._engines.popitem()[1].dispose()
 
