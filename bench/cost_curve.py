@@ -100,16 +100,7 @@ def cached_dump(cache: Path, shape, scale: int, date: dt.date) -> vb.Dump:
             shutil.rmtree(src, ignore_errors=True)
         note.write_text(json.dumps({**asdict(dump), "shape": shape.name}, default=str))
     raw = json.loads(note.read_text())
-    return vb.Dump(
-        shape,
-        raw["scale"],
-        dt.date.fromisoformat(raw["date"]),
-        raw["key"],
-        raw["db_bytes"],
-        raw["dump_bytes"],
-        raw["counts"],
-        raw["orphans"],
-    )
+    return vb.Dump(**{**raw, "shape": shape, "date": dt.date.fromisoformat(raw["date"])})
 
 
 def stage_bucket(cache: Path, work: Path, dump: vb.Dump) -> None:
@@ -121,10 +112,7 @@ def stage_bucket(cache: Path, work: Path, dump: vb.Dump) -> None:
         os.link(source, bucket / dump.key)
     except OSError:
         shutil.copyfile(source, bucket / dump.key)
-    for back in range(1, 8):
-        day = dump.date - dt.timedelta(days=back)
-        with open(bucket / f"pg_dump_{day:%Y%m%d}_0100.dump", "wb") as fh:
-            fh.truncate(dump.dump_bytes)
+    vb.write_trailing_week(bucket, dump.date, dump.dump_bytes)
 
 
 # -- one size ------------------------------------------------------------------------------------

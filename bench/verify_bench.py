@@ -211,11 +211,7 @@ def _build_one(
     key = f"pg_dump_{date:%Y%m%d}_0100.dump"
     run([source.tool("pg_dump"), "-Fc", *source.conninfo(db).libpq_args(), "-f", str(bucket / key)])
     size = (bucket / key).stat().st_size
-    for back in range(1, 8):  # the size guard's trailing week: same size, sparse on disk
-        with open(
-            bucket / f"pg_dump_{date - dt.timedelta(days=back):%Y%m%d}_0100.dump", "wb"
-        ) as fh:
-            fh.truncate(size)
+    write_trailing_week(bucket, date, size)
     psql(source, "postgres", f"DROP DATABASE {db}")
     print(
         f"{shape.name} scale {scale}: database {db_bytes / 1e9:.2f} GB, "
@@ -223,6 +219,15 @@ def _build_one(
         flush=True,
     )
     return Dump(shape, scale, date, key, db_bytes, size, counts, orphans)
+
+
+def write_trailing_week(bucket: Path, date: dt.date, size: int) -> None:
+    """The size guard's trailing week before `date`: dumps of the same size, sparse on disk."""
+    for back in range(1, 8):
+        with open(
+            bucket / f"pg_dump_{date - dt.timedelta(days=back):%Y%m%d}_0100.dump", "wb"
+        ) as fh:
+            fh.truncate(size)
 
 
 # -- the three paths -----------------------------------------------------------------------------
@@ -526,10 +531,12 @@ def fixed_cost(work: Path, s3: RcloneS3Server, env: dict, dump: Dump, runs: int)
         floors.append(floor(work, s3, dump))
         projects.append(project(work, env, dump))
     check_same_answers(dump, [floors[-1], projects[-1]])
-    by_wall = sorted(projects, key=lambda r: r.wall)
-    median = by_wall[len(by_wall) // 2]
-    floor_wall = sorted(r.wall for r in floors)[len(floors) // 2]
-    return {"dump": dump, "floor": floor_wall, "project": median, "runs": runs}
+    return {"dump": dump, "floor": _median(floors).wall, "project": _median(projects), "runs": runs}
+
+
+def _median(results: list[Result]) -> Result:
+    """The run of median wall time (the upper one of an even count)."""
+    return sorted(results, key=lambda r: r.wall)[len(results) // 2]
 
 
 def measure(

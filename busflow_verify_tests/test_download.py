@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import zlib
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from busflow_verify.core import download as dl
 from busflow_verify.core.store import DumpObject
 from busflow_verify.defs.resources import S3Endpoint
-from busflow_verify.demo.s3server import DIR_CACHE_SECONDS
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.e2e
@@ -20,26 +18,28 @@ pytestmark = pytest.mark.e2e
 KEY = "pg_dump_20261120_0100.dump"
 
 
-def _put(folder, data: bytes) -> None:
-    """Straight into the bucket's folder, then wait until the server lists it."""
-    (folder / KEY).write_bytes(data)
-    time.sleep(DIR_CACHE_SECONDS + 0.01)
-
-
 @pytest.fixture
 def bucket(s3, request):
+    """The bucket's name, `put` (the dump straight into its folder, served once it returns)
+    and a client."""
     name = "dl-" + request.node.name[-20:].lower().replace("_", "-")
     client = S3Endpoint(
         endpoint_url=s3.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
     ).client()
-    return name, s3.bucket_dir(name), client
+    folder = s3.bucket_dir(name)
+
+    def put(data: bytes) -> None:
+        (folder / KEY).write_bytes(data)
+        s3.settle()
+
+    return name, put, client
 
 
 def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, monkeypatch):
-    name, folder, client = bucket
+    name, put, client = bucket
     monkeypatch.setattr(dl, "PART", 64 * 1024)  # 10 parts over 4 threads
     data = os.urandom(640 * 1024 - 7)
-    _put(folder, data)
+    put(data)
     lines = []
     dest = tmp_path / "dump"
     dl.download(
@@ -51,8 +51,8 @@ def test_parts_land_at_their_offsets_with_progress_by_quarter(bucket, tmp_path, 
 
 
 def test_an_object_shorter_than_head_said_is_a_download_error(bucket, tmp_path):
-    name, folder, client = bucket
-    _put(folder, b"x" * 1000)
+    name, put, client = bucket
+    put(b"x" * 1000)
     with pytest.raises(
         dl.DownloadError,
         match=rf"s3://{name}/{KEY} ends before byte 1000, "
@@ -63,10 +63,10 @@ def test_an_object_shorter_than_head_said_is_a_download_error(bucket, tmp_path):
 
 def test_every_digest_is_computed_while_downloading_in_order(bucket, tmp_path, monkeypatch):
     """Parts land out of order over 4 threads; the digests follow them in order."""
-    name, folder, client = bucket
+    name, put, client = bucket
     monkeypatch.setattr(dl, "PART", 64 * 1024)
     data = os.urandom(1000 * 1024 + 3)
-    _put(folder, data)
+    put(data)
     want = [
         dl.Expected("md5", hashlib.md5(data).hexdigest(), "the ETag"),
         dl.Expected("sha256", hashlib.sha256(data).hexdigest(), "the manifest"),
@@ -78,9 +78,9 @@ def test_every_digest_is_computed_while_downloading_in_order(bucket, tmp_path, m
 
 
 def test_a_digest_that_differs_is_an_integrity_error_naming_both(bucket, tmp_path):
-    name, folder, client = bucket
+    name, put, client = bucket
     data = os.urandom(200 * 1024)
-    _put(folder, data)
+    put(data)
     wrong = hashlib.sha256(b"not it").hexdigest()
     dump = DumpObject(name, KEY, len(data), "", "primary", "", "")
     with pytest.raises(dl.IntegrityError) as caught:

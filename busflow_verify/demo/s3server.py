@@ -89,10 +89,9 @@ class RcloneS3Server:
         if self._proc is not None and not path.is_dir():
             with suppress(Exception):
                 self.client().create_bucket(Bucket=name)
-            if not path.is_dir():
-                path.mkdir(parents=True, exist_ok=True)
-                self.settle()
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            self.settle()  # waits only while the server runs
         return path
 
     def settle(self) -> None:
