@@ -21,8 +21,8 @@ from busflow_verify.core.pgcluster import (
     DIR_PREFIX,
     OWNER_FILE,
     DisposablePostgres,
-    _pid_alive,
 )
+from busflow_verify.core.proc import pid_alive
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -89,7 +89,7 @@ def test_cluster_is_removed_with_its_server():
     assert sized >= 512 * 1024 * 1024
     pg.stop()
     assert not root.exists()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 _ORPHANED_OWNER = """
@@ -109,7 +109,7 @@ def test_a_cluster_whose_owner_was_killed_is_swept_by_the_next_one():
     pid = int((stale / "data" / "postmaster.pid").read_text().split()[0])
     with DisposablePostgres():
         assert not stale.exists()
-        assert not _pid_alive(pid)
+        assert not pid_alive(pid)
 
 
 @pytest.mark.e2e

@@ -15,14 +15,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from busflow_verify.core import proc as procs
 from busflow_verify.core import watchdog
 from busflow_verify.core.pgcluster import (
     DIR_PREFIX,
     OWNER_FILE,
     SCRATCH_PREFIX,
     DisposablePostgres,
-    _pid_alive,
 )
+from busflow_verify.core.proc import pid_alive
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -59,7 +60,7 @@ def _processes_in(root: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(root) in cmdline and _pid_alive(int(entry.name)):
+        if str(root) in cmdline and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -76,11 +77,11 @@ def test_a_cluster_whose_owner_is_killed_stops_within_seconds():
         owner.wait()
     root, postmaster = Path(started["root"]), started["postmaster"]
     took = _wait_until(
-        lambda: not _pid_alive(postmaster) and not root.exists(), GONE_WITHIN, step=0.1
+        lambda: not pid_alive(postmaster) and not root.exists(), GONE_WITHIN, step=0.1
     )
     assert took is not None, f"postgres {postmaster} or {root} outlived its owner"
     assert _wait_until(lambda: _processes_in(root) == [], 5) is not None, _processes_in(root)
-    assert _wait_until(lambda: not _pid_alive(started["watchdog"]), 5) is not None
+    assert _wait_until(lambda: not pid_alive(started["watchdog"]), 5) is not None
     owner.stdout.close()
 
 
@@ -91,32 +92,32 @@ def test_a_normal_stop_removes_the_cluster_and_ends_its_watchdog():
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
     assert proc is not None and proc.poll() is None
     pg.stop()
-    assert not root.exists() and not _pid_alive(postmaster)
+    assert not root.exists() and not pid_alive(postmaster)
     assert proc.returncode is not None  # ended and reaped by stop(), not left to exit later
-    assert not _pid_alive(proc.pid)
+    assert not pid_alive(proc.pid)
     assert pg._watchdog is None
 
 
 def test_the_watchdog_exits_quietly_when_its_cluster_is_removed(tmp_path):
     root = tmp_path / (DIR_PREFIX + "gone")
     root.mkdir()
-    start = watchdog.process_start_time(os.getpid())
+    start = procs.process_start_time(os.getpid())
     proc = watchdog.spawn(root, Path("/nonexistent/bin"), None)
     time.sleep(0.3)
     assert proc.poll() is None  # its owner (we) is alive: it keeps watching
     root.rmdir()
     assert proc.wait(timeout=5) == 0
-    assert watchdog.process_alive(os.getpid(), start)
+    assert procs.process_alive(os.getpid(), start)
 
 
 def test_a_reused_pid_is_not_the_owner():
-    start = watchdog.process_start_time(os.getpid())
+    start = procs.process_start_time(os.getpid())
     assert start is not None
-    assert watchdog.process_alive(os.getpid(), start)
-    assert not watchdog.process_alive(os.getpid(), start + 1)  # a later process, same pid
+    assert procs.process_alive(os.getpid(), start)
+    assert not procs.process_alive(os.getpid(), start + 1)  # a later process, same pid
     dead = subprocess.Popen(["sleep", "0"])
     dead.wait()
-    assert not watchdog.process_alive(dead.pid)
+    assert not procs.process_alive(dead.pid)
 
 
 def _owned_by(pid: int, prefix: str) -> list[Path]:
@@ -173,7 +174,7 @@ def test_kill_9_mid_restore_leaves_no_postgres_and_the_next_run_reports_it(
         proc.wait()
     took = _wait_until(
         lambda: (
-            not _pid_alive(postmaster)
+            not pid_alive(postmaster)
             and not root.exists()
             and not scratch.exists()
             and not _processes_in(root)

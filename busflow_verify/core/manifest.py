@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from busflow_verify.core.failures import Finding
+
 FORMAT_VERSION = 1
 DUMP_SUFFIX = ".dump"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -254,7 +256,7 @@ class CountComparison:
     """The restored tables against the manifest's: one row per table of either side."""
 
     rows: list[dict[str, Any]]
-    findings: list  # core.failures.Finding
+    findings: list[Finding]
     estimated: list[str]  # in the manifest by reltuples only: not compared exactly
 
     @property
@@ -265,8 +267,6 @@ class CountComparison:
 def compare_counts(manifest: Manifest, restored: dict[str, int], source: str) -> CountComparison:
     """Every exact count of the manifest against the restored one; tables on one side only are
     named too. Any difference is F2 DUMP_INCOMPLETE (the dump is missing data)."""
-    from busflow_verify.core.failures import Finding
-
     rows, differs, absent, extra = [], [], [], []
     for table in sorted(set(manifest.tables) | set(restored)):
         count = manifest.tables.get(table)

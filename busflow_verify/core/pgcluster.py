@@ -18,7 +18,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,30 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from busflow_verify.core import watchdog
+from busflow_verify.core.proc import child_env, pid_alive, run_in_own_group, stop_and_remove
+from busflow_verify.core.servers import describe, installed
 
 DIR_PREFIX = "busflow-verify-pg-"
 SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets.py)
 OWNER_FILE = "owner.json"
 ORPHAN_AGE_SECONDS = 3600
-
-# What a child process (initdb, the server, pg_restore, psql) may inherit from the job: the job's
-# environment holds the backup store's keys and the #ops webhook, and a restored dump's code runs
-# inside the server. Everything else is dropped; a password is added only where one is needed.
-CHILD_ENV_NAMES = frozenset(
-    {
-        "PATH",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "PGCONNECT_TIMEOUT",
-        "PGAPPNAME",
-        "PGTZ",
-        "PGCLIENTENCODING",
-        "PGTARGETSESSIONATTRS",
-    }
-)
-CHILD_ENV_PREFIXES = ("LC_", "PGSSL", "PGGSS")
 
 # Settings for a cluster that is thrown away after the run: nothing needs to survive a crash.
 THROWAWAY_SETTINGS = {
@@ -108,29 +90,13 @@ def _available_memory_bytes() -> int | None:
     return available
 
 
-class PostgresBinariesNotFound(RuntimeError):
-    pass
-
-
 class ClusterStartError(RuntimeError):
     pass
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child process: the allow-listed variables of ours, plus `extra`."""
-    kept = {
-        k: v
-        for k, v in os.environ.items()
-        if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)
-    }
-    return {**kept, **(extra or {})}
 
 
 def find_bin_dir(explicit: str | None = None) -> Path:
     """The PostgreSQL bin dir to use: `explicit`, else the newest installed server
     (core/servers.py: its pg_restore reads every archive the older ones read)."""
-    from busflow_verify.core.servers import installed
-
     return installed(explicit)[0].bin_dir
 
 
@@ -152,21 +118,6 @@ def _server_user() -> str | None:
             "install Debian's postgresql package (make install) or run as an unprivileged user"
         ) from exc
     return "postgres"
-
-
-def _pid_alive(pid: int) -> bool:
-    """True for a running process; a zombie (exited, not yet reaped by init) is not alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 @dataclass
@@ -328,8 +279,6 @@ class DisposablePostgres:
         then), in the one database it may live in, and, unless asked, never launching a job, from
         the first second: restored scrub jobs must not run against the copy. Jobs connect over
         the cluster's socket (there is no TCP listener)."""
-        from busflow_verify.core.servers import describe
-
         server = describe(str(self.bin_dir))
         if server is None or not server.has_library("pg_cron"):
             return {}
@@ -348,7 +297,7 @@ class DisposablePostgres:
         """Stop the server (immediate: nothing in it is worth a clean shutdown) and remove it."""
         if self.root is None:
             return
-        _stop_and_remove(self.root, self.bin_dir, self.run_as)
+        stop_and_remove(self.root, self.bin_dir, self.run_as)
         self.root = None
         watchdog.end(getattr(self, "_watchdog", None))  # it would exit by itself: reap it now
         self._watchdog = None
@@ -358,62 +307,6 @@ class DisposablePostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def run_in_own_group(argv: list[str]) -> tuple[int, str]:
-    """Run a command in its own process group; if we are interrupted, kill the whole group.
-
-    `runuser` does not pass SIGKILL on to initdb, so killing only our direct child would leave
-    initdb writing into a directory that is being removed.
-    """
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=child_env(),
-    )
-    try:
-        _, stderr = proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    return proc.returncode, stderr
-
-
-def _stop_and_remove(root: Path, bin_dir: Path, run_as: str | None) -> None:
-    data = root / "data"
-    pidfile = data / "postmaster.pid"
-    if pidfile.exists():
-        argv = [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-        if run_as:
-            argv = ["runuser", "-u", run_as, "--", *argv]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=child_env())
-        if proc.returncode != 0:  # pg_ctl could not stop it: kill the postmaster directly
-            try:
-                pid = int(pidfile.read_text().split()[0])
-                if _is_postmaster_of(pid, data):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
-    for _ in range(5):  # a process killed a moment ago may still be letting go of its files
-        shutil.rmtree(root, ignore_errors=True)
-        if not root.exists():
-            break
-        time.sleep(0.1)
-
-
-def _is_postmaster_of(pid: int, data: Path) -> bool:
-    """Is `pid` a server running in `data`? The pid file is the server's, writable by whatever a
-    restored dump runs in it: never SIGKILL (as root, maybe) a pid it names without checking that
-    the process is this cluster's (the postmaster's working directory is its data directory)."""
-    try:
-        return pid > 1 and Path(os.readlink(f"/proc/{pid}/cwd")) == data.resolve()
-    except OSError:
-        return False
 
 
 def sweep_stale_clusters(base_dir: str) -> list[str]:
@@ -428,9 +321,9 @@ def sweep_stale_clusters(base_dir: str) -> list[str]:
                 shutil.rmtree(root, ignore_errors=True)
                 removed.append(str(root))
             continue
-        if owner == os.getpid() or _pid_alive(owner):
+        if owner == os.getpid() or pid_alive(owner):
             continue
-        _stop_and_remove(root, find_bin_dir(), _server_user())
+        stop_and_remove(root, find_bin_dir(), _server_user())
         removed.append(str(root))
     return removed
 

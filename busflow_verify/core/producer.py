@@ -8,7 +8,7 @@ the dump holds, not the rows of a moment before or after. After pg_dump succeede
 leaves neither dump nor manifest, and says why.
 
 Plain Python, no Dagster. The DSN's password reaches pg_dump only as PGPASSWORD in its
-environment (core/pgcluster.py child_env: nothing else of ours), never on its command line, in
+environment (core/proc.py child_env: nothing else of ours), never on its command line, in
 the manifest, or in an error.
 """
 
@@ -31,8 +31,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from busflow_verify.core.manifest import ESTIMATE, EXACT, Manifest, TableCount, manifest_key
-from busflow_verify.core.pgcluster import child_env
+from busflow_verify.core.proc import child_env
 from busflow_verify.core.rowcounts import USER_TABLE_FILTER
+from busflow_verify.core.servers import installed
 
 CHUNK = 1024 * 1024
 
@@ -74,8 +75,6 @@ def split_dsn(dsn: str) -> tuple[str, str | None]:
 def pick_pg_dump(source_major: int, explicit: str | None = None) -> tuple[Path, str]:
     """pg_dump of the newest installed server (core/servers.py), which must be at least the
     source's major (pg_dump refuses newer servers); its bin dir and version."""
-    from busflow_verify.core.servers import installed
-
     servers = installed(explicit)
     for server in servers:
         tool = server.bin_dir / "pg_dump"

@@ -34,7 +34,7 @@ from busflow_verify.core import plainscan
 from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
-from busflow_verify.core.pgcluster import ConnInfo, PostgresBinariesNotFound, child_env
+from busflow_verify.core.pgcluster import ConnInfo
 from busflow_verify.core.plainscan import PlainScan, scan_plain
 from busflow_verify.core.privilege import (
     ExtensionSetup,
@@ -42,7 +42,8 @@ from busflow_verify.core.privilege import (
     allowed_extensions,
     create_extensions,
 )
-from busflow_verify.core.servers import Choice, installed, major_of
+from busflow_verify.core.proc import child_env
+from busflow_verify.core.servers import Choice, PostgresBinariesNotFound, installed, major_of
 from busflow_verify.core.toc import Toc, extension_schemas, parse_toc
 from busflow_verify.core.unlogged import unlog_tables
 

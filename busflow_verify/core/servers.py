@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from busflow_verify.core.pgcluster import PostgresBinariesNotFound, child_env
+from busflow_verify.core.proc import child_env
 
 SEARCHED = ("/opt/busflow-pg/*/bin", "/usr/lib/postgresql/*/bin")
 # The newest archive version each pg_dump major writes (pg_backup_archiver.h): a server reads
@@ -33,6 +33,10 @@ ARCHIVE_VERSIONS = {
     17: (1, 16),
     18: (1, 16),
 }
+
+
+class PostgresBinariesNotFound(RuntimeError):
+    """No complete PostgreSQL installation where one was looked for."""
 
 
 @dataclass(frozen=True)

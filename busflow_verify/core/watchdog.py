@@ -29,37 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+from busflow_verify.core.proc import child_env, process_alive, process_start_time, stop_and_remove
+
 POLL_SECONDS = 0.5
 REAPPEAR_SECONDS = 3.0  # after the removal: a start killed mid-way may still write its directory
 
 
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or
-    None when it cannot be read (no such process, no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int, start_time: int | None = None) -> bool:
-    """True while the process `pid` runs (a zombie does not) and, when `start_time` is given, is
-    still the process that started then (not a later one given the same pid)."""
-    from busflow_verify.core.pgcluster import _pid_alive
-
-    if pid <= 0 or not _pid_alive(pid):
-        return False
-    if start_time is None:
-        return True
-    now = process_start_time(pid)
-    return now is None or now == start_time
-
-
 def spawn(root: Path, bin_dir: Path, run_as: str | None) -> subprocess.Popen:
     """Start the watcher of the cluster in `root`, owned by this process."""
-    from busflow_verify.core.pgcluster import child_env
-
     owner = os.getpid()
     argv = [
         sys.executable,
@@ -114,18 +91,16 @@ def watch(
     poll: float = POLL_SECONDS,
 ) -> str:
     """Wait for the owner to die or the cluster to go; returns which happened."""
-    from busflow_verify.core.pgcluster import _stop_and_remove
-
     while True:
         if not root.exists():
             return "removed"
         if not process_alive(owner, owner_start):
-            _stop_and_remove(root, bin_dir, run_as)
+            stop_and_remove(root, bin_dir, run_as)
             deadline = time.monotonic() + REAPPEAR_SECONDS
             while time.monotonic() < deadline:
                 time.sleep(poll)
                 if root.exists():  # an initdb or pg_ctl start the owner left running
-                    _stop_and_remove(root, bin_dir, run_as)
+                    stop_and_remove(root, bin_dir, run_as)
             return "owner died"
         time.sleep(poll)
 

@@ -1,7 +1,7 @@
 """The environment, read in one place (README: Configuration).
 
 Every variable of the contract is read here and handed to the rest as values: core/ takes
-values, never os.environ (the one exception is `core.pgcluster.child_env`, whose job is to keep
+values, never os.environ (the one exception is `core.proc.child_env`, whose job is to keep
 the environment away from child processes). Secrets become `dg.EnvVar`s, so the UI and the event
 log show their names, never their values.
 """

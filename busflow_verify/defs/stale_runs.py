@@ -26,7 +26,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.execution.plan.objects import StepFailureData, UserFailureData
 
 from busflow_verify.core.failures import Finding
-from busflow_verify.core.watchdog import process_alive, process_start_time
+from busflow_verify.core.proc import process_alive, process_start_time
 from busflow_verify.defs.findings import FINDING_KEY
 from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
 from busflow_verify.defs.run_history import JOB_NAME
