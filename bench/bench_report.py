@@ -14,7 +14,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from busflow_verify.core.pgcluster import find_bin_dir
+from busflow_verify.core.postgres.cluster import find_bin_dir
 
 STAGES = [
     "startup",
@@ -191,7 +191,7 @@ def report(
     )
     race_line = (
         f"Download of the {shape} scale-{dumps[-1].scale} dump alone, best of 3: the "
-        f"project's `core.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
+        f"project's `core.store.download.download` {race['project']:.0f} MB/s, `rclone copyto` "
         f"{race['rclone']:.0f} MB/s (its whole command, process start included): "
         f"{race['project'] / race['rclone']:.2f}x."
     )

@@ -16,7 +16,7 @@ from typing import Callable
 import psycopg
 import yaml
 
-from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify.demo import busflow_db
 
 SHIPPED_ALLOWLIST = (

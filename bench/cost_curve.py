@@ -40,7 +40,7 @@ import verify_bench as vb
 from bench_report import machine, project_stages, replace_block
 from bench_shapes import SHAPES
 
-from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify.demo.s3server import RcloneS3Server
 
 REPO = vb.REPO

@@ -19,9 +19,14 @@ import time
 
 import psycopg
 
+from busflow_verify.core.checks.soft_fk_sweep import (
+    ParentKeys,
+    orphan_count_query,
+    parent_keys,
+    triage_query,
+)
 from busflow_verify.core.config import ScrubLogConfig, SoftFK
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.sweep import ParentKeys, orphan_count_query, parent_keys, triage_query
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 
 SETUP = """
 CREATE SCHEMA commerce; CREATE SCHEMA communications;

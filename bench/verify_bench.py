@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import machine, report, write_docs
 from bench_shapes import SHAPES, Shape
 
-from busflow_verify.core.pgcluster import DisposablePostgres, sweep_stale_clusters
+from busflow_verify.core.postgres.cluster import DisposablePostgres, sweep_stale_clusters
 from busflow_verify.demo.s3server import RcloneS3Server, rclone_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -466,10 +466,10 @@ def project_env(work: Path, s3: RcloneS3Server, shape: Shape) -> dict:
 
 
 def download_race(work: Path, s3: RcloneS3Server, dump: Dump, rounds: int = 3) -> dict:
-    """The project's download (core.download.download, the client the verify builds) against
+    """The project's download (core.store.download.download, the client the verify builds) against
     `rclone copyto` of the same object from the same endpoint: best of `rounds`, alternating."""
-    from busflow_verify.core.download import download
-    from busflow_verify.core.store import DumpObject
+    from busflow_verify.core.store.download import download
+    from busflow_verify.core.store.listing import DumpObject
     from busflow_verify.defs.resources import S3Endpoint
 
     client = S3Endpoint(

@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the earlier version of the allowlist (e.g. the target branch's)",
     )
     allow.add_argument("--file", help="the changed allowlist (default: the config folder's)")
-    _add_dump_parser(sub)  # issue 19: the producer (core/producer.py)
+    _add_dump_parser(sub)  # issue 19: the producer (core/store/producer.py)
     _add_status_parsers(sub)  # issue 17: status, history, the dead-man's switch
     return parser
 
@@ -150,7 +150,7 @@ def _add_status_parsers(sub) -> None:
 def _status_or_history(args) -> int:
     """`status` / `history` (defs/status.py) on the instance in $DAGSTER_HOME."""
     from busflow_verify.core import config as cfg
-    from busflow_verify.core.history import history_line, status_lines
+    from busflow_verify.core.report.history import history_line, status_lines
     from busflow_verify.defs import environment
 
     home = environment.dagster_home()
@@ -191,7 +191,7 @@ def _upload_dump(result) -> list[str]:
     """`dump --upload`: to the primary endpoint and bucket of the verify configuration."""
     import dagster as dg
 
-    from busflow_verify.core.producer import upload
+    from busflow_verify.core.store.producer import upload
     from busflow_verify.defs.resources import build_resources
 
     with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
@@ -200,7 +200,7 @@ def _upload_dump(result) -> list[str]:
 
 
 def _dump(args) -> int:
-    from busflow_verify.core.producer import ProducerError, produce
+    from busflow_verify.core.store.producer import ProducerError, produce
 
     if not args.dsn:
         raise UsageError("dump: --dsn (or BUSFLOW_SOURCE_DSN) is required")
@@ -434,7 +434,7 @@ def verify(args) -> int:
 
 
 def _verify(args) -> int:
-    from busflow_verify.core import targets
+    from busflow_verify.core.targets import settings as targets
 
     gc.disable()  # until the run starts: see _collect_garbage_from_here
     _start_cluster_early(args.date)
@@ -458,10 +458,10 @@ def _collect_garbage_from_here() -> None:
 
 
 def _start_cluster_early(date_text: str) -> None:
-    """The ephemeral target's cluster, started before Dagster is imported (core/targets.py:
+    """The ephemeral target's cluster, started before Dagster is imported (core/targets/settings.py:
     start_early); not for a date that is no date, which is a usage error at once."""
-    from busflow_verify.core import targets
     from busflow_verify.core.config import ConfigError
+    from busflow_verify.core.targets import settings as targets
 
     try:
         dt.date.fromisoformat(date_text)
@@ -517,7 +517,7 @@ def repost() -> int:
 
 def check_allowlist(base: str, current: str | None) -> int:
     from busflow_verify.core import config as cfg
-    from busflow_verify.core.allowlist_rule import unjustified_changes
+    from busflow_verify.core.checks.allowlist_rule import unjustified_changes
     from busflow_verify.defs import environment
 
     path = current or str(environment.config_dir() / cfg.ALLOWLIST_FILE)

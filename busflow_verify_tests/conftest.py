@@ -18,8 +18,13 @@ import yaml
 from psycopg import sql
 
 from busflow_verify import cli
-from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, ConnInfo, DisposablePostgres
-from busflow_verify.core.privilege import RestoreDatabase, provision
+from busflow_verify.core.postgres.cluster import (
+    DIR_PREFIX,
+    OWNER_FILE,
+    ConnInfo,
+    DisposablePostgres,
+)
+from busflow_verify.core.postgres.privilege import RestoreDatabase, provision
 from busflow_verify.demo.s3server import RcloneS3Server
 
 ACCESS_KEY = "busflow-test-access"

@@ -15,7 +15,7 @@ import docker.errors
 import psycopg
 from psycopg import sql
 
-from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify_tests.pgproxy import SocketProxy
 
 

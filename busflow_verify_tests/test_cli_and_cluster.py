@@ -16,13 +16,13 @@ import psycopg
 import pytest
 
 from busflow_verify import cli
-from busflow_verify.core import targets
-from busflow_verify.core.pgcluster import (
+from busflow_verify.core.postgres.cluster import (
     DIR_PREFIX,
     OWNER_FILE,
     DisposablePostgres,
 )
 from busflow_verify.core.proc import pid_alive
+from busflow_verify.core.targets import settings as targets
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -94,7 +94,7 @@ def test_cluster_is_removed_with_its_server():
 
 _ORPHANED_OWNER = """
 import os, sys
-from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 pg = DisposablePostgres().start()
 print(pg.root, flush=True)
 os.kill(os.getpid(), 9)
@@ -206,7 +206,7 @@ def _wait_for_cluster_of(pid: int, timeout: float) -> Path | None:
 
 
 def test_an_unowned_leftover_dir_is_swept_once_old(tmp_path):
-    from busflow_verify.core.pgcluster import ORPHAN_AGE_SECONDS, sweep_stale_clusters
+    from busflow_verify.core.postgres.cluster import ORPHAN_AGE_SECONDS, sweep_stale_clusters
 
     old, fresh = tmp_path / (DIR_PREFIX + "old"), tmp_path / (DIR_PREFIX + "fresh")
     old.mkdir()

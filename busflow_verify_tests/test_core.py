@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.dumpformat import read_custom_header, sniff, writer_of
-from busflow_verify.core.dumpkeys import day_prefix, dump_key, parse_dump_key
+from busflow_verify.core.checks.row_counts import compare
+from busflow_verify.core.checks.size_guard import evaluate
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
-from busflow_verify.core.rowcounts import compare
-from busflow_verify.core.sizeguard import evaluate
+from busflow_verify.core.restore.dump_format import read_custom_header, sniff, writer_of
+from busflow_verify.core.store.dumpkeys import day_prefix, dump_key, parse_dump_key
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, build_verdict, format_verdict
 
 
@@ -272,9 +272,9 @@ def test_all_passed_is_verified():
 
 # -- F2 classification of pg_restore / psql output --------------------------------------------------
 def _restorer(tmp_path):
-    from busflow_verify.core.pgcluster import ConnInfo
-    from busflow_verify.core.privilege import RestoreDatabase
-    from busflow_verify.core.restore import Restorer
+    from busflow_verify.core.postgres.cluster import ConnInfo
+    from busflow_verify.core.postgres.privilege import RestoreDatabase
+    from busflow_verify.core.restore.restorer import Restorer
 
     nowhere = ConnInfo("/nowhere", 1, "busflow_restore", "x")
     return Restorer(

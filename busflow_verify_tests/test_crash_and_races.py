@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from busflow_verify import cli
-from busflow_verify.core import pointer as ptr
+from busflow_verify.core.store import pointer as ptr
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.promotion import promote

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from busflow_verify.core import cronschedule
-from busflow_verify.core.cronschedule import ScheduleError, describe_next, next_run
+from busflow_verify.core.checks import cron_schedule as cronschedule
+from busflow_verify.core.checks.cron_schedule import ScheduleError, describe_next, next_run
 
 UTC = dt.timezone.utc
 

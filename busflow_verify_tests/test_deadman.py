@@ -17,8 +17,8 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from busflow_verify import cli
 from busflow_verify.core import config as cfg
-from busflow_verify.core.deadman import DeadmanState, decide
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.report.deadman import DeadmanState, decide
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.deadman import evaluate, observe, verification_deadman

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.servers import installed
+from busflow_verify.core.postgres.cluster import DisposablePostgres
+from busflow_verify.core.postgres.servers import installed
 from busflow_verify.demo.busflow_db import (
     CRON_JOB,
     EXTENSIONS,

@@ -15,7 +15,7 @@ import yaml
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from psycopg import sql
 
-from busflow_verify.core.pgcluster import THROWAWAY_SETTINGS, DisposablePostgres
+from busflow_verify.core.postgres.cluster import THROWAWAY_SETTINGS, DisposablePostgres
 from busflow_verify.defs.jobs import RESTORE_HOST_TAG
 from busflow_verify.defs.run_history import EXPECTED_CHECK_KEYS
 from busflow_verify_tests.conftest import SESSION_CLUSTERS

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from busflow_verify.core import download as dl
-from busflow_verify.core.store import DumpObject
+from busflow_verify.core.store import download as dl
+from busflow_verify.core.store.listing import DumpObject
 from busflow_verify.defs.resources import S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 
@@ -95,7 +95,7 @@ def test_a_digest_that_differs_is_an_integrity_error_naming_both(bucket, tmp_pat
 def test_what_the_store_gives_to_check_by(bucket):
     """The ETag is an MD5 only for a single-part, non-KMS object; composite checksums are not
     the object's."""
-    from busflow_verify.core.store import etag_md5, full_object_checksums
+    from busflow_verify.core.store.listing import etag_md5, full_object_checksums
 
     md5 = "0123456789abcdef0123456789abcdef"
     assert etag_md5({"ETag": f'"{md5}"'}) == md5

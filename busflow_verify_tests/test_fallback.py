@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from busflow_verify.core.pgcluster import free_port
+from busflow_verify.core.postgres.cluster import free_port
 from busflow_verify.demo.s3server import RcloneS3Server
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 

@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.restore import Restorer
+from busflow_verify.core.postgres.cluster import DisposablePostgres
+from busflow_verify.core.restore.restorer import Restorer
 from busflow_verify_tests.conftest import busflow_sql, expected_counts, restore_database
 
 pytestmark = pytest.mark.e2e

@@ -14,10 +14,10 @@ import pytest
 from psycopg import sql
 
 from busflow_verify import cli
-from busflow_verify.core import producer as producer_mod
-from busflow_verify.core.manifest import ManifestError, fetch_manifest, manifest_key
 from busflow_verify.core.proc import CHILD_ENV_NAMES, CHILD_ENV_PREFIXES
-from busflow_verify.core.producer import ProducerError, produce
+from busflow_verify.core.store import producer as producer_mod
+from busflow_verify.core.store.manifest import ManifestError, fetch_manifest, manifest_key
+from busflow_verify.core.store.producer import ProducerError, produce
 from busflow_verify.defs.resources import S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, busflow_sql, expected_counts
 

@@ -241,7 +241,7 @@ def test_row_counts_within_tolerance_pass_against_previous(harness, make_dump):
 
 
 def test_unreachable_endpoint_is_f5(harness, monkeypatch):
-    from busflow_verify.core.pgcluster import free_port
+    from busflow_verify.core.postgres.cluster import free_port
 
     monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     code, verdict = harness.verify(DAY)

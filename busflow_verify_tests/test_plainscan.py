@@ -8,7 +8,7 @@ import subprocess
 import psycopg
 import pytest
 
-from busflow_verify.core.plainscan import scan_plain, write_restorable
+from busflow_verify.core.restore.plain_scan import scan_plain, write_restorable
 
 PRELUDE = "SET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from busflow_verify.core.checks.rto_budget import judge_restore
 from busflow_verify.core.config import (
     ConfigError,
     RestoreBudgetConfig,
     config_dir,
     load_verify_config,
 )
-from busflow_verify.core.rtobudget import judge_restore
 from busflow_verify.defs.plots import numbers
 
 DAY, NEXT_DAY = "2026-11-20", "2026-11-21"
@@ -41,7 +41,7 @@ PLOTTED = {
 NUMERIC = (dg.IntMetadataValue, dg.FloatMetadataValue)
 
 
-# -- the budget's math (core/rtobudget.py) ---------------------------------------------------
+# -- the budget's math (core/checks/rto_budget.py) ---------------------------------------------------
 
 
 def test_over_the_budget_says_by_how_much_in_seconds_and_ratio():

@@ -16,11 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.privilege import RESTORE_ROLE
-from busflow_verify.core.restore import Restorer
-from busflow_verify.core.servers import installed
-from busflow_verify.core.targets import RESTORED_DB, EphemeralTarget
+from busflow_verify.core.postgres.cluster import DisposablePostgres
+from busflow_verify.core.postgres.privilege import RESTORE_ROLE
+from busflow_verify.core.postgres.servers import installed
+from busflow_verify.core.restore.restorer import Restorer
+from busflow_verify.core.targets.settings import RESTORED_DB, EphemeralTarget
 from busflow_verify_tests.conftest import busflow_sql, expected_counts
 
 pytestmark = pytest.mark.e2e

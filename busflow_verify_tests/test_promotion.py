@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from busflow_verify.core.pointer import POINTER_NAME, promotion_decision
+from busflow_verify.core.store.pointer import POINTER_NAME, promotion_decision
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.definitions import build_defs
 from busflow_verify.defs.finish import finish_verify_run

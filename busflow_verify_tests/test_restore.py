@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.restore import Restorer
-from busflow_verify.core.targets import ServerTarget
+from busflow_verify.core.postgres.cluster import DisposablePostgres
+from busflow_verify.core.restore.restorer import Restorer
+from busflow_verify.core.targets.settings import ServerTarget
 from busflow_verify_tests.conftest import restore_database, restore_server_conninfo
 
 pytestmark = pytest.mark.e2e

@@ -1,11 +1,11 @@
-"""Issue 17 point 6: schema drift since the last verified dump (core/drift.py, row_count_report)."""
+"""Issue 17 point 6: schema drift since the last verified dump (core/checks/schema_drift.py, row_count_report)."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
 
-from busflow_verify.core.drift import schema_drift
+from busflow_verify.core.checks.schema_drift import schema_drift
 
 BEFORE = {
     "a.kept": [["id", "bigint"], ["note", "text"]],

@@ -156,8 +156,13 @@ def keys_db(source_pg):
 
 
 def test_the_bitmap_probe_finds_exactly_the_orphans_the_anti_join_finds(keys_db):
+    from busflow_verify.core.checks.soft_fk_sweep import (
+        ParentKeys,
+        orphan_count_query,
+        parent_keys,
+        triage_query,
+    )
     from busflow_verify.core.config import ColumnRef, ScrubLogConfig, SoftFK
-    from busflow_verify.core.sweep import ParentKeys, orphan_count_query, parent_keys, triage_query
 
     conn, expected = keys_db
     child, parent = ColumnRef.parse("k.child.parent_id"), ColumnRef.parse("k.parent.id")
@@ -177,7 +182,7 @@ def test_the_bitmap_probe_finds_exactly_the_orphans_the_anti_join_finds(keys_db)
 
 
 def test_non_integer_or_too_wide_keys_use_the_hash_anti_join(keys_db, monkeypatch):
-    from busflow_verify.core import sweep
+    from busflow_verify.core.checks import soft_fk_sweep as sweep
     from busflow_verify.core.config import ColumnRef
 
     conn, _ = keys_db

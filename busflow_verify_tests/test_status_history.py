@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from busflow_verify import cli
-from busflow_verify.core.cutover import CutoverHalt
-from busflow_verify.core.pointer import POINTER_NAME
+from busflow_verify.core.report.cutover import CutoverHalt
+from busflow_verify.core.store.pointer import POINTER_NAME
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.status import history
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY

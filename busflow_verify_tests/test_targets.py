@@ -9,11 +9,11 @@ import logging
 import psycopg
 import pytest
 
-from busflow_verify.core import targets
 from busflow_verify.core.config import ConfigError
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.restore import Restorer
-from busflow_verify.core.targets import (
+from busflow_verify.core.restore.restorer import Restorer
+from busflow_verify.core.targets import settings as targets
+from busflow_verify.core.targets.settings import (
     DockerSettings,
     DockerTarget,
     RestoreTargetError,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.demo.s3server import RcloneS3Server
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, expected_counts
 from busflow_verify_tests.faultyproxy import FaultyProxy

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from busflow_verify.core import alerts
-from busflow_verify.core.alerts import (
+from busflow_verify.core.report import alerts
+from busflow_verify.core.report.alerts import (
     BotChannel,
     Delivery,
     Outbox,

@@ -92,7 +92,7 @@ def test_the_restored_size_is_estimated_from_the_highest_measured_ratio():
 
 
 def test_maintenance_work_mem_is_half_the_available_memory_shared_by_the_jobs(monkeypatch):
-    from busflow_verify.core import pgcluster
+    from busflow_verify.core.postgres import cluster as pgcluster
 
     gib = 1024**3
     monkeypatch.setattr(pgcluster, "_available_memory_bytes", lambda: 24 * gib)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from busflow_verify.core.checks.size_guard import triage
 from busflow_verify.core.failures import CATALOGUE
-from busflow_verify.core.manifest import (
+from busflow_verify.core.store.manifest import (
     ESTIMATE,
     EXACT,
     Manifest,
@@ -16,7 +17,6 @@ from busflow_verify.core.manifest import (
     compare_counts,
     manifest_key,
 )
-from busflow_verify.core.sizeguard import triage
 
 
 def manifest(**tables) -> Manifest:
@@ -156,7 +156,7 @@ def test_f1_triage_uses_the_source_counts_when_a_manifest_exists():
 
 
 def test_split_dsn_keeps_the_password_out_of_the_connection_string():
-    from busflow_verify.core.producer import split_dsn
+    from busflow_verify.core.store.producer import split_dsn
 
     conninfo, password = split_dsn("postgresql://backup:s3cr%40t@db.internal:5433/busflow")
     assert password == "s3cr@t"
@@ -166,7 +166,7 @@ def test_split_dsn_keeps_the_password_out_of_the_connection_string():
 
 
 def test_bad_dsn_and_bad_out_are_named_without_the_dsn(tmp_path):
-    from busflow_verify.core.producer import ProducerError, produce, split_dsn
+    from busflow_verify.core.store.producer import ProducerError, produce, split_dsn
 
     with pytest.raises(ProducerError, match="not a valid libpq") as info:
         split_dsn("host=x password='s3cret")
@@ -178,8 +178,8 @@ def test_bad_dsn_and_bad_out_are_named_without_the_dsn(tmp_path):
 
 
 def test_pg_dump_must_be_at_least_the_source_major():
-    from busflow_verify.core.producer import ProducerError, pick_pg_dump
-    from busflow_verify.core.servers import installed
+    from busflow_verify.core.postgres.servers import installed
+    from busflow_verify.core.store.producer import ProducerError, pick_pg_dump
 
     newest = installed()[0]
     tool, version = pick_pg_dump(newest.major)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from busflow_verify.core.pgcluster import ConnInfo, find_bin_dir
-from busflow_verify.core.privilege import RestoreDatabase
-from busflow_verify.core.restore import Restorer, first_error
-from busflow_verify.core.toc import parse_toc
+from busflow_verify.core.postgres.cluster import ConnInfo, find_bin_dir
+from busflow_verify.core.postgres.privilege import RestoreDatabase
+from busflow_verify.core.restore.restorer import Restorer, first_error
+from busflow_verify.core.restore.toc import parse_toc
 
 KEY = "pg_dump_20261120_0100.dump"
 NOWHERE = ConnInfo("/nowhere", 1, "busflow_restore", "x")

@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from busflow_verify.core.sizeguard import evaluate, scrub_deadline, triage
+from busflow_verify.core.checks.size_guard import evaluate, scrub_deadline, triage
 
 KEY = "pg_dump_20261120_0100.dump"
 MB = 1_000_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from busflow_verify.core.toc import extension_schemas, parse_entry, parse_toc, unquote
+from busflow_verify.core.restore.toc import extension_schemas, parse_entry, parse_toc, unquote
 
 LISTING = """\
 ;

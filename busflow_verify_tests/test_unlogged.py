@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from busflow_verify.core.restore import Restorer
+from busflow_verify.core.restore.restorer import Restorer
 from busflow_verify_tests.conftest import restore_database
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 
 from busflow_verify.core import proc as procs
-from busflow_verify.core import watchdog
-from busflow_verify.core.pgcluster import (
+from busflow_verify.core.postgres import watchdog
+from busflow_verify.core.postgres.cluster import (
     DIR_PREFIX,
     OWNER_FILE,
     SCRATCH_PREFIX,
@@ -31,7 +31,7 @@ GONE_WITHIN = 15.0
 
 _OWNER = """
 import json, time
-from busflow_verify.core.pgcluster import DisposablePostgres
+from busflow_verify.core.postgres.cluster import DisposablePostgres
 pg = DisposablePostgres().start()
 postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
 print(json.dumps({"root": str(pg.root), "postmaster": postmaster, "watchdog": pg._watchdog.pid}),

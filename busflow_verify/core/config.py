@@ -135,7 +135,7 @@ class SweepConfig(_Strict):
 
 
 class RestoreBudgetConfig(_Strict):
-    """The restore time is the RTO (core/rtobudget.py): a WARN check, never blocking."""
+    """The restore time is the RTO (core/checks/rto_budget.py): a WARN check, never blocking."""
 
     max_seconds: Annotated[float, Field(gt=0)] = 14400.0  # all sections, inspection included
     max_median_ratio: Annotated[float, Field(gt=1)] = 1.5  # x the trailing verified median
@@ -155,7 +155,7 @@ class DiskSpaceConfig(_Strict):
 
 
 class DeadmanConfig(_Strict):
-    """The dead-man's switch (core/deadman.py): VERIFICATION_STALE when nothing verified for
+    """The dead-man's switch (core/report/deadman.py): VERIFICATION_STALE when nothing verified for
     longer than this."""
 
     max_age_hours: Annotated[float, Field(gt=0, le=24 * 14)] = 26.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.alerts import BotChannel, Outbox, RetryPolicy, WebhookChannel
+from busflow_verify.core.report.alerts import BotChannel, Outbox, RetryPolicy, WebhookChannel
 from busflow_verify.defs import environment
 
 OUTBOX_DIR = "busflow-outbox"

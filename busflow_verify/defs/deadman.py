@@ -1,6 +1,6 @@
 """The dead-man's switch's Dagster layer: what the instance says, the sensor, the #ops delivery.
 
-The logic (age, once-only state, the message) is core/deadman.py; the state file beside the
+The logic (age, once-only state, the message) is core/report/deadman.py; the state file beside the
 instance is shared with the CLI (`busflow-verify status`), so one silence is told once.
 """
 
@@ -11,8 +11,8 @@ import datetime as dt
 import dagster as dg
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.alerts import deliver
-from busflow_verify.core.deadman import DeadmanState, Decision, LastRun, Observation
+from busflow_verify.core.report.alerts import deliver
+from busflow_verify.core.report.deadman import DeadmanState, Decision, LastRun, Observation
 from busflow_verify.core.verdict import is_verified
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import alert_settings

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core import targets
+from busflow_verify.core.targets import settings as targets
 
 REQUIRED = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")  # by the CLI
 WEBHOOK = "SLACK_OPS_WEBHOOK"

@@ -12,8 +12,8 @@ import dataclasses
 
 import dagster as dg
 
-from busflow_verify.core.alerts import notify
-from busflow_verify.core.cutover import CutoverHalt
+from busflow_verify.core.report.alerts import notify
+from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.alerts import alert_settings
 from busflow_verify.defs.jobs import backup_verify_job

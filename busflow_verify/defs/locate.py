@@ -4,9 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.store import DumpObject, covered_by_mirror, locate_with_fallback
+from busflow_verify.core.report.cutover import CutoverHalt
+from busflow_verify.core.store.listing import DumpObject, covered_by_mirror, locate_with_fallback
 from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step

@@ -1,6 +1,6 @@
 """Issue 19: the restored tables against the source's own counts (the producer's manifest).
 
-`busflow-verify dump` (core/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
+`busflow-verify dump` (core/store/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
 the dump with every table's exact row count in pg_dump's snapshot. This check reads it from the
 endpoint that served the dump and compares it with row_count_report's counts (no recount): any
 difference, or a table on one side only, is F2 DUMP_INCOMPLETE. No manifest: a pass that says so.
@@ -11,14 +11,14 @@ import warnings
 import dagster as dg
 
 from busflow_verify.core.failures import Finding, FindingError
-from busflow_verify.core.manifest import (
+from busflow_verify.core.store.listing import DumpObject, store_error_finding
+from busflow_verify.core.store.manifest import (
     Manifest,
     ManifestError,
     compare_counts,
     fetch_manifest,
     manifest_key,
 )
-from busflow_verify.core.store import DumpObject, store_error_finding
 from busflow_verify.defs.checks import manifest_count_check
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.metadata_tables import table

@@ -10,7 +10,7 @@ the value is known) so the plots line up. Each asset adds its numbers with one l
 | `row_count_report` | `vacuum_analyze_seconds`, `count_seconds`, `vacuum_and_count_seconds`, `rows.<schema.table>` for each of size_guard.largest_tables |
 | `orphan_report` | `orphans.<schema.table.column>` per soft FK, `run_seconds` (the run's start to the sweep's end) |
 
-The restore seconds are also judged here: the RTO budget check (core/rtobudget.py) against
+The restore seconds are also judged here: the RTO budget check (core/checks/rto_budget.py) against
 the trailing verified runs' `restore_seconds`.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import dagster as dg
 
+from busflow_verify.core.checks.row_counts import database_bytes
+from busflow_verify.core.checks.rto_budget import judge_restore
 from busflow_verify.core.config import RestoreBudgetConfig
-from busflow_verify.core.rowcounts import database_bytes
-from busflow_verify.core.rtobudget import judge_restore
-from busflow_verify.core.store import DumpObject
+from busflow_verify.core.store.listing import DumpObject
 from busflow_verify.defs.checks import restore_budget_check
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.run_history import DUMP_BYTES_KEY, RESTORED_BYTES_KEY, last_verified

@@ -1,6 +1,6 @@
 """Promotion of `verified-latest` after a run (defs/finish.py): only verified, only forward.
 
-The read, the decision and the write are one compare-and-swap (core/pointer.py
+The read, the decision and the write are one compare-and-swap (core/store/pointer.py
 `advance_pointer`): a conditional write where the store honours it, else a lock object; so
 promotions of different dates at once end on the newest and never move the pointer back.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from busflow_verify.core.cutover import CutoverHalt
-from busflow_verify.core.pointer import (
+from busflow_verify.core.report.cutover import CutoverHalt
+from busflow_verify.core.store.pointer import (
     advance_pointer,
     moves_forward,
     pointer_record,

@@ -13,10 +13,10 @@ from botocore.config import Config
 from pydantic import PrivateAttr
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core import targets
-from busflow_verify.core.pgcluster import ConnInfo
-from busflow_verify.core.restore import default_jobs
-from busflow_verify.core.store import Endpoint
+from busflow_verify.core.postgres.cluster import ConnInfo
+from busflow_verify.core.restore.restorer import default_jobs
+from busflow_verify.core.store.listing import Endpoint
+from busflow_verify.core.targets import settings as targets
 from busflow_verify.defs import environment
 
 
@@ -131,7 +131,7 @@ class RestoreTarget(dg.ConfigurableResource):
     Run-scoped: the target is made by the first step that needs it (an ephemeral cluster starts
     in the background as the run begins) and removed when the run ends, failed or interrupted
     (`keep_after_run` keeps an ephemeral cluster for triage; never the default). The logic lives
-    in core/targets.py.
+    in core/targets/settings.py.
     """
 
     kind: Literal["ephemeral", "server", "docker"] = "ephemeral"

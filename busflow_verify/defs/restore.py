@@ -7,15 +7,15 @@ from pathlib import Path
 import dagster as dg
 
 from busflow_verify.core.diskspace import check_space, restored_estimate
-from busflow_verify.core.download import expected_digests
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.hostfaults import host_fault
-from busflow_verify.core.manifest import Manifest, fetch_manifest
-from busflow_verify.core.privilege import RestoreDatabase
-from busflow_verify.core.restore import Restorer, restored_cron_jobs
-from busflow_verify.core.store import DumpObject, covered_by_mirror
-from busflow_verify.core.targets import server_major
-from busflow_verify.core.transfer import Transfer, fetch_dump
+from busflow_verify.core.postgres.privilege import RestoreDatabase
+from busflow_verify.core.restore.restorer import Restorer, restored_cron_jobs
+from busflow_verify.core.store.download import expected_digests
+from busflow_verify.core.store.listing import DumpObject, covered_by_mirror
+from busflow_verify.core.store.manifest import Manifest, fetch_manifest
+from busflow_verify.core.store.transfer import Transfer, fetch_dump
+from busflow_verify.core.targets.settings import server_major
 from busflow_verify.defs.checks import restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
@@ -198,7 +198,7 @@ def _inspect_and_restore(context, session: RestoreSession, restorer: Restorer) -
 
 def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path) -> Transfer:
     """The one download, from the endpoint that listed the dump or else its mirror
-    (core/transfer.py), checked by every digest the store gives and by the producer's manifest
+    (core/store/transfer.py), checked by every digest the store gives and by the producer's manifest
     (its size and SHA-256) when there is one beside the dump."""
     manifest = _manifest_beside(context, backup_store, dump)
     sha256 = manifest.sha256 if manifest else None

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from busflow_verify.core.drift import SchemaDrift, column_signatures, schema_drift
-from busflow_verify.core.rowcounts import compare, vacuum_and_count
-from busflow_verify.core.sizeguard import triage
+from busflow_verify.core.checks.row_counts import compare, vacuum_and_count
+from busflow_verify.core.checks.schema_drift import SchemaDrift, column_signatures, schema_drift
+from busflow_verify.core.checks.size_guard import triage
 from busflow_verify.core.verdict import RunFacts
 from busflow_verify.defs.checks import row_count_check, schema_drift_check
 from busflow_verify.defs.descriptions import describe

@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from busflow_verify.core.cutover import CutoverHalt
 from busflow_verify.core.failures import Finding
 from busflow_verify.core.hostfaults import host_fault
+from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.core.verdict import CheckOutcome, RunFacts, Verdict, build_verdict, is_verified
 from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY

@@ -4,8 +4,8 @@ import datetime as dt
 
 import dagster as dg
 
-from busflow_verify.core.sizeguard import evaluate, scrub_deadline
-from busflow_verify.core.store import DumpObject, trailing_history
+from busflow_verify.core.checks.size_guard import evaluate, scrub_deadline
+from busflow_verify.core.store.listing import DumpObject, trailing_history
 from busflow_verify.defs.checks import size_guard_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result

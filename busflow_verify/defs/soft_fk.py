@@ -4,7 +4,7 @@ import itertools
 
 import dagster as dg
 
-from busflow_verify.core.sweep import OrphanResult, sweep
+from busflow_verify.core.checks.soft_fk_sweep import OrphanResult, sweep
 from busflow_verify.defs.checks import orphan_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result

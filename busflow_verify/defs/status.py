@@ -1,7 +1,7 @@
 """`busflow-verify status` and `history`: read from the Dagster instance (DagsterInstance APIs
 only, so SQLite and PostgreSQL run storage alike) and the backup store's pointer.
 
-Formatting is core/history.py; the dead-man's switch is core/deadman.py and defs/deadman.py.
+Formatting is core/report/history.py; the dead-man's switch is core/report/deadman.py and defs/deadman.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 
 from busflow_verify.core import config as cfg
-from busflow_verify.core.cronschedule import next_run
-from busflow_verify.core.cutover import CutoverHalt
-from busflow_verify.core.deadman import DeadmanState, age_of
-from busflow_verify.core.history import history_row
-from busflow_verify.core.pointer import read_pointer
+from busflow_verify.core.checks.cron_schedule import next_run
+from busflow_verify.core.report.cutover import CutoverHalt
+from busflow_verify.core.report.deadman import DeadmanState, age_of
+from busflow_verify.core.report.history import history_row
+from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.deadman import latest_runs_by_partition, max_age, observe
@@ -69,7 +69,7 @@ def read_store_pointer() -> dict[str, Any]:
 def outbox_messages(home: str) -> list[dict[str, Any]]:
     from pathlib import Path
 
-    from busflow_verify.core.alerts import Outbox
+    from busflow_verify.core.report.alerts import Outbox
 
     found = []
     for path in Outbox(Path(home) / OUTBOX_DIR).pending():

@@ -24,7 +24,7 @@ import yaml
 
 from busflow_verify import cli
 from busflow_verify.core import config as cfg
-from busflow_verify.core.manifest import manifest_key
+from busflow_verify.core.store.manifest import manifest_key
 from busflow_verify.demo.busflow_db import write_nightly_dumps
 from busflow_verify.demo.s3server import RcloneS3Server
 

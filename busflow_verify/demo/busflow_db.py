@@ -26,9 +26,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from busflow_verify.core.manifest import Manifest, manifest_key
-from busflow_verify.core.pgcluster import DisposablePostgres
-from busflow_verify.core.producer import produce, write_atomically
+from busflow_verify.core.postgres.cluster import DisposablePostgres
+from busflow_verify.core.store.manifest import Manifest, manifest_key
+from busflow_verify.core.store.producer import produce, write_atomically
 
 DATABASE = "busflow"  # the nightly dumps' source database (and the source cluster's pg_cron one)
 TENANTS = 20
@@ -243,7 +243,7 @@ def write_nightly_dumps(
 ) -> list[Path]:
     """One pg_dump per date (night i = dates[i]) into dest_dir as pg_dump_YYYYMMDD_HHMM.dump.
 
-    Custom-format dumps are taken by `busflow-verify dump`'s producer (core/producer.py), with
+    Custom-format dumps are taken by `busflow-verify dump`'s producer (core/store/producer.py), with
     the manifest beside each (`manifests=False`: plain pg_dump, no manifest, as older nights)."""
     formats = {"custom": "-Fc", "plain": "-Fp"}
     if fmt not in formats:

@@ -3,7 +3,7 @@ whose columns (name and type) changed.
 
 Each run records its column signature (per table, the columns in order with their types, from
 pg_attribute) in the row-count report, so the next run compares with it. A table that
-disappeared is ROW_COUNT_DRIFT (core/rowcounts.py `compare`: status `missing`, a failure); a new
+disappeared is ROW_COUNT_DRIFT (core/checks/row_counts.py `compare`: status `missing`, a failure); a new
 table or a changed column is a SCHEMA_DRIFT finding, reported at WARN severity: a notice.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from busflow_verify.core.checks.row_counts import USER_TABLE_FILTER
 from busflow_verify.core.failures import Finding
-from busflow_verify.core.rowcounts import USER_TABLE_FILTER
 
 # "schema.table" -> [[column, type], ...] in column order (a table without columns has [])
 Signature = dict[str, list[list[str]]]

@@ -4,7 +4,7 @@ One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `
 --snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
 PATH, while the same transaction counts the rows of every user table. So the counts are the rows
 the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
-(core/manifest.py) is written beside the dump atomically (temp file + rename); a failed pg_dump
+(core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed pg_dump
 leaves neither dump nor manifest, and says why.
 
 Plain Python, no Dagster. The DSN's password reaches pg_dump only as PGPASSWORD in its
@@ -30,10 +30,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from busflow_verify.core.manifest import ESTIMATE, EXACT, Manifest, TableCount, manifest_key
+from busflow_verify.core.checks.row_counts import USER_TABLE_FILTER
+from busflow_verify.core.postgres.servers import installed
 from busflow_verify.core.proc import child_env
-from busflow_verify.core.rowcounts import USER_TABLE_FILTER
-from busflow_verify.core.servers import installed
+from busflow_verify.core.store.manifest import ESTIMATE, EXACT, Manifest, TableCount, manifest_key
 
 CHUNK = 1024 * 1024
 
@@ -73,7 +73,7 @@ def split_dsn(dsn: str) -> tuple[str, str | None]:
 
 
 def pick_pg_dump(source_major: int, explicit: str | None = None) -> tuple[Path, str]:
-    """pg_dump of the newest installed server (core/servers.py), which must be at least the
+    """pg_dump of the newest installed server (core/postgres/servers.py), which must be at least the
     source's major (pg_dump refuses newer servers); its bin dir and version."""
     servers = installed(explicit)
     for server in servers:

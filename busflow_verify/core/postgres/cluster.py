@@ -6,7 +6,7 @@ own directory. PostgreSQL refuses to run as root, so when we are root the server
 unprivileged `postgres` OS user, in a directory that user owns.
 
 A cluster whose owning process dies without cleaning up (SIGKILL) is stopped and removed
-within seconds by its watchdog (core/watchdog.py), a small process of its own that outlives the
+within seconds by its watchdog (core/postgres/watchdog.py), a small process of its own that outlives the
 owner; one left behind anyway (power loss, the watchdog killed too) is found and removed by the
 next cluster that starts (`sweep_stale_clusters`).
 """
@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from busflow_verify.core import watchdog
+from busflow_verify.core.postgres import watchdog
+from busflow_verify.core.postgres.servers import describe, installed
 from busflow_verify.core.proc import child_env, pid_alive, run_in_own_group, stop_and_remove
-from busflow_verify.core.servers import describe, installed
 
 DIR_PREFIX = "busflow-verify-pg-"
-SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets.py)
+SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets/settings.py)
 OWNER_FILE = "owner.json"
 ORPHAN_AGE_SECONDS = 3600
 
@@ -96,7 +96,7 @@ class ClusterStartError(RuntimeError):
 
 def find_bin_dir(explicit: str | None = None) -> Path:
     """The PostgreSQL bin dir to use: `explicit`, else the newest installed server
-    (core/servers.py: its pg_restore reads every archive the older ones read)."""
+    (core/postgres/servers.py: its pg_restore reads every archive the older ones read)."""
     return installed(explicit)[0].bin_dir
 
 

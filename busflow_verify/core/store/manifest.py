@@ -1,6 +1,6 @@
 """The dump's manifest: the source's own numbers, taken in pg_dump's snapshot.
 
-`busflow-verify dump` (core/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
+`busflow-verify dump` (core/store/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
 `pg_dump_YYYYMMDD_HHMM.dump`: the server's and pg_dump's versions, the extensions, every user
 table with its row count in the very snapshot pg_dump read (exact, or `reltuples` where the
 producer was told to estimate), and the dump's size and SHA-256 computed while it was written.

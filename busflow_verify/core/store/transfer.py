@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from busflow_verify.core.download import DownloadError, Expected, IntegrityError, download
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
-from busflow_verify.core.store import (
+from busflow_verify.core.store.download import DownloadError, Expected, IntegrityError, download
+from busflow_verify.core.store.listing import (
     DumpObject,
     Endpoint,
     dump_inaccessible,

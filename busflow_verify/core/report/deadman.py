@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busflow_verify.core.alerts import failure_lines
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.report.alerts import failure_lines
 
 UTC = dt.timezone.utc
 STATE_FILE = "busflow-deadman.json"

@@ -42,7 +42,7 @@ class Delivery:
 
 def failure_lines(f: dict[str, Any]) -> list[str]:
     """One failure in #ops: code and name, severity, who to page, the summary, the runbook step
-    (also the dead-man's switch's message, core/deadman.py)."""
+    (also the dead-man's switch's message, core/report/deadman.py)."""
     lines = [
         f"*{failure_label(f)}* — severity {f['severity']} — page {' + '.join(f['escalate_to'])}"
     ]

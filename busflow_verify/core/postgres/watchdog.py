@@ -15,7 +15,7 @@ postmaster and a removal of the directory: nothing the restored dump could have 
 A pid can be reused: the owner is identified by its pid and its start time (/proc/<pid>/stat),
 read when the watcher is spawned.
 
-Run as `python -m busflow_verify.core.watchdog --owner PID --owner-start TICKS --root DIR
+Run as `python -m busflow_verify.core.postgres.watchdog --owner PID --owner-start TICKS --root DIR
 --bin-dir DIR [--run-as USER]` (`spawn` builds that command line).
 """
 
@@ -41,7 +41,7 @@ def spawn(root: Path, bin_dir: Path, run_as: str | None) -> subprocess.Popen:
     argv = [
         sys.executable,
         "-m",
-        "busflow_verify.core.watchdog",
+        "busflow_verify.core.postgres.watchdog",
         "--owner",
         str(owner),
         "--owner-start",
@@ -106,7 +106,7 @@ def watch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="busflow_verify.core.watchdog")
+    parser = argparse.ArgumentParser(prog="busflow_verify.core.postgres.watchdog")
     parser.add_argument("--owner", type=int, required=True)
     parser.add_argument("--owner-start", default="")
     parser.add_argument("--root", required=True)

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from busflow_verify.core.cronschedule import describe_next
+from busflow_verify.core.checks.cron_schedule import describe_next
 from busflow_verify.core.failures import Finding
 
 

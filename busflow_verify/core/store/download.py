@@ -37,7 +37,7 @@ from botocore.exceptions import (
 )
 
 from busflow_verify.core.progress import Progress, Report
-from busflow_verify.core.store import DumpObject
+from busflow_verify.core.store.listing import DumpObject
 
 PART = 64 * 1024 * 1024
 CONCURRENCY = 4

@@ -1,7 +1,7 @@
 """Finding and sizing dumps in an S3-compatible bucket (boto3 client passed in).
 
 Sizes come from listings and HEAD only: the size guard never downloads. The one download is
-core/download.py.
+core/store/download.py.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from busflow_verify.core.dumpkeys import DumpName, day_prefix, parse_dump_key
 from busflow_verify.core.failures import Finding, FindingError
+from busflow_verify.core.store.dumpkeys import DumpName, day_prefix, parse_dump_key
 
 
 @dataclass
@@ -25,7 +25,7 @@ class DumpObject:
     endpoint: str  # "primary" or "fallback"
     endpoint_url: str
     taken_at: str  # ISO 8601, from the name
-    # the means the store gives to check the bytes (core/download.py): the ETag when it is the
+    # the means the store gives to check the bytes (core/store/download.py): the ETag when it is the
     # MD5 of a single-part, unencrypted object; full-object x-amz-checksum-* values, as hex
     etag_md5: str | None = None
     checksums: dict[str, str] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from busflow_verify.core.pgcluster import ConnInfo
+from busflow_verify.core.postgres.cluster import ConnInfo
 
 RESTORE_ROLE = "busflow_restore"  # in a cluster or container of our own
 ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS"

@@ -5,7 +5,7 @@
    `pg_available_extensions` before anything is restored.
 3. Split-section restore (F2 step 4, the canonical path; there is deliberately no single-stream
    option): pre-data, then data and post-data with `-j` from the local file.
-4. Least privilege (core/privilege.py): every statement of the dump runs as the unprivileged role
+4. Least privilege (core/postgres/privilege.py): every statement of the dump runs as the unprivileged role
    that owns the database. The extensions it needs are created first by the administrative
    role, only those on the allow-list; the restore then leaves out what that step did. Dumps are
    restored without owners and privileges (archives: `--no-owner --no-privileges`; plain dumps:
@@ -30,22 +30,27 @@ from typing import Any
 
 import psycopg
 
-from busflow_verify.core import plainscan
-from busflow_verify.core.dumpformat import DumpFormat, sniff, writer_of
 from busflow_verify.core.failures import CATALOGUE, Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
-from busflow_verify.core.pgcluster import ConnInfo
-from busflow_verify.core.plainscan import PlainScan, scan_plain
-from busflow_verify.core.privilege import (
+from busflow_verify.core.postgres.cluster import ConnInfo
+from busflow_verify.core.postgres.privilege import (
     ExtensionSetup,
     RestoreDatabase,
     allowed_extensions,
     create_extensions,
 )
+from busflow_verify.core.postgres.servers import (
+    Choice,
+    PostgresBinariesNotFound,
+    installed,
+    major_of,
+)
 from busflow_verify.core.proc import child_env
-from busflow_verify.core.servers import Choice, PostgresBinariesNotFound, installed, major_of
-from busflow_verify.core.toc import Toc, extension_schemas, parse_toc
-from busflow_verify.core.unlogged import unlog_tables
+from busflow_verify.core.restore import plain_scan as plainscan
+from busflow_verify.core.restore.dump_format import DumpFormat, sniff, writer_of
+from busflow_verify.core.restore.plain_scan import PlainScan, scan_plain
+from busflow_verify.core.restore.toc import Toc, extension_schemas, parse_toc
+from busflow_verify.core.restore.unlogged import unlog_tables
 
 SECTIONS = ("pre-data", "data", "post-data")
 PRODUCER_ENV = "docker/backup/producer.env"
@@ -76,9 +81,9 @@ class RestoreReport:
     restore_role: str | None = None  # the unprivileged owner every statement ran as
     server: dict[str, str] | None = None  # which PostgreSQL restored it, and why (ephemeral)
     extensions_created: dict[str, str | None] = field(default_factory=dict)  # by the admin step
-    left_out: list[dict[str, Any]] = field(default_factory=list)  # and why (core/toc.py)
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # and why (core/restore/toc.py)
     toc_entries: int | None = None
-    unlogged_tables: int = 0  # made UNLOGGED before the data section (core/unlogged.py)
+    unlogged_tables: int = 0  # made UNLOGGED before the data section (core/restore/unlogged.py)
     kept_logged: str | None = None  # why none were
     maintenance_work_mem: str | None = None  # the target's, for the index builds of post-data
     sections: list[SectionResult] = field(default_factory=list)
@@ -138,7 +143,7 @@ class Restorer:
         return self
 
     def needs(self) -> dict[str, Any]:
-        """What a server must offer to restore this dump (core/servers.py `choose`)."""
+        """What a server must offer to restore this dump (core/postgres/servers.py `choose`)."""
         version = self.format.archive_version if self.format else None
         return {
             "archive_version": _version_tuple(version),
@@ -292,7 +297,7 @@ class Restorer:
     # -- the administrative step -------------------------------------------------------------
     def _administer_extensions(self, source: Path) -> None:
         """Create the dump's extensions as the administrative role, only those on the
-        allow-list (core/privilege.py); any other is an F2 naming it, before anything runs."""
+        allow-list (core/postgres/privilege.py); any other is an F2 naming it, before anything runs."""
         wanted = self._extension_schemas(source)
         if not wanted:
             return

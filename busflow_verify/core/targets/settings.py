@@ -7,7 +7,7 @@
   docker/backup/producer.env) started through the Docker SDK for the run and removed after it.
 
 Every target gives the run one empty database to restore into (`open`: a RestoreDatabase,
-owned by an unprivileged restore role, core/privilege.py), local scratch space for the download,
+owned by an unprivileged restore role, core/postgres/privilege.py), local scratch space for the download,
 the PostgreSQL client binaries, and `close`, which removes what the target made.
 """
 
@@ -29,24 +29,24 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from busflow_verify.core import watchdog
 from busflow_verify.core.config import ConfigError
 from busflow_verify.core.diskspace import SpaceNeed
-from busflow_verify.core.pgcluster import (
+from busflow_verify.core.postgres import watchdog
+from busflow_verify.core.postgres.cluster import (
     OWNER_FILE,
     SCRATCH_PREFIX,
     ConnInfo,
     DisposablePostgres,
     find_bin_dir,
 )
-from busflow_verify.core.privilege import (
+from busflow_verify.core.postgres.privilege import (
     RESTORE_ROLE,
     ProvisionError,
     RestoreDatabase,
     drop_role,
     provision,
 )
-from busflow_verify.core.servers import Choice, choose, installed
+from busflow_verify.core.postgres.servers import Choice, choose, installed
 
 TARGET_ENV = "BUSFLOW_RESTORE_TARGET"
 KINDS = ("ephemeral", "docker", "server")
@@ -142,7 +142,7 @@ class _Target:
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self._scratch_base))
             # owned like a cluster: a run killed outright has it removed by its watchdog within
-            # seconds (core/watchdog.py: no postmaster there, so only the removal), or else by
+            # seconds (core/postgres/watchdog.py: no postmaster there, so only the removal), or else by
             # the next run's sweep
             (self._scratch / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}))
             self._scratch_watchdog = watchdog.spawn(self._scratch, self.bin_dir, None)
@@ -242,7 +242,7 @@ class EphemeralTarget(_Target):
         return [*super().space_needs(dump_bytes, restored_bytes), restored]
 
     def select_server(self, needs: dict) -> Choice:
-        """The installed server for this dump (core/servers.py): the newest that reads it and
+        """The installed server for this dump (core/postgres/servers.py): the newest that reads it and
         has its extensions. The cluster started at run start (the newest) is replaced when
         another one is chosen."""
         return choose(
@@ -353,7 +353,7 @@ class ServerTarget(_Target):
     """A scratch database on a restore server: created with a unique name, dropped after.
 
     The configured role administers: it makes the database and its restore role
-    (core/privilege.py), so it needs CREATEDB, CREATEROLE and the right to give BYPASSRLS. The
+    (core/postgres/privilege.py), so it needs CREATEDB, CREATEROLE and the right to give BYPASSRLS. The
     password never leaves `server`'s secret field.
     """
 
