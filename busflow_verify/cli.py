@@ -320,14 +320,16 @@ def open_instance():
     return instance
 
 
-def run_verify(partition: str, log_level: str, promote: bool = False, progress=None):
+def run_verify(partition: str, log_level: str, promote: bool = False, progress=None, early=None):
     """Run the job for one partition in process, then finish it as the sensors finish theirs
     (defs/finish.py): the verdict, the pointer (with --promote), #ops. `progress` (a dict) gets
-    the run's id as soon as there is one, for the crash verdict."""
+    the run's id as soon as there is one, for the crash verdict; `early`, the cluster started
+    before the run (`_start_cluster_early`), is handed to the run's restore target."""
     import dagster as dg
 
     from busflow_verify.definitions import build_defs
     from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
+    from busflow_verify.defs.resources import restore_target_taking_over
     from busflow_verify.defs.run_history import JOB_NAME
     from busflow_verify.defs.stale_runs import report_stale_runs, run_tags_for_this_process
 
@@ -349,6 +351,15 @@ def run_verify(partition: str, log_level: str, promote: bool = False, progress=N
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             tags={LAUNCHED_BY_TAG: "cli", **run_tags_for_this_process()},
+            resources=(
+                {
+                    "restore_target": restore_target_taking_over(
+                        defs.resources["restore_target"], early
+                    )
+                }
+                if early is not None
+                else None
+            ),
         )
         progress["run_id"] = result.run_id
         progress["stage"] = "finishing the run"
@@ -434,15 +445,14 @@ def verify(args) -> int:
 
 
 def _verify(args) -> int:
-    from busflow_verify.core.targets import settings as targets
-
     gc.disable()  # until the run starts: see _collect_garbage_from_here
-    _start_cluster_early(args.date)
+    early = _start_cluster_early(args.date)
     try:
-        return _verify_date(args)
+        return _verify_date(args, early)
     finally:
         gc.enable()
-        targets.discard_early()  # a cluster the run did not take (it failed before, or chose)
+        if early is not None:
+            early.discard()  # a cluster the run did not take (it failed before, or chose)
 
 
 def _collect_garbage_from_here() -> None:
@@ -457,21 +467,24 @@ def _collect_garbage_from_here() -> None:
     gc.enable()
 
 
-def _start_cluster_early(date_text: str) -> None:
-    """The ephemeral target's cluster, started before Dagster is imported (core/targets/settings.py:
-    start_early); not for a date that is no date, which is a usage error at once."""
+def _start_cluster_early(date_text: str):
+    """The ephemeral target's cluster, started before Dagster is imported
+    (core/targets/ephemeral.py EarlyCluster), to be handed to the run; None for another target,
+    and for a date that is no date, which is a usage error at once."""
     from busflow_verify.core.config import ConfigError
-    from busflow_verify.core.targets import settings as targets
+    from busflow_verify.core.targets.ephemeral import EarlyCluster
+    from busflow_verify.core.targets.settings import target_kind
 
     try:
         dt.date.fromisoformat(date_text)
-        if targets.target_kind(os.environ) == "ephemeral":
-            targets.start_early()
+        if target_kind(os.environ) == "ephemeral":
+            return EarlyCluster.start()
     except (ValueError, ConfigError):
-        return  # _preflight names it
+        pass  # _preflight names it
+    return None
 
 
-def _verify_date(args) -> int:
+def _verify_date(args, early=None) -> int:
     from busflow_verify.core.verdict import format_verdict
 
     partition = _preflight(args.date)
@@ -483,7 +496,7 @@ def _verify_date(args) -> int:
     # stdout carries only the verdict; Dagster's own output goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            verdict = run_verify(partition, args.log_level, args.promote, progress)
+            verdict = run_verify(partition, args.log_level, args.promote, progress, early)
         except Exception as exc:
             log(scrub("".join(traceback.format_exception(exc))).rstrip())
             log(f"busflow-verify: the verifier broke ({type(exc).__name__})")

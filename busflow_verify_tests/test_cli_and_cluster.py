@@ -22,7 +22,7 @@ from busflow_verify.core.postgres.cluster import (
     DisposablePostgres,
 )
 from busflow_verify.core.proc import pid_alive
-from busflow_verify.core.targets import settings as targets
+from busflow_verify.core.targets.ephemeral import EarlyCluster, EphemeralTarget
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -160,8 +160,8 @@ def _clusters_in(base: Path) -> list[Path]:
 
 @pytest.mark.e2e
 def test_the_cluster_started_before_the_run_is_the_one_the_run_restores_into(server_user_dir):
-    targets.start_early(str(server_user_dir))
-    target = targets.EphemeralTarget(scratch_base=str(server_user_dir))
+    early = EarlyCluster.start(str(server_user_dir))
+    target = EphemeralTarget(scratch_base=str(server_user_dir), early=early)
     target.prepare()  # takes the early cluster over: no second one is started
     db = target.open(DAY, "run-1")
     try:
@@ -171,20 +171,20 @@ def test_the_cluster_started_before_the_run_is_the_one_the_run_restores_into(ser
     finally:
         target.close()
     assert _clusters_in(server_user_dir) == []
-    targets.discard_early()  # nothing left to discard
+    early.discard()  # nothing left to discard
 
 
 @pytest.mark.e2e
 def test_a_cluster_started_early_that_no_run_takes_is_removed(server_user_dir, tmp_path):
-    targets.start_early(str(server_user_dir))
-    other = targets.EphemeralTarget(scratch_base=str(tmp_path))  # another scratch base
+    early = EarlyCluster.start(str(server_user_dir))
+    other = EphemeralTarget(scratch_base=str(tmp_path), early=early)
     other.prepare()  # another scratch base: the early cluster is not taken
     other.close()
     deadline = time.monotonic() + 30
     while not _clusters_in(server_user_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
     (root,) = _clusters_in(server_user_dir)
-    targets.discard_early()
+    early.discard()
     assert not root.exists()
 
 

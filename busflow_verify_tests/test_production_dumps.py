@@ -20,7 +20,8 @@ from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify.core.postgres.privilege import RESTORE_ROLE
 from busflow_verify.core.postgres.servers import installed
 from busflow_verify.core.restore.restorer import Restorer
-from busflow_verify.core.targets.settings import RESTORED_DB, EphemeralTarget
+from busflow_verify.core.targets.base import RESTORED_DB
+from busflow_verify.core.targets.ephemeral import EphemeralTarget
 from busflow_verify_tests.conftest import busflow_sql, expected_counts
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ import pytest
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify.core.restore.restorer import Restorer
-from busflow_verify.core.targets.settings import ServerTarget
+from busflow_verify.core.targets.server import ServerTarget
 from busflow_verify_tests.conftest import restore_database, restore_server_conninfo
 
 pytestmark = pytest.mark.e2e

@@ -12,15 +12,11 @@ import pytest
 from busflow_verify.core.config import ConfigError
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.restore.restorer import Restorer
+from busflow_verify.core.targets import docker as docker_target_module
 from busflow_verify.core.targets import settings as targets
-from busflow_verify.core.targets.settings import (
-    DockerSettings,
-    DockerTarget,
-    RestoreTargetError,
-    RestoreTargetNotReady,
-    ServerTarget,
-    scratch_db_name,
-)
+from busflow_verify.core.targets.base import RestoreTargetError, RestoreTargetNotReady
+from busflow_verify.core.targets.docker import DockerSettings, DockerTarget
+from busflow_verify.core.targets.server import ServerTarget, scratch_db_name
 from busflow_verify_tests.conftest import (
     RESTORE_PASSWORD,
     SERVER_ADMIN,
@@ -258,7 +254,7 @@ def test_the_job_on_the_server_target_drops_its_scratch_database(
 @pytest.mark.e2e
 def test_the_job_on_the_docker_target(harness, make_dump, monkeypatch):
     client = FakeDockerClient()
-    monkeypatch.setattr(targets, "docker_client", lambda: client)
+    monkeypatch.setattr(docker_target_module, "docker_client", lambda: client)
     monkeypatch.setenv("BUSFLOW_RESTORE_TARGET", "docker")
     harness.put(KEY, make_dump())
     code, verdict = harness.verify(DAY)

@@ -16,7 +16,11 @@ from busflow_verify.core import config as cfg
 from busflow_verify.core.postgres.cluster import ConnInfo
 from busflow_verify.core.restore.restorer import default_jobs
 from busflow_verify.core.store.listing import Endpoint
-from busflow_verify.core.targets import settings as targets
+from busflow_verify.core.targets.base import Target
+from busflow_verify.core.targets.docker import DEFAULT_IMAGE, DockerSettings, DockerTarget
+from busflow_verify.core.targets.ephemeral import EarlyCluster, EphemeralTarget
+from busflow_verify.core.targets.server import ServerTarget
+from busflow_verify.core.targets.settings import DOCKER_ENV, SERVER_ENV
 from busflow_verify.defs import environment
 
 
@@ -86,9 +90,7 @@ class VerifySettings(dg.ConfigurableResource):
 class RestoreSession:
     """One run's restore target and the database restored into it."""
 
-    def __init__(
-        self, target: targets.EphemeralTarget | targets.ServerTarget | targets.DockerTarget
-    ):
+    def __init__(self, target: Target):
         self.target = target
         self.restored: ConnInfo | None = None
 
@@ -119,7 +121,7 @@ class RestoreServer(dg.Config):
 class RestoreDocker(dg.Config):
     """The restore image started per run through the Docker SDK (`docker` target)."""
 
-    image: str = targets.DEFAULT_IMAGE
+    image: str = DEFAULT_IMAGE
     network: str | None = None
     ready_timeout_seconds: float = 120.0
 
@@ -131,7 +133,7 @@ class RestoreTarget(dg.ConfigurableResource):
     Run-scoped: the target is made by the first step that needs it (an ephemeral cluster starts
     in the background as the run begins) and removed when the run ends, failed or interrupted
     (`keep_after_run` keeps an ephemeral cluster for triage; never the default). The logic lives
-    in core/targets/settings.py.
+    in core/targets/.
     """
 
     kind: Literal["ephemeral", "server", "docker"] = "ephemeral"
@@ -146,26 +148,31 @@ class RestoreTarget(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
-        self._session = RestoreSession(self._target(context.log))
-        self._session.target.prepare()  # an ephemeral cluster starts while the dump is located
+        with self.run_session(context.log):
+            yield self
+
+    @contextmanager
+    def run_session(self, log, early: EarlyCluster | None = None):
+        """The target for one run: made, prepared (an ephemeral cluster starts while the dump is
+        located, or the `early` one is taken over) and closed when the run ends."""
+        self._session = RestoreSession(self._target(log, early))
+        self._session.target.prepare()
         try:
             yield self
         finally:
             self._session.target.close()
 
-    def _target(self, log):
+    def _target(self, log, early: EarlyCluster | None):
         common = {"bin_dir": self.bin_dir, "scratch_base": self.scratch_dir, "log": log}
         if self.kind == "server":
             s = self.server
-            return targets.ServerTarget(
-                ConnInfo(s.host, s.port, s.user, s.dbname, s.password), **common
-            )
+            return ServerTarget(ConnInfo(s.host, s.port, s.user, s.dbname, s.password), **common)
         if self.kind == "docker":
             d = self.docker or RestoreDocker()
-            return targets.DockerTarget(
-                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common
+            return DockerTarget(
+                DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common
             )
-        return targets.EphemeralTarget(keep=self.keep_after_run, **common)
+        return EphemeralTarget(keep=self.keep_after_run, early=early, **common)
 
     @property
     def session(self) -> RestoreSession:
@@ -175,6 +182,20 @@ class RestoreTarget(dg.ConfigurableResource):
 
     def parallel_jobs(self) -> int:
         return self.jobs or default_jobs()
+
+
+def restore_target_taking_over(
+    configured: RestoreTarget, early: EarlyCluster
+) -> dg.ResourceDefinition:
+    """The code location's restore target for one in-process run of the CLI, handed the cluster
+    the CLI started before the run (an ephemeral target takes it over; the others ignore it)."""
+
+    @dg.resource(description=RestoreTarget.__doc__)
+    def restore_target(context: dg.InitResourceContext):
+        with configured.run_session(context.log, early) as target:
+            yield target
+
+    return restore_target
 
 
 def build_resources() -> dict:
@@ -214,7 +235,7 @@ def restore_target() -> RestoreTarget:
     targets)."""
     kind = environment.restore_kind()
     if kind == "server":
-        env = targets.SERVER_ENV
+        env = SERVER_ENV
         return RestoreTarget(
             kind=kind,
             server=RestoreServer(
@@ -226,11 +247,11 @@ def restore_target() -> RestoreTarget:
             ),
         )
     if kind == "docker":
-        env = targets.DOCKER_ENV
+        env = DOCKER_ENV
         return RestoreTarget(
             kind=kind,
             docker=RestoreDocker(
-                image=environment.env_var_or(env["image"], targets.DEFAULT_IMAGE),
+                image=environment.env_var_or(env["image"], DEFAULT_IMAGE),
                 network=environment.env_var_or(env["network"]),
                 ready_timeout_seconds=environment.number(env["ready_timeout"], 120.0, float),
             ),

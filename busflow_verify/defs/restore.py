@@ -15,7 +15,7 @@ from busflow_verify.core.store.download import expected_digests
 from busflow_verify.core.store.listing import DumpObject, covered_by_mirror
 from busflow_verify.core.store.manifest import Manifest, fetch_manifest
 from busflow_verify.core.store.transfer import Transfer, fetch_dump
-from busflow_verify.core.targets.settings import server_major
+from busflow_verify.core.targets.base import server_major
 from busflow_verify.defs.checks import restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step

@@ -30,7 +30,7 @@ from busflow_verify.core.postgres.servers import describe, installed
 from busflow_verify.core.proc import child_env, pid_alive, run_in_own_group, stop_and_remove
 
 DIR_PREFIX = "busflow-verify-pg-"
-SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets/settings.py)
+SCRATCH_PREFIX = "busflow-verify-scratch-"  # a run's download space (core/targets/base.py)
 OWNER_FILE = "owner.json"
 ORPHAN_AGE_SECONDS = 3600
 

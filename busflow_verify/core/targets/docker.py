@@ -1,0 +1,183 @@
+"""The `docker` restore target: the restore image (docker/restore-target.Dockerfile, built with
+the extensions of docker/backup/producer.env) started through the Docker SDK for the run, labelled
+with the run's id, and removed after it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from busflow_verify.core.postgres.cluster import ConnInfo
+from busflow_verify.core.postgres.privilege import RESTORE_ROLE, RestoreDatabase, provision
+from busflow_verify.core.postgres.servers import Choice
+from busflow_verify.core.targets.base import (
+    RESTORED_DB,
+    RestoreTargetError,
+    RestoreTargetNotReady,
+    Target,
+)
+from busflow_verify.core.targets.server import scratch_db_name
+from busflow_verify.core.targets.settings import DOCKER_ENV, TARGET_ENV
+
+CONTAINER_PREFIX = "busflow-verify-restore-"
+RUN_LABEL = "busflow-verify.run-id"
+DEFAULT_IMAGE = "busflow-verify-restore:latest"
+
+
+def docker_client():
+    """The Docker SDK's client for the engine of this environment (DOCKER_HOST, or the local
+    socket)."""
+    import docker
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise RestoreTargetError(
+            f"no Docker engine reachable ({exc}): {TARGET_ENV}=docker needs one on this host "
+            "or in DOCKER_HOST"
+        ) from None
+
+
+@dataclass
+class DockerSettings:
+    image: str = DEFAULT_IMAGE
+    network: str | None = None  # a network shared with the run's container; else a local port
+    ready_timeout: float = 120.0
+
+
+class DockerTarget(Target):
+    """The restore image started for the run through the Docker SDK, removed after it.
+
+    With a network (the compose deployment: the run's own container is on it) the restore
+    container is reached by name on port 5432; without one its port is published on the engine
+    host's loopback (the CLI on a host with an engine). The superuser password is random per
+    run, handed to the container in its environment and never logged.
+    """
+
+    data_host = "the Docker host of the restore container"
+
+    kind = "docker"
+    PORT = "5432/tcp"
+
+    def __init__(
+        self,
+        settings: DockerSettings,
+        client=None,
+        bin_dir: str | None = None,
+        scratch_base: str | None = None,
+        log=None,
+    ):
+        super().__init__(bin_dir, scratch_base, log)
+        self.settings = settings
+        self._client = client
+        self.container = None
+
+    def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
+        import docker
+
+        client = self._client or docker_client()
+        password = secrets.token_urlsafe(24)
+        options = (
+            {"network": self.settings.network}
+            if self.settings.network
+            else {"ports": {self.PORT: ("127.0.0.1", None)}}
+        )
+        name = CONTAINER_PREFIX + scratch_db_name(partition, run_id).replace("_", "-")
+        try:
+            self.container = client.containers.run(
+                self.settings.image,
+                detach=True,
+                name=name,
+                labels={RUN_LABEL: run_id},
+                environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": RESTORED_DB},
+                **options,
+            )
+        except docker.errors.ImageNotFound:
+            raise RestoreTargetError(
+                f"restore image {self.settings.image} not found: build it with `docker build -f "
+                f"docker/restore-target.Dockerfile -t {self.settings.image} docker` or set "
+                f"{DOCKER_ENV['image']}"
+            ) from None
+        except docker.errors.APIError as exc:
+            _remove_half_started(client, name)
+            raise RestoreTargetError(
+                f"the Docker engine refused to start {name} from "
+                f"{self.settings.image}: {exc.explanation or exc}"
+            ) from None
+        self.log.info(f"restore container {name} started from {self.settings.image}")
+        admin = self._address(password)
+        wait_until_ready(self.container, admin, self.settings.ready_timeout)
+        return provision(admin, RESTORED_DB, RESTORE_ROLE)
+
+    def _address(self, password: str) -> ConnInfo:
+        if self.settings.network:
+            host, port = self.container.name, 5432
+        else:
+            self.container.reload()
+            host, port = (
+                "127.0.0.1",
+                int(self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"]),
+            )
+        return ConnInfo(host, port, "postgres", "postgres", password=password)
+
+    def close(self) -> None:
+        """Remove the container and its data volume, whatever happened in the run."""
+        self._remove_scratch()
+        if self.container is None:
+            return
+        container, self.container = self.container, None
+        try:
+            container.remove(force=True, v=True)
+        except Exception as exc:  # the engine went away: say what is left behind
+            self.log.error(
+                f"restore container {container.name} could not be removed ({exc}); "
+                f"remove it by hand: docker rm -f -v {container.name}"
+            )
+            return
+        self.log.info(f"restore container {container.name} removed")
+
+
+def _remove_half_started(client, name: str) -> None:
+    """A container created but not started (a port or name conflict) is removed by name."""
+    import docker
+
+    try:
+        client.containers.get(name).remove(force=True, v=True)
+    except docker.errors.NotFound:  # nothing was created: nothing to remove
+        pass
+
+
+def wait_until_ready(container, target: ConnInfo, timeout: float, interval: float = 0.5) -> None:
+    """Poll until the server in `container` accepts a connection to `target`; a container that
+    exits, or one still refusing after `timeout` seconds, is a RestoreTargetNotReady."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt yet"
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            raise RestoreTargetNotReady(
+                f"restore container {container.name} stopped before accepting connections "
+                f"(status {container.status}); its last log lines: {_tail(container)}"
+            )
+        try:
+            with psycopg.connect(**target.kwargs(), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        time.sleep(interval)
+    raise RestoreTargetNotReady(
+        f"restore container {container.name} did not accept connections within {timeout:g} s "
+        f"(last error: {last}); raise {DOCKER_ENV['ready_timeout']} if the engine host is slow, "
+        f"else see its log lines: {_tail(container)}"
+    )
+
+
+def _tail(container, lines: int = 15) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace").strip()[-2000:]
+    except Exception as exc:  # logs are a courtesy: never hide the real error behind them
+        return f"(logs unavailable: {exc})"
