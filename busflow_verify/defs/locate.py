@@ -1,12 +1,15 @@
 """Runbook step 1: find the newest pg_dump_YYYYMMDD_HHMM.dump of the partition's date."""
 
 import datetime as dt
+from dataclasses import replace
 
 import dagster as dg
 
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.report.cutover import CutoverHalt
-from busflow_verify.core.store.listing import DumpObject, covered_by_mirror, locate_with_fallback
+from busflow_verify.core.store.endpoints import Endpoint, covered_by_mirror
+from busflow_verify.core.store.listing import DumpObject, locate_with_fallback
+from busflow_verify.core.store.manifest import read_manifest_beside
 from busflow_verify.defs.checks import offsite_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
@@ -35,12 +38,14 @@ def partition_date(context: dg.AssetExecutionContext) -> dt.date:
 )
 def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
     date = partition_date(context)
+    endpoints = backup_store.endpoints()
     try:
         dump, outages = locate_with_fallback(
-            backup_store.endpoints(), backup_store.bucket, backup_store.prefix, date
+            endpoints, backup_store.bucket, backup_store.prefix, date
         )
     except FindingError as exc:
         raise endpoint_failure(context, exc.finding) from None
+    dump = with_manifest(dump, endpoints)
     for outage in outages:
         context.log.warning(
             f"F5 {outage.summary}; reading from the MinIO fallback "
@@ -59,6 +64,15 @@ def dump_object(context: dg.AssetExecutionContext, backup_store: BackupStore):
         {"endpoint": dump.endpoint},
         passed_note="read from the offsite primary",
         severity=dg.AssetCheckSeverity.WARN,
+    )
+
+
+def with_manifest(dump: DumpObject, endpoints: list[Endpoint]) -> DumpObject:
+    """The dump with the producer's manifest beside it, read once from the endpoint that listed
+    it: the download, restored_rows_match_manifest and F1's triage use this read."""
+    client = next(e.client for e in endpoints if e.name == dump.endpoint)
+    return replace(
+        dump, manifest=read_manifest_beside(client, dump.bucket, dump.key, dump.endpoint)
     )
 
 

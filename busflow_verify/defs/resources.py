@@ -15,7 +15,7 @@ from pydantic import PrivateAttr
 from busflow_verify.core import config as cfg
 from busflow_verify.core.postgres.cluster import ConnInfo
 from busflow_verify.core.restore.restorer import default_jobs
-from busflow_verify.core.store.listing import Endpoint
+from busflow_verify.core.store.endpoints import Endpoint
 from busflow_verify.core.targets.base import Target
 from busflow_verify.core.targets.docker import DEFAULT_IMAGE, DockerSettings, DockerTarget
 from busflow_verify.core.targets.ephemeral import EarlyCluster, EphemeralTarget

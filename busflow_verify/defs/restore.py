@@ -1,21 +1,20 @@
 """Runbook step 3 and F2: download once, restore section by section into the restore target."""
 
-import shutil
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from busflow_verify.core.diskspace import check_space, restored_estimate
 from busflow_verify.core.failures import FindingError
-from busflow_verify.core.hostfaults import host_fault
-from busflow_verify.core.postgres.privilege import RestoreDatabase
-from busflow_verify.core.restore.restorer import Restorer, restored_cron_jobs
+from busflow_verify.core.restore.sequence import (
+    RestoreOutcome,
+    free_space_before_download,
+    restore_into,
+)
 from busflow_verify.core.store.download import expected_digests
-from busflow_verify.core.store.listing import DumpObject, covered_by_mirror
-from busflow_verify.core.store.manifest import Manifest, fetch_manifest
+from busflow_verify.core.store.endpoints import covered_by_mirror
+from busflow_verify.core.store.listing import DumpObject
 from busflow_verify.core.store.transfer import Transfer, fetch_dump
-from busflow_verify.core.targets.base import server_major
 from busflow_verify.defs.checks import restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
@@ -26,9 +25,8 @@ from busflow_verify.defs.plots import (
     restore_budget_check,
     restore_budget_result,
     restore_plots,
-    restored_bytes,
 )
-from busflow_verify.defs.resources import BackupStore, RestoreSession, RestoreTarget, VerifySettings
+from busflow_verify.defs.resources import BackupStore, RestoreTarget, VerifySettings
 from busflow_verify.defs.run_history import restored_size_history
 
 SECTION_COLUMNS = [
@@ -69,72 +67,34 @@ def restored_db(
 ):
     config = verify_settings.verify_config()
     if not size_guard["passed"] and not config.size_guard.restore_on_failure:
-        note = (
-            "not restored: the size guard failed and size_guard.restore_on_failure is false, "
-            "so F1's evidence (row counts) was not gathered"
-        )
-        context.log.warning(note)
-        # no Output: the counts and the sweep are skipped; the check says why, and is no pass
-        yield dg.AssetCheckResult(
-            check_name=restore_check.name,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=note,
-            metadata={"skipped": True},
-        )
-        yield dg.AssetCheckResult(
-            check_name=transfer_check.name,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="not downloaded: the restore was skipped",
-            metadata={"skipped": True},
-        )
-        yield restore_budget_result(context, None, config.restore_budget)
-        return
+        yield from _not_restored(context, config)
+        return  # no Output: the counts and the sweep are skipped; the check says why
     session = restore_target.session
-    scratch = session.target.scratch_dir()
-    local = scratch / Path(dump_object.key).name
-    _check_free_space(context, session.target, dump_object, config.disk_space)
+    target = session.target
+    _check_free_space(context, target, dump_object, config.disk_space)
+    local = target.scratch_dir() / Path(dump_object.key).name
     transfer = _download(context, backup_store, dump_object, local)
-    download_seconds = transfer.seconds
-    restorer = Restorer(
+    outcome = restore_into(
+        target,
         local,
         dump_object.key,
-        None,
-        session.target.bin_dir,
-        scratch,
-        jobs=restore_target.parallel_jobs(),
-        log=context.log.info,
+        context.partition_key,
+        context.run_id,
+        restore_target.parallel_jobs(),
+        context.log.info,
     )
-    findings, db = [], None
-    try:
-        db = _restore(context, session, restorer)
-    except FindingError as exc:
-        findings.append(exc.finding)
-    finally:
-        _clear(scratch)
-    report = restorer.report
-    sections = [asdict(s) for s in report.sections]
-    summary = {
-        **report.to_dict(),
-        "restored": not findings,
-        "restore_target": session.target.kind,
-        "postgres_major": server_major(db.owner) if db else None,
-        "cron_jobs": restored_cron_jobs(db.owner) if db and not findings else [],
-        "download_seconds": download_seconds,
-        "downloaded_from": transfer.dump.endpoint,
-        "digests_checked": sorted(transfer.digests),
-        "restore_seconds": report.seconds,
-        "restored_bytes": restored_bytes(session) if db else None,  # pg_database_size
-    }
+    if outcome.db is not None:
+        session.mark_restored(outcome.db.owner)
+    summary = _summary(outcome, transfer, target.kind)
+    manifest = dump_object.manifest.usable() if dump_object.manifest else None
     yield dg.Output(
-        summary,
+        RestoredDump(summary, manifest.exact_counts() if manifest else None),
         metadata={
             "restored": summary["restored"],
             "format": str(summary["format"]),
-            "download_seconds": download_seconds,
+            "download_seconds": transfer.seconds,
             "restore_seconds": summary["restore_seconds"] or 0.0,
-            "sections": table(SECTION_COLUMNS, sections),
+            "sections": table(SECTION_COLUMNS, summary["sections"]),
             **restore_plots(dump_object, summary),  # the Plots tab (defs/plots.py)
             "restore": dg.MetadataValue.json(summary),
         },
@@ -142,11 +102,62 @@ def restored_db(
     yield _transfer_result(transfer)
     yield check_result(
         restore_check,
-        findings,
+        [outcome.finding] if outcome.finding else [],
         {"format": str(summary["format"])},
         passed_note=f"restored {dump_object.key} ({summary['format']} format)",
     )
     yield restore_budget_result(context, summary, config.restore_budget)
+
+
+@dataclass(frozen=True)
+class RestoredDump:
+    """restored_db's value for the later steps of the run: the restore's summary (its metadata
+    too) and the source's exact counts from the manifest read when the dump was located (F1's
+    triage compares the restored counts with them)."""
+
+    summary: dict
+    source_counts: dict[str, int] | None
+
+
+def _summary(outcome: RestoreOutcome, transfer: Transfer, target_kind: str) -> dict:
+    """The restore's numbers and facts, as restored_db's `restore` metadata shows them."""
+    report = outcome.report
+    return {
+        **report.to_dict(),
+        "restored": outcome.restored,
+        "restore_target": target_kind,
+        "postgres_major": outcome.postgres_major,
+        "cron_jobs": outcome.cron_jobs,
+        "download_seconds": transfer.seconds,
+        "downloaded_from": transfer.dump.endpoint,
+        "digests_checked": sorted(transfer.digests),
+        "restore_seconds": report.seconds,
+        "restored_bytes": outcome.restored_bytes,  # pg_database_size
+    }
+
+
+def _not_restored(context: dg.AssetExecutionContext, config):
+    """The size guard failed and size_guard.restore_on_failure is false: the checks say why."""
+    note = (
+        "not restored: the size guard failed and size_guard.restore_on_failure is false, "
+        "so F1's evidence (row counts) was not gathered"
+    )
+    context.log.warning(note)
+    yield dg.AssetCheckResult(
+        check_name=restore_check.name,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=note,
+        metadata={"skipped": True},
+    )
+    yield dg.AssetCheckResult(
+        check_name=transfer_check.name,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="not downloaded: the restore was skipped",
+        metadata={"skipped": True},
+    )
+    yield restore_budget_result(context, None, config.restore_budget)
 
 
 def _transfer_result(transfer: Transfer) -> dg.AssetCheckResult:
@@ -165,42 +176,15 @@ def _transfer_result(transfer: Transfer) -> dg.AssetCheckResult:
     )
 
 
-def _restore(context, session: RestoreSession, restorer: Restorer) -> RestoreDatabase:
-    """Inspect the dump, pick the server that restores it (ephemeral target), restore."""
-    target = session.target
-    restorer.data_path, restorer.data_host = target.data_path(), target.data_host
-    try:
-        return _inspect_and_restore(context, session, restorer)
-    except FindingError:
-        raise
-    except Exception as exc:  # a full disk at initdb, CREATE DATABASE, unpacking: the host's
-        stage = restorer.report.sections[-1].section if restorer.report.sections else None
-        where = f"restoring {stage}" if stage else "initdb or CREATE DATABASE"
-        fault = host_fault(exc, where, target.data_path(), where=target.data_host)
-        if fault is None:
-            raise
-        raise FindingError(fault) from None
-
-
-def _inspect_and_restore(context, session: RestoreSession, restorer: Restorer) -> RestoreDatabase:
-    restorer.inspect()
-    choice = session.target.select_server(restorer.needs())
-    if choice is not None:
-        if choice.server is None:
-            raise FindingError(restorer.no_server_reads(choice))
-        context.log.info(f"restoring with {choice.server.label}: {choice.reason}")
-    db = session.target.open(context.partition_key, context.run_id, choice)
-    restorer.attach(db, session.target.bin_dir, choice)
-    restorer.run()
-    session.mark_restored(db.owner)
-    return db
-
-
 def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path) -> Transfer:
     """The one download, from the endpoint that listed the dump or else its mirror
-    (core/store/transfer.py), checked by every digest the store gives and by the producer's manifest
-    (its size and SHA-256) when there is one beside the dump."""
-    manifest = _manifest_beside(context, backup_store, dump)
+    (core/store/transfer.py), checked by every digest the store gives and by the producer's
+    manifest (its size and SHA-256), read when the dump was located."""
+    manifest = dump.manifest.usable() if dump.manifest else None
+    if dump.manifest and (problem := dump.manifest.problem()):
+        context.log.warning(
+            f"the manifest beside {dump.key} is not used for the download: {problem}"
+        )
     sha256 = manifest.sha256 if manifest else None
 
     def expected(candidate: DumpObject):
@@ -227,35 +211,13 @@ def _download(context, backup_store: BackupStore, dump: DumpObject, local: Path)
     return transfer
 
 
-def _manifest_beside(context, backup_store: BackupStore, dump: DumpObject) -> Manifest | None:
-    """The producer's manifest, for the download's check; a missing or unreadable one checks
-    nothing here (the manifest check names it)."""
-    client = backup_store.endpoint(dump.endpoint).client()
-    try:
-        return fetch_manifest(client, dump.bucket, dump.key)
-    except Exception as exc:  # ManifestError, or the endpoint: reported by the manifest check
-        context.log.warning(f"the manifest beside {dump.key} is not used for the download: {exc}")
-        return None
-
-
 def _check_free_space(context, target, dump: DumpObject, config) -> None:
-    """Disk before work (core/diskspace.py): HOST_OUT_OF_SPACE before a byte is written."""
+    """Disk before work (core/restore/sequence.py): HOST_OUT_OF_SPACE before a byte is written."""
     if not config.check:
         return
     history = restored_size_history(context.instance, context.partition_key)
-    restored, how = restored_estimate(dump.size_bytes, history, config.restored_per_dump_byte)
-    needs = target.space_needs(dump.size_bytes, restored)
-    if finding := check_space(needs, config.headroom_ratio):
-        finding.details["restored_estimate"] = how
-        raise fail_step(finding)
-    context.log.info(
-        "free space checked: "
-        + "; ".join(f"{n.what} {n.bytes:,} bytes at {n.path}" for n in needs)
-        + f" (restored size: {how})"
-    )
-
-
-def _clear(scratch: Path) -> None:
-    """The downloaded dump and anything unpacked from it are not needed after the restore."""
-    for entry in scratch.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    try:
+        checked = free_space_before_download(target, dump.size_bytes, history, config)
+    except FindingError as exc:
+        raise fail_step(exc.finding) from None
+    context.log.info(checked.note())

@@ -9,11 +9,11 @@ from busflow_verify.core.verdict import RunFacts
 from busflow_verify.defs.checks import row_count_check, schema_drift_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
-from busflow_verify.defs.manifest_check import manifest_source_counts
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.plots import row_count_plots
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
+from busflow_verify.defs.restore import RestoredDump
 from busflow_verify.defs.run_history import last_verified
 
 DELTA_COLUMNS = [
@@ -37,8 +37,7 @@ COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: t
     partitions_def=nightly_dump_partitions,
     group_name="backup_verify",
     kinds={"postgres"},
-    deps=["restored_db"],
-    ins={"size_guard": dg.AssetIn("size_check")},
+    ins={"size_guard": dg.AssetIn("size_check"), "restored": dg.AssetIn("restored_db")},
     check_specs=[row_count_check, schema_drift_check],
     description=describe(
         4,
@@ -55,6 +54,7 @@ COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: t
 def row_count_report(
     context: dg.AssetExecutionContext,
     size_guard: dict,
+    restored: RestoredDump,
     restore_target: RestoreTarget,
     verify_settings: VerifySettings,
 ):
@@ -98,7 +98,7 @@ def row_count_report(
             baseline.row_counts if baseline else None,
             config.size_guard.largest_tables,
             config.size_guard.proportionality_tolerance,
-            source_counts=manifest_source_counts(context),  # issue 19: F1 step 1 literally
+            source_counts=restored.source_counts,  # F1 step 1 literally: the source's counts
         )
         context.log.warning(f"F1 triage: {f1['conclusion']}")
     yield dg.Output(

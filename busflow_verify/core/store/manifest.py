@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.store.endpoints import store_error_finding
 
 FORMAT_VERSION = 1
 DUMP_SUFFIX = ".dump"
@@ -42,6 +43,9 @@ class ManifestError(ValueError):
         self.field = field_name
         self.problem = problem
         super().__init__(f"manifest {source}: field {field_name!r}: {problem}")
+
+    def __reduce__(self):  # kept in a run's ManifestRead, which the IO manager pickles
+        return ManifestError, (self.source, self.field, self.problem)
 
 
 @dataclass(frozen=True)
@@ -328,3 +332,39 @@ def compare_counts(manifest: Manifest, restored: dict[str, int], source: str) ->
             )
         )
     return CountComparison(rows, findings, manifest.estimated_tables())
+
+
+@dataclass(frozen=True)
+class ManifestRead:
+    """The producer's manifest beside a dump, read once per run as the dump is located: the
+    download, the count check and F1's triage all use this one read. Exactly one of `manifest`,
+    `invalid` and `endpoint_fault` is set, or none when there is no manifest (older dumps)."""
+
+    where: str  # s3://bucket/key (which endpoint)
+    manifest: Manifest | None = None
+    invalid: ManifestError | None = None  # there, but malformed: names the field
+    endpoint_fault: Finding | None = None  # the endpoint failed while reading it
+
+    def usable(self) -> Manifest | None:
+        """The manifest when it was read and is well formed, else None."""
+        return self.manifest
+
+    def problem(self) -> str | None:
+        """Why there is no usable manifest although one may exist; None when read or absent."""
+        fault = self.invalid or self.endpoint_fault
+        return str(fault if self.invalid else fault.summary) if fault else None
+
+
+def read_manifest_beside(client, bucket: str, dump_key: str, endpoint: str) -> ManifestRead:
+    """The manifest beside `dump_key`, from the endpoint that listed the dump, as a ManifestRead:
+    a malformed manifest or a fault of the endpoint is kept for the check to report."""
+    where = f"s3://{bucket}/{manifest_key(dump_key)} ({endpoint} endpoint)"
+    try:
+        return ManifestRead(where, manifest=fetch_manifest(client, bucket, dump_key))
+    except ManifestError as exc:
+        return ManifestRead(where, invalid=exc)
+    except Exception as exc:
+        finding = store_error_finding(exc, endpoint, bucket)
+        if finding is None:
+            raise
+        return ManifestRead(where, endpoint_fault=finding)

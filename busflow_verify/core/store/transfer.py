@@ -18,13 +18,8 @@ from pathlib import Path
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.store.download import DownloadError, Expected, IntegrityError, download
-from busflow_verify.core.store.listing import (
-    DumpObject,
-    Endpoint,
-    dump_inaccessible,
-    head_dump,
-    store_error_finding,
-)
+from busflow_verify.core.store.endpoints import Endpoint, dump_inaccessible, store_error_finding
+from busflow_verify.core.store.listing import DumpObject, head_dump
 
 INTEGRITY_ATTEMPTS = 2  # a digest mismatch is retried once on the same endpoint
 
