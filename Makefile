@@ -61,10 +61,13 @@ ui: $(STAMP) postgres-newest
 TEST_TMPDIR ?= $(shell test -w /dev/shm && echo /dev/shm || echo /tmp)
 TEST_WORKERS ?= 2
 
-# House rules: ruff's lint and format (pyproject.toml [tool.ruff]); `ruff format .` fixes the latter.
+# House rules: ruff's lint and format (pyproject.toml [tool.ruff]; `ruff format .` fixes the
+# latter), and the layer rule (pyproject.toml [tool.importlinter]: core/ imports no Dagster, defs/
+# no CLI, no circle, core/'s folders in layers).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: install lint
 	TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
