@@ -6,11 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from busflow_verify.core.checks.scrub_jobs import restored_cron_jobs
 from busflow_verify.core.diskspace import check_space, restored_estimate
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.postgres.privilege import RestoreDatabase
-from busflow_verify.core.restore.restorer import Restorer, restored_cron_jobs
+from busflow_verify.core.restore.restorer import Restorer
 from busflow_verify.core.store.download import expected_digests
 from busflow_verify.core.store.listing import DumpObject, covered_by_mirror
 from busflow_verify.core.store.manifest import Manifest, fetch_manifest
