@@ -4,8 +4,8 @@ One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `
 --snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
 PATH, while the same transaction counts the rows of every user table. So the counts are the rows
 the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
-(core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed pg_dump
-leaves neither dump nor manifest, and says why.
+(core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed
+pg_dump leaves neither dump nor manifest, and says why.
 
 Plain Python, no Dagster. The DSN's password reaches pg_dump only as PGPASSWORD in its
 environment (core/proc.py child_env: nothing else of ours), never on its command line, in
