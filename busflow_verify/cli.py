@@ -216,7 +216,12 @@ def _dump(args) -> int:
     )
     try:
         result = produce(
-            args.dsn, args.out, listed, args.pg_bin, log=lambda line: print(line, file=sys.stderr)
+            args.dsn,
+            args.out,
+            listed,
+            args.pg_bin,
+            log=lambda line: print(line, file=sys.stderr),
+            password=os.environ.get("PGPASSWORD"),
         )
     except ProducerError as exc:
         print(f"busflow-verify dump: {exc}", file=sys.stderr)

@@ -12,7 +12,8 @@ import pytest
 
 from busflow_verify.core.postgres.cluster import ConnInfo, find_bin_dir
 from busflow_verify.core.postgres.privilege import RestoreDatabase
-from busflow_verify.core.restore.restorer import Restorer, first_error
+from busflow_verify.core.restore.f2_triage import first_error
+from busflow_verify.core.restore.restorer import Restorer
 from busflow_verify.core.restore.toc import parse_toc
 
 KEY = "pg_dump_20261120_0100.dump"

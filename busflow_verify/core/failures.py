@@ -31,9 +31,9 @@ Codes the runbook does not have, with their documented rows:
 - DUMP_INCOMPLETE (code F2): a restored table's rows differ from the exact count the producer's
   manifest took in pg_dump's own snapshot, or a table is in one and not the other: the dump is
   missing data. P1, @infra-oncall + @data-oncall (F2, corruption suspected: snapshot first).
-- VERIFICATION_STALE: the dead-man's switch (core/report/deadman.py): no dump verified for longer than
-  verify.yaml's deadman.max_age_hours (default 26 h) — runs failed, never started (daemon down,
-  queue stuck) or hang. P1, @infra-oncall; posted once, and once more on recovery.
+- VERIFICATION_STALE: the dead-man's switch (core/report/deadman.py): no dump verified for
+  longer than verify.yaml's deadman.max_age_hours (default 26 h) — runs failed, never started
+  (daemon down, queue stuck) or hang. P1, @infra-oncall; posted once, and once more on recovery.
 """
 
 from __future__ import annotations

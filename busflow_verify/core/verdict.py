@@ -208,7 +208,8 @@ def build_verdict(
 
 
 def format_verdict(verdict: Verdict) -> str:
-    """The verdict for a person reading a terminal (#ops has its own format: core/report/alerts.py)."""
+    """The verdict for a person reading a terminal (#ops has its own format:
+    core/report/alerts.py)."""
     head = "VERIFIED" if verdict.verified else "NOT VERIFIED"
     lines = [f"backup verify {verdict.partition}: {head}"]
     dump = verdict.dump

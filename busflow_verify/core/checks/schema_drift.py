@@ -3,8 +3,9 @@ whose columns (name and type) changed.
 
 Each run records its column signature (per table, the columns in order with their types, from
 pg_attribute) in the row-count report, so the next run compares with it. A table that
-disappeared is ROW_COUNT_DRIFT (core/checks/row_counts.py `compare`: status `missing`, a failure); a new
-table or a changed column is a SCHEMA_DRIFT finding, reported at WARN severity: a notice.
+disappeared is ROW_COUNT_DRIFT (core/checks/row_counts.py `compare`: status `missing`, a
+failure); a new table or a changed column is a SCHEMA_DRIFT finding, reported at WARN severity:
+a notice.
 """
 
 from __future__ import annotations

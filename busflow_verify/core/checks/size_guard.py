@@ -126,6 +126,21 @@ def triage(
         tables = sorted(
             set(current_counts) & set(baseline_counts), key=lambda t: -baseline_counts[t]
         )[:3]
+    return _proportions(
+        current_size, current_counts, baseline_size, baseline_counts, tables, tolerance
+    )
+
+
+def _proportions(
+    current_size: int,
+    current_counts: dict[str, int],
+    baseline_size: int,
+    baseline_counts: dict[str, int],
+    tables: list[str],
+    tolerance: float,
+) -> dict[str, Any]:
+    """F1 steps 2-3 for `tables`: the size's ratio and their rows' ratio to the last verified
+    dump's, and what follows from them."""
     before = sum(baseline_counts[t] for t in tables)
     after = sum(current_counts[t] for t in tables)
     size_ratio = current_size / baseline_size

@@ -21,7 +21,11 @@ from typing import Any
 from busflow_verify.core.failures import Finding, failure_label
 from busflow_verify.core.verdict import Verdict
 
-RETRY_STATUSES = {429} | set(range(500, 600))
+
+def _secret_rejected(status: int | None) -> bool:
+    """A 4xx other than 429 (too many requests): the webhook or token itself is wrong, so
+    retrying cannot help (F4 step 1: rotate)."""
+    return status is not None and 400 <= status < 500 and status != 429
 
 
 @dataclass
@@ -91,7 +95,7 @@ class WebhookChannel:
     def send(self, text: str) -> tuple[int, bool]:
         """(HTTP status, rejected?) of one attempt; raises when Slack is not reached."""
         status = self._client.send(text=text).status_code
-        return status, 400 <= status < 500 and status != 429
+        return status, _secret_rejected(status)
 
 
 class BotChannel:
@@ -123,7 +127,7 @@ class BotChannel:
             status, error = exc.response.status_code, exc.response.get("error")
             if error in self.REJECTED:
                 return 403, True  # reported as the 4xx it means: rotate, do not retry
-            return status if status >= 400 else 500, 400 <= status < 500 and status != 429
+            return status if status >= 400 else 500, _secret_rejected(status)
 
 
 def post(channel, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
@@ -159,7 +163,7 @@ def f4_finding(delivery: Delivery, secret_name: str = "SLACK_OPS_WEBHOOK") -> Fi
         "statuses": delivery.statuses,
         "error": delivery.error,
     }
-    if delivery.status is not None and 400 <= delivery.status < 500 and delivery.status != 429:
+    if _secret_rejected(delivery.status):
         return Finding(
             "SLACK_NOTIFICATION_FAILURE",
             f"the #ops message could not be posted: {got}, not retried — the {secret_name} "

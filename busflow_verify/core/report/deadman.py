@@ -1,4 +1,4 @@
-"""The dead-man's switch (issue 17, point 3): silence must never pass for success.
+"""The dead-man's switch: silence must never pass for success.
 
 When no dump has been verified for longer than verify.yaml's `deadman.max_age_hours` (default
 26 h: the 03:00 UTC run plus two hours of slack), #ops gets one VERIFICATION_STALE (P1,

@@ -1,4 +1,4 @@
-"""`busflow-verify status` and `history` (issue 17, point 5): the rows and their lines.
+"""`busflow-verify status` and `history`: a row per date, and the lines a terminal prints.
 
 Plain Python: the facts are read from the Dagster instance by defs/status.py.
 """

@@ -138,10 +138,6 @@ class PlainScan:
         """Schema-qualified tables of the COPY blocks whose table is `name` (unqualified)."""
         return sorted({t for _, t in self.copies if t.split(".")[-1] == name or t == name})
 
-    @property
-    def statement_count(self) -> int:
-        return len(self._heads)
-
     def statement_at(self, line: int) -> dict | None:
         """The statement psql means by `psql:FILE:LINE: ERROR`: psql counts the line at which
         it sent the statement, i.e. the line of its terminating semicolon (for COPY ... FROM

@@ -18,12 +18,13 @@ from typing import Any
 import psycopg
 
 from busflow_verify.core.checks.row_counts import database_bytes
+from busflow_verify.core.checks.scrub_jobs import restored_cron_jobs
 from busflow_verify.core.config import DiskSpaceConfig
 from busflow_verify.core.diskspace import SpaceNeed, check_space, restored_estimate
 from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.postgres.privilege import RestoreDatabase
-from busflow_verify.core.restore.restorer import Restorer, RestoreReport, restored_cron_jobs
+from busflow_verify.core.restore.restorer import Restorer, RestoreReport
 from busflow_verify.core.targets.base import Target, server_major
 
 

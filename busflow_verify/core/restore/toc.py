@@ -1,9 +1,9 @@
 """An archive's table of contents (`pg_restore -l`), and the list the restore runs from (`-L`).
 
-The restore runs as an unprivileged role (core/postgres/privilege.py), so the entries the administrative
-step already did (the extensions, their comments, the schemas made to hold them) and the entries
-only a superuser may restore and that run code of their own (event triggers) are left out of the
-list, each with its reason in the restore report.
+The restore runs as an unprivileged role (core/postgres/privilege.py), so the entries the
+administrative step already did (the extensions, their comments, the schemas made to hold them)
+and the entries only a superuser may restore and that run code of their own (event triggers) are
+left out of the list, each with its reason in the restore report.
 """
 
 from __future__ import annotations

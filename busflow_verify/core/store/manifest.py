@@ -160,11 +160,6 @@ def fetch_manifest(client, bucket: str, dump_key: str) -> Manifest | None:
     return Manifest.from_json(raw, source)
 
 
-def read_manifest_file(path: str) -> Manifest:
-    with open(path, "rb") as fh:
-        return Manifest.from_json(fh.read(), str(path))
-
-
 # -- validation ------------------------------------------------------------------------------
 
 
@@ -204,27 +199,10 @@ def _parse(data: Any, source: str) -> Manifest:
     count_mode = _req(data, "count_mode", str, source)
     if count_mode not in COUNT_MODES:
         raise ManifestError(source, "count_mode", f"{count_mode!r} is not one of {COUNT_MODES}")
-    raw_tables = _req(data, "tables", dict, source)
-    tables: dict[str, TableCount] = {}
-    for name, entry in raw_tables.items():
-        where = f"tables.{name}"
-        if not _TABLE.match(name):
-            raise ManifestError(source, where, "a table is named schema.table")
-        if not isinstance(entry, dict):
-            raise ManifestError(source, where, "expected an object with rows and method")
-        rows = entry.get("rows")
-        if rows is None:
-            raise ManifestError(source, f"{where}.rows", "missing")
-        if isinstance(rows, bool) or not isinstance(rows, int):
-            raise ManifestError(source, f"{where}.rows", "expected an integer")
-        method = entry.get("method")
-        if method not in COUNT_METHODS:
-            raise ManifestError(
-                source, f"{where}.method", f"{method!r} is not one of {COUNT_METHODS}"
-            )
-        if rows < 0 and method == EXACT:
-            raise ManifestError(source, f"{where}.rows", f"{rows} is negative")
-        tables[name] = TableCount(rows=rows, method=method)
+    tables = {
+        name: _table_count(name, entry, source)
+        for name, entry in _req(data, "tables", dict, source).items()
+    }
     extensions = _req(data, "extensions", dict, source)
     for name, ext_version in extensions.items():
         if not isinstance(ext_version, str):
@@ -252,6 +230,26 @@ def _parse(data: Any, source: str) -> Manifest:
     )
 
 
+def _table_count(name: str, entry: Any, source: str) -> TableCount:
+    """One entry of `tables`: schema.table → {rows, method}."""
+    where = f"tables.{name}"
+    if not _TABLE.match(name):
+        raise ManifestError(source, where, "a table is named schema.table")
+    if not isinstance(entry, dict):
+        raise ManifestError(source, where, "expected an object with rows and method")
+    rows = entry.get("rows")
+    if rows is None:
+        raise ManifestError(source, f"{where}.rows", "missing")
+    if isinstance(rows, bool) or not isinstance(rows, int):
+        raise ManifestError(source, f"{where}.rows", "expected an integer")
+    method = entry.get("method")
+    if method not in COUNT_METHODS:
+        raise ManifestError(source, f"{where}.method", f"{method!r} is not one of {COUNT_METHODS}")
+    if rows < 0 and method == EXACT:
+        raise ManifestError(source, f"{where}.rows", f"{rows} is negative")
+    return TableCount(rows=rows, method=method)
+
+
 # -- after the restore: the restored counts against the source's -----------------------------
 
 
@@ -271,33 +269,41 @@ class CountComparison:
 def compare_counts(manifest: Manifest, restored: dict[str, int], source: str) -> CountComparison:
     """Every exact count of the manifest against the restored one; tables on one side only are
     named too. Any difference is F2 DUMP_INCOMPLETE (the dump is missing data)."""
-    rows, differs, absent, extra = [], [], [], []
-    for table in sorted(set(manifest.tables) | set(restored)):
-        count = manifest.tables.get(table)
-        got = restored.get(table)
-        if count is None:
-            status = "not in manifest"
-            extra.append(table)
-        elif got is None:
-            status = "not restored"
-            absent.append(table)
-        elif not count.exact:
-            status = "estimate"
-        elif got != count.rows:
-            status = "differs"
-            differs.append((table, count.rows, got))
-        else:
-            status = "ok"
-        rows.append(
-            {
-                "table": table,
-                "source": count.rows if count else None,
-                "method": count.method if count else None,
-                "restored": got,
-                "delta": got - count.rows if count and count.exact and got is not None else None,
-                "status": status,
-            }
-        )
+    rows = [
+        _compared(table, manifest.tables.get(table), restored.get(table))
+        for table in sorted(set(manifest.tables) | set(restored))
+    ]
+    return CountComparison(rows, _incomplete(manifest, rows, source), manifest.estimated_tables())
+
+
+def _compared(table: str, count: TableCount | None, got: int | None) -> dict[str, Any]:
+    """One row of the comparison: the source's count, the restored one, and which is which."""
+    if count is None:
+        status = "not in manifest"
+    elif got is None:
+        status = "not restored"
+    elif not count.exact:
+        status = "estimate"
+    elif got != count.rows:
+        status = "differs"
+    else:
+        status = "ok"
+    return {
+        "table": table,
+        "source": count.rows if count else None,
+        "method": count.method if count else None,
+        "restored": got,
+        "delta": got - count.rows if count and count.exact and got is not None else None,
+        "status": status,
+    }
+
+
+def _incomplete(manifest: Manifest, rows: list[dict[str, Any]], source: str) -> list[Finding]:
+    """The DUMP_INCOMPLETE findings of the comparison: tables whose counts differ, tables of
+    the manifest not restored, restored tables the manifest does not have."""
+    differs = [(r["table"], r["source"], r["restored"]) for r in rows if r["status"] == "differs"]
+    absent = [r["table"] for r in rows if r["status"] == "not restored"]
+    extra = [r["table"] for r in rows if r["status"] == "not in manifest"]
     findings = []
     taken = f"the source's counts in pg_dump's snapshot ({manifest.taken_at}, {source})"
     if differs:
@@ -331,7 +337,7 @@ def compare_counts(manifest: Manifest, restored: dict[str, int], source: str) ->
                 {"cause": "table_not_in_manifest", "manifest": source, "tables": extra},
             )
         )
-    return CountComparison(rows, findings, manifest.estimated_tables())
+    return findings
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `
 --snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
 PATH, while the same transaction counts the rows of every user table. So the counts are the rows
 the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
-(core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed pg_dump
-leaves neither dump nor manifest, and says why.
+(core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed
+pg_dump leaves neither dump nor manifest, and says why.
 
 Plain Python, no Dagster. The DSN's password reaches pg_dump only as PGPASSWORD in its
 environment (core/proc.py child_env: nothing else of ours), never on its command line, in
@@ -62,13 +62,14 @@ class DumpResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def split_dsn(dsn: str) -> tuple[str, str | None]:
-    """The DSN without its password (for pg_dump's --dbname) and the password (for PGPASSWORD)."""
+def split_dsn(dsn: str, password: str | None = None) -> tuple[str, str | None]:
+    """The DSN without its password (for pg_dump's --dbname) and the password (for PGPASSWORD):
+    the DSN's own, else `password` (the caller's $PGPASSWORD)."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         raise ProducerError("the --dsn is not a valid libpq connection string or URI") from None
-    password = params.pop("password", None) or os.environ.get("PGPASSWORD") or None
+    password = params.pop("password", None) or password or None
     return make_conninfo(**{k: str(v) for k, v in params.items()}), password
 
 
@@ -99,17 +100,57 @@ def _validate_tables(names: list[str]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class SourceSnapshot:
+    """The source as its exported snapshot shows it: what the manifest records of it."""
+
+    id: str  # pg_export_snapshot()'s, which pg_dump --snapshot uses
+    taken_at: str  # ISO 8601 UTC
+    server_version: str
+    server_version_num: int
+    database: str
+    extensions: dict[str, str]  # name → installed version
+    tables: list[tuple[str, str, int]]  # schema, table, pg_class.reltuples
+
+
+@dataclass
+class _DumpRun:
+    """One run of pg_dump: what was written of its stdout (size, SHA-256), its exit status and
+    its stderr."""
+
+    sha256: str = ""
+    size: int = 0
+    write_error: str | None = None  # writing the dump failed (set by the reader)
+    exit_status: int | None = None
+    stderr: str = ""
+
+    def failure(self) -> str | None:
+        """Why the dump is not whole, in the writer's words or pg_dump's; None when it is."""
+        if self.exit_status == 0 and self.write_error is None:
+            return None
+        lines = self.stderr.splitlines()
+        why = (
+            [self.write_error]
+            if self.write_error is not None
+            else [ln for ln in lines if "error" in ln.lower()][:1] or lines[-1:] or ["?"]
+        )
+        return "".join(why)[:500]
+
+
 def produce(
     dsn: str,
     out: str | Path,
     exact_tables: list[str] | None = None,
     pg_bin: str | None = None,
     log=None,
+    password: str | None = None,
 ) -> DumpResult:
     """Dump the source at `dsn` to `out` (custom format) and write the manifest beside it.
 
     `exact_tables` None: every table is counted exactly. A list: those tables exactly (each
     must exist), the others by pg_class.reltuples, marked as estimates in the manifest.
+    `password` is used when the DSN has none (the caller passes $PGPASSWORD: pg_dump gets a
+    scrubbed environment, core/proc.py child_env).
     """
     log = log or (lambda line: None)
     started = time.monotonic()
@@ -118,94 +159,35 @@ def produce(
         raise ProducerError(f"--out {out}: the dump's name ends in .dump (pg_dump_YYYYMMDD_HHMM)")
     manifest_path = Path(manifest_key(str(out)))
     listed = _validate_tables(list(exact_tables)) if exact_tables is not None else None
-    conninfo, password = split_dsn(dsn)
+    conninfo, password = split_dsn(dsn, password)
     pg_env = child_env({"PGPASSWORD": password} if password else None)
-    timings: dict[str, float] = {}
+    partial = _partial(out)
     try:
         conn = psycopg.connect(dsn, autocommit=False, application_name="busflow-verify dump")
     except psycopg.Error as exc:
         raise ProducerError(f"cannot connect to the source: {_first_line(exc)}") from None
     try:
         with conn:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            # like pg_dump: an error rather than rows silently hidden by row-level security
-            conn.execute("SET LOCAL row_security = off")
-            snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
-            taken_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-            version, version_num, database = conn.execute(
-                "SELECT current_setting('server_version'), "
-                "current_setting('server_version_num')::int, current_database()"
-            ).fetchone()
-            extensions = dict(
-                conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension").fetchall()
+            snapshot = _export_snapshot(conn, listed)
+            tool, dump_version = pick_pg_dump(snapshot.server_version_num // 10000, pg_bin)
+            log(
+                f"snapshot {snapshot.id} of {snapshot.database} (PostgreSQL "
+                f"{snapshot.server_version}); {tool} {dump_version}"
             )
-            tables = conn.execute(_TABLES).fetchall()
-            names = {f"{s}.{t}" for s, t, _ in tables}
-            if listed is not None and (unknown := sorted(set(listed) - names)):
-                raise ProducerError(
-                    f"--exact-tables: no such table in the source: {', '.join(unknown)}"
-                )
-            tool, dump_version = pick_pg_dump(version_num // 10000, pg_bin)
-            log(f"snapshot {snapshot} of {database} (PostgreSQL {version}); {tool} {dump_version}")
             out.parent.mkdir(parents=True, exist_ok=True)
-            partial = out.with_name(out.name + ".partial")
-            command = [str(tool), "-Fc", f"--snapshot={snapshot}", f"--dbname={conninfo}"]
-            with tempfile.TemporaryFile() as stderr, open(partial, "wb") as sink:
-                proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=pg_env)
-                hashed: dict = {}
-                reader = threading.Thread(target=_hash_into, args=(proc.stdout, sink, hashed))
-                reader.start()
-                try:
-                    t0 = time.monotonic()
-                    counts = _count(conn, tables, listed)
-                    timings["count_seconds"] = round(time.monotonic() - t0, 3)
-                except BaseException:
-                    proc.kill()
-                    reader.join()
-                    proc.wait()
-                    partial.unlink(missing_ok=True)
-                    raise
-                reader.join()
-                code = proc.wait()
-                timings["pg_dump_seconds"] = round(time.monotonic() - t0, 3)
-                stderr.seek(0)
-                errors = stderr.read().decode(errors="replace").strip()
-            if code != 0 or "error" in hashed:
-                partial.unlink(missing_ok=True)
-                lines = errors.splitlines()
-                why = (
-                    [hashed["error"]]
-                    if "error" in hashed
-                    else [ln for ln in lines if "error" in ln.lower()][:1] or lines[-1:] or ["?"]
-                )
-                raise ProducerError(
-                    f"pg_dump failed (exit status {code}): {''.join(why)[:500]}; no dump and no "
-                    f"manifest were written to {out}"
-                )
+            command = [str(tool), "-Fc", f"--snapshot={snapshot.id}", f"--dbname={conninfo}"]
+            counts, run, timings = _dump_while_counting(
+                conn, command, pg_env, out, snapshot.tables, listed
+            )
     except psycopg.Error as exc:
         with contextlib.suppress(FileNotFoundError):
-            out.with_name(out.name + ".partial").unlink()
+            partial.unlink()
         raise ProducerError(
             f"the source failed during the snapshot: {_first_line(exc)}; no dump and no manifest "
             f"were written to {out}"
         ) from None
     os.replace(partial, out)
-    manifest = Manifest(
-        dump=out.name,
-        taken_at=taken_at,
-        snapshot=snapshot,
-        database=database,
-        server_version=version,
-        server_version_num=version_num,
-        pg_dump_version=dump_version,
-        pg_dump_bin=str(tool.parent),
-        extensions=extensions,
-        count_mode="exact" if listed is None else "listed",
-        tables=counts,
-        size_bytes=hashed["size"],
-        sha256=hashed["sha256"],
-    )
+    manifest = _manifest(out, snapshot, (tool, dump_version), listed, counts, run)
     write_atomically(manifest_path, manifest.to_json())
     seconds = round(time.monotonic() - started, 3)
     log(
@@ -215,7 +197,105 @@ def produce(
     return DumpResult(out, manifest_path, manifest, seconds, timings)
 
 
-def _hash_into(stream, sink, result: dict) -> None:
+def _partial(out: Path) -> Path:
+    """Where pg_dump writes until the dump is whole (then renamed to `out`)."""
+    return out.with_name(out.name + ".partial")
+
+
+def _export_snapshot(conn: psycopg.Connection, listed: list[str] | None) -> SourceSnapshot:
+    """Open the REPEATABLE READ, READ ONLY transaction, export its snapshot and read what the
+    manifest records of the source; every listed table must exist."""
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    # like pg_dump: an error rather than rows silently hidden by row-level security
+    conn.execute("SET LOCAL row_security = off")
+    snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+    taken_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    version, version_num, database = conn.execute(
+        "SELECT current_setting('server_version'), "
+        "current_setting('server_version_num')::int, current_database()"
+    ).fetchone()
+    extensions = dict(
+        conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension").fetchall()
+    )
+    tables = conn.execute(_TABLES).fetchall()
+    names = {f"{s}.{t}" for s, t, _ in tables}
+    if listed is not None and (unknown := sorted(set(listed) - names)):
+        raise ProducerError(f"--exact-tables: no such table in the source: {', '.join(unknown)}")
+    return SourceSnapshot(snapshot, taken_at, version, version_num, database, extensions, tables)
+
+
+def _dump_while_counting(
+    conn: psycopg.Connection,
+    command: list[str],
+    env: dict[str, str],
+    out: Path,
+    tables: list[tuple[str, str, int]],
+    listed: list[str] | None,
+) -> tuple[dict[str, TableCount], _DumpRun, dict[str, float]]:
+    """pg_dump writes the partial dump (hashed on the way, in a thread) while the same
+    snapshot's transaction counts the rows; the counts, the run and how long each took. A
+    failed pg_dump leaves nothing and says why."""
+    partial = _partial(out)
+    timings: dict[str, float] = {}
+    run = _DumpRun()
+    with tempfile.TemporaryFile() as stderr, open(partial, "wb") as sink:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env)
+        reader = threading.Thread(target=_hash_into, args=(proc.stdout, sink, run))
+        reader.start()
+        try:
+            t0 = time.monotonic()
+            counts = _count(conn, tables, listed)
+            timings["count_seconds"] = round(time.monotonic() - t0, 3)
+        except BaseException:
+            proc.kill()
+            reader.join()
+            proc.wait()
+            partial.unlink(missing_ok=True)
+            raise
+        reader.join()
+        run.exit_status = proc.wait()
+        timings["pg_dump_seconds"] = round(time.monotonic() - t0, 3)
+        stderr.seek(0)
+        run.stderr = stderr.read().decode(errors="replace").strip()
+    if (why := run.failure()) is not None:
+        partial.unlink(missing_ok=True)
+        raise ProducerError(
+            f"pg_dump failed (exit status {run.exit_status}): {why}; no dump and no "
+            f"manifest were written to {out}"
+        )
+    return counts, run, timings
+
+
+def _manifest(
+    out: Path,
+    snapshot: SourceSnapshot,
+    pg_dump: tuple[Path, str],
+    listed: list[str] | None,
+    counts: dict[str, TableCount],
+    run: _DumpRun,
+) -> Manifest:
+    """The manifest of the dump at `out`: the snapshot's facts, the pg_dump that read it (its
+    path and version), the counts and the bytes written."""
+    tool, dump_version = pg_dump
+    return Manifest(
+        dump=out.name,
+        taken_at=snapshot.taken_at,
+        snapshot=snapshot.id,
+        database=snapshot.database,
+        server_version=snapshot.server_version,
+        server_version_num=snapshot.server_version_num,
+        pg_dump_version=dump_version,
+        pg_dump_bin=str(tool.parent),
+        extensions=snapshot.extensions,
+        count_mode="exact" if listed is None else "listed",
+        tables=counts,
+        size_bytes=run.size,
+        sha256=run.sha256,
+    )
+
+
+def _hash_into(stream, sink, run: _DumpRun) -> None:
     """pg_dump's stdout to the file, hashed and counted on the way."""
     digest, size = hashlib.sha256(), 0
     try:
@@ -226,11 +306,11 @@ def _hash_into(stream, sink, result: dict) -> None:
         sink.flush()
         os.fsync(sink.fileno())
     except OSError as exc:
-        result["error"] = f"writing the dump: {exc}"
+        run.write_error = f"writing the dump: {exc}"
         with contextlib.suppress(Exception):
             while stream.read(CHUNK):  # let pg_dump finish rather than block on a full pipe
                 pass
-    result.update(sha256=digest.hexdigest(), size=size)
+    run.sha256, run.size = digest.hexdigest(), size
 
 
 def _count(conn, tables, listed: list[str] | None) -> dict[str, TableCount]:
