@@ -22,7 +22,7 @@ def build_defs() -> dg.Definitions:
     call, so a changed environment is honoured)."""
     return dg.Definitions(
         assets=ASSETS,
-        asset_checks=[restored_rows_match_manifest],  # issue 19
+        asset_checks=[restored_rows_match_manifest],  # the source's counts (the manifest)
         jobs=[backup_verify_job],
         schedules=[backup_verify_schedule],
         sensors=[finish_verify_run, finish_failed_verify_run, verification_deadman],

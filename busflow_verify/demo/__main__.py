@@ -31,7 +31,7 @@ from busflow_verify.demo.s3server import RcloneS3Server
 BUCKET = "busflow-backups"
 DAYS = 7
 PLANTED_DAYS_AGO = 3
-LOST_ROWS_DAYS_AGO = 5  # issue 19: a dump that lacks rows its manifest counted
+LOST_ROWS_DAYS_AGO = 5  # a dump that lacks rows its manifest counted
 # The demo's dumps are a few hundred KB, so the 10 GB floor is scaled down to fit them; every
 # other threshold is the shipped configuration.
 DEMO_MIN_BYTES = 10_000
@@ -142,7 +142,7 @@ def verify_demo_dates(demo: Demo) -> tuple[int, int]:
 
 
 def _lost_rows_caught(demo: Demo) -> int:
-    """Issue 19: the dump that lacks rows its manifest counted, after a baseline of its own (so
+    """The dump that lacks rows its manifest counted, after a baseline of its own (so
     the row-count tolerance had something to compare with, and passed it)."""
     baseline = demo.lost_rows - dt.timedelta(days=1)
     code = _verify(baseline, quiet=True)

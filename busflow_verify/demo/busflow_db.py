@@ -124,7 +124,7 @@ PLANTED = {
     # 40% of the messages are gone
     "mass_delete": "DELETE FROM communications.messages WHERE id %% 5 IN (1, 3)",
 }
-# Planted after the manifest was taken (issue 19): the night's manifest counted every message,
+# Planted after the manifest was taken: the night's manifest counted every message,
 # the dump that ships with it lacks 2% of them (a pg_dump that silently lost rows). Its size and
 # SHA-256 are the dump's, so only the restored counts against the manifest's can tell.
 AFTER_MANIFEST = {
