@@ -256,7 +256,7 @@ def _preflight(date_text: str) -> str:
     missing = environment.missing_required()
     if missing:
         raise UsageError(
-            f"environment variable(s) not set: {', '.join(missing)} (see README: Configuration)"
+            f"environment variable(s) not set: {', '.join(missing)} (see docs/deploying.md: Configuration)"
         )
     home = environment.dagster_home()
     if not os.path.isabs(home):

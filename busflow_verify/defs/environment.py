@@ -1,4 +1,4 @@
-"""The environment, read in one place (README: Configuration).
+"""The environment, read in one place (docs/deploying.md: Configuration).
 
 Every variable of the contract is read here and handed to the rest as values: core/ takes
 values, never os.environ (the one exception is `core.proc.child_env`, whose job is to keep

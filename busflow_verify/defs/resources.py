@@ -109,7 +109,7 @@ class RestoreSession:
 
 class RestoreServer(dg.Config):
     """A restore server the team keeps (`server` target): `user` is the administrative role
-    (CREATEDB, CREATEROLE, the right to give BYPASSRLS; README: Security)."""
+    (CREATEDB, CREATEROLE, the right to give BYPASSRLS; docs/security.md)."""
 
     host: str
     port: int = 5432
@@ -199,7 +199,8 @@ def restore_target_taking_over(
 
 
 def build_resources() -> dict:
-    """The resources of the code location, from the environment contract (README: Configuration)."""
+    """The resources of the code location, from the environment contract
+    (docs/deploying.md: Configuration)."""
     fallback = None
     if environment.is_set("BACKUP_FALLBACK_ENDPOINT"):
         fallback = S3Endpoint(
@@ -231,8 +232,8 @@ def build_resources() -> dict:
 
 
 def restore_target() -> RestoreTarget:
-    """The restore target from BUSFLOW_RESTORE_TARGET and its variables (README: Restore
-    targets)."""
+    """The restore target from BUSFLOW_RESTORE_TARGET and its variables (docs/deploying.md:
+    Restore targets)."""
     kind = environment.restore_kind()
     if kind == "server":
         env = SERVER_ENV

@@ -7,7 +7,7 @@
 #   BUSFLOW_SOURCE_DSN   the source, without its password (e.g. "host=db port=5432 dbname=busflow
 #                        user=backup"); PGPASSWORD the password (never on a command line)
 #   BACKUP_PRIMARY_ENDPOINT, BACKUP_BUCKET, BACKUP_PREFIX, BACKUP_ACCESS_KEY_ID,
-#   BACKUP_SECRET_ACCESS_KEY, BACKUP_REGION   where verify reads them (README: Configuration)
+#   BACKUP_SECRET_ACCESS_KEY, BACKUP_REGION   where verify reads them (docs/deploying.md: Configuration)
 #   EXACT_TABLES         optional: schema.table,... counted exactly, the rest by reltuples
 #   DUMP_DIR             local scratch for the dump (default /var/tmp)
 set -eu

@@ -1,4 +1,4 @@
-"""Least privilege for the restore (README: Security).
+"""Least privilege for the restore (docs/security.md).
 
 Restoring a dump runs code of the source's choosing: functions called by CHECK constraints,
 index expressions, materialized views, and (since CVE-2022-1552) VACUUM/ANALYZE and index builds
