@@ -21,10 +21,6 @@ F4 (an undelivered #ops message) never decides the status: it leaves `verified` 
 A crash outside the job still ends with a verdict: JSON (`--json`) or text with one
 VERIFY_JOB_ERROR naming the exception's class and first line (secret values scrubbed), the
 #ops message attempted (an undelivered one is kept in the outbox), and exit status 3.
-
-Several CLIs may start at once on a fresh DAGSTER_HOME: the instance's storage is created under
-an exclusive lock (`$DAGSTER_HOME/.busflow-instance.lock`), so the SQLite schemas are created
-and stamped once.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ import os
 import re
 import signal
 import sys
-import time
 import traceback
 import warnings
 
@@ -59,8 +54,6 @@ SECRET_VARS = (
     "BACKUP_FALLBACK_SECRET_ACCESS_KEY",
     "BUSFLOW_RESTORE_SERVER_PASSWORD",
 )
-INSTANCE_LOCK = ".busflow-instance.lock"
-INSTANCE_LOCK_TIMEOUT_SECONDS = 300.0
 
 
 class UsageError(Exception):
@@ -163,6 +156,7 @@ def _status_or_history(args) -> int:
     except cfg.ConfigError as exc:
         raise UsageError(f"configuration error: {exc}") from None
     from busflow_verify.defs import deadman, status
+    from busflow_verify.defs.instance import open_instance
 
     def log(message):
         print(scrub(message), file=sys.stderr)
@@ -277,49 +271,6 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@contextlib.contextmanager
-def _instance_lock(home: str, timeout: float = INSTANCE_LOCK_TIMEOUT_SECONDS):
-    """An exclusive lock on `$DAGSTER_HOME/.busflow-instance.lock` (flock: released by the OS
-    when the process dies, so a killed CLI never leaves it held)."""
-    import fcntl
-
-    deadline = time.monotonic() + timeout
-    with open(os.path.join(home, INSTANCE_LOCK), "a") as fh:
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{INSTANCE_LOCK} in DAGSTER_HOME held for more than {timeout:.0f} s"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def open_instance():
-    """`DagsterInstance.get()` (its SQLite connections kept open: defs/instance.py), with its
-    storage created and first touched under the instance lock: two first runs on a fresh
-    DAGSTER_HOME would otherwise both create the SQLite tables and stamp alembic ("table runs
-    already exists", "more than one head")."""
-    from busflow_verify.defs import environment
-    from busflow_verify.defs.instance import open_local_instance
-
-    with _instance_lock(environment.dagster_home()):
-        instance = open_local_instance()
-        try:
-            instance.get_runs(limit=1)  # the run storage, its schema and its migrations
-            instance.all_instigator_state()  # the schedule storage
-        except BaseException:
-            instance.dispose()
-            raise
-    return instance
-
-
 def run_verify(partition: str, log_level: str, promote: bool = False, progress=None, early=None):
     """Run the job for one partition in process, then finish it as the sensors finish theirs
     (defs/finish.py): the verdict, the pointer (with --promote), #ops. `progress` (a dict) gets
@@ -329,6 +280,7 @@ def run_verify(partition: str, log_level: str, promote: bool = False, progress=N
 
     from busflow_verify.definitions import build_defs
     from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
+    from busflow_verify.defs.instance import open_instance
     from busflow_verify.defs.resources import restore_target_taking_over
     from busflow_verify.defs.run_history import JOB_NAME
     from busflow_verify.defs.stale_runs import report_stale_runs, run_tags_for_this_process

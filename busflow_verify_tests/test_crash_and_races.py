@@ -24,6 +24,7 @@ from busflow_verify import cli
 from busflow_verify.core.store import pointer as ptr
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.alerts import OUTBOX_DIR
+from busflow_verify.defs.instance import INSTANCE_LOCK
 from busflow_verify.defs.promotion import promote
 from busflow_verify.defs.resources import BackupStore, S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
@@ -173,7 +174,7 @@ def test_simultaneous_first_runs_on_a_fresh_home_all_give_a_verdict(harness):
             verdict = json.loads(out)
             assert verdict["partition"] == DAY
             assert {f["code"] for f in verdict["failures"]} == {"DUMP_MISSING"}
-        assert (home / cli.INSTANCE_LOCK).exists()
+        assert (home / INSTANCE_LOCK).exists()
 
 
 # --- simultaneous promotions ---------------------------------------------------------------------
