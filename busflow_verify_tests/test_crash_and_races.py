@@ -21,9 +21,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from busflow_verify import cli
+from busflow_verify.cli.parser import EXIT_VERIFIER_BROKE
+from busflow_verify.cli.verify import exit_status
 from busflow_verify.core.store import pointer as ptr
 from busflow_verify.core.verdict import Verdict
 from busflow_verify.defs.alerts import OUTBOX_DIR
+from busflow_verify.defs.instance import INSTANCE_LOCK
 from busflow_verify.defs.promotion import promote
 from busflow_verify.defs.resources import BackupStore, S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
@@ -56,7 +59,7 @@ def test_a_crash_creating_the_instance_prints_a_verdict_tells_ops_and_exits_3(
         monkeypatch, sqlite3.OperationalError("table runs already exists\nsecond line")
     )
     code, verdict = harness.verify(DAY)
-    assert code == cli.EXIT_VERIFIER_BROKE == 3
+    assert code == EXIT_VERIFIER_BROKE == 3
     assert isinstance(verdict, dict), verdict
     assert verdict["partition"] == DAY and verdict["verified"] is False
     [failure] = verdict["failures"]
@@ -125,12 +128,12 @@ def test_the_exit_status_rule():
     def verdict(verified, *codes):
         return Verdict(DAY, verified, failures=tuple({"code": c} for c in codes))
 
-    assert cli.exit_status(verdict(True, "F4")) == 0
-    assert cli.exit_status(verdict(False, "F3")) == 1
-    assert cli.exit_status(verdict(False, "VERIFY_JOB_ERROR", "DUMP_MISSING")) == 1
-    assert cli.exit_status(verdict(False, "VERIFY_JOB_ERROR")) == 3
-    assert cli.exit_status(verdict(False, "VERIFY_JOB_ERROR", "F4")) == 3
-    assert cli.exit_status(verdict(False)) == 3  # not verified, nothing found: not a verdict
+    assert exit_status(verdict(True, "F4")) == 0
+    assert exit_status(verdict(False, "F3")) == 1
+    assert exit_status(verdict(False, "VERIFY_JOB_ERROR", "DUMP_MISSING")) == 1
+    assert exit_status(verdict(False, "VERIFY_JOB_ERROR")) == 3
+    assert exit_status(verdict(False, "VERIFY_JOB_ERROR", "F4")) == 3
+    assert exit_status(verdict(False)) == 3  # not verified, nothing found: not a verdict
 
 
 # --- simultaneous first runs on a fresh DAGSTER_HOME -------------------------------------------
@@ -173,7 +176,7 @@ def test_simultaneous_first_runs_on_a_fresh_home_all_give_a_verdict(harness):
             verdict = json.loads(out)
             assert verdict["partition"] == DAY
             assert {f["code"] for f in verdict["failures"]} == {"DUMP_MISSING"}
-        assert (home / cli.INSTANCE_LOCK).exists()
+        assert (home / INSTANCE_LOCK).exists()
 
 
 # --- simultaneous promotions ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from busflow_verify import cli
+from busflow_verify.cli.parser import EXIT_NOT_VERIFIED, EXIT_VERIFIER_BROKE
 from busflow_verify_tests.conftest import use_server
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +65,7 @@ def _disk_config(harness, **disk_space):
 
 
 def _assert_the_hosts_fault(code, verdict, slack, stage_words):
-    assert code == cli.EXIT_VERIFIER_BROKE, verdict
+    assert code == EXIT_VERIFIER_BROKE, verdict
     [failure] = [f for f in verdict["failures"] if f["code"] != "F4"]
     assert (failure["code"], failure["escalate_to"]) == ("HOST_OUT_OF_SPACE", ["@infra-oncall"])
     assert any(words in failure["details"]["stage"] for words in stage_words), failure
@@ -107,7 +107,7 @@ def test_with_the_check_off_the_same_dump_downloads(harness, small_disk):
     harness.put(KEY, os.urandom(12 * 1024 * 1024))
     _disk_config(harness, check=False)
     code, verdict = harness.verify(DAY)
-    assert code == cli.EXIT_NOT_VERIFIED
+    assert code == EXIT_NOT_VERIFIED
     assert [f["code"] for f in verdict["failures"]] == ["F2"]
     _nothing_left(point)
 

@@ -8,11 +8,17 @@ instance the CLI opens keeps one engine per database file for the life of the pr
 Same files, same tables, same rows, the same commits (synchronous stays FULL): the UI and the
 daemon read them with Dagster's own classes. An instance stored elsewhere (PostgreSQL, in
 production) is opened as it is configured.
+
+Several CLIs may start at once on a fresh DAGSTER_HOME: the instance's storage is created under
+an exclusive lock (`$DAGSTER_HOME/.busflow-instance.lock`, `open_instance`), so the SQLite
+schemas are created and stamped once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -34,13 +40,54 @@ from dagster._core.storage.sqlite_storage import (
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 
+from busflow_verify.defs import environment
+
 DAGSTER_SQLITE = ("dagster._core.storage.sqlite_storage", "DagsterSqliteStorage")
 OPEN_RUN_DATABASES = 4  # a run's own database and a few it reads; older ones are closed
+INSTANCE_LOCK = ".busflow-instance.lock"
+INSTANCE_LOCK_TIMEOUT_SECONDS = 300.0
+
+
+def open_instance() -> dg.DagsterInstance:
+    """`open_local_instance`, with its storage created and first touched under the instance
+    lock: two first runs on a fresh DAGSTER_HOME would otherwise both create the SQLite tables
+    and stamp alembic ("table runs already exists", "more than one head")."""
+    with _instance_lock(environment.dagster_home()):
+        instance = open_local_instance()
+        try:
+            instance.get_runs(limit=1)  # the run storage, its schema and its migrations
+            instance.all_instigator_state()  # the schedule storage
+        except BaseException:
+            instance.dispose()
+            raise
+    return instance
+
+
+@contextmanager
+def _instance_lock(home: str, timeout: float = INSTANCE_LOCK_TIMEOUT_SECONDS):
+    """An exclusive lock on `$DAGSTER_HOME/.busflow-instance.lock` (flock: released by the OS
+    when the process dies, so a killed CLI never leaves it held)."""
+    deadline = time.monotonic() + timeout
+    with open(os.path.join(home, INSTANCE_LOCK), "a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{INSTANCE_LOCK} in DAGSTER_HOME held for more than {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def open_local_instance() -> dg.DagsterInstance:
     """The instance of DAGSTER_HOME, with its SQLite storage (the default) pooled."""
-    home = os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")
+    home = os.path.expanduser(environment.dagster_home() or "")
     if not (os.path.isabs(home) and os.path.isdir(home)):
         return dg.DagsterInstance.get()  # Dagster's own message for a missing or bad home
     ref = InstanceRef.from_dir(home)

@@ -1,0 +1,61 @@
+"""`busflow-verify status` and `history` (defs/status.py) on the instance in $DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+
+from busflow_verify.cli.parser import UsageError
+from busflow_verify.cli.scrub import scrub
+from busflow_verify.core import config as cfg
+from busflow_verify.core.report.history import history_line, status_lines
+from busflow_verify.defs import deadman, environment
+from busflow_verify.defs import status as report
+from busflow_verify.defs.instance import open_instance
+
+
+def status(args) -> int:
+    """The pointer, the runs, F5, the outbox; the dead-man's switch evaluated (and told)."""
+    _require_instance_and_config()
+
+    def log(message):
+        print(scrub(message), file=sys.stderr)
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with open_instance() as instance:
+        deadman.evaluate(instance, log, now)
+        state = report.status(instance, report.read_store_pointer(), now)
+    text = (
+        json.dumps(state, indent=2, default=str)
+        if args.json
+        else "\n".join(status_lines(state, now))
+    )
+    print(scrub(text))
+    return 0
+
+
+def history(args) -> int:
+    """One line (or JSON object) per date of the last `--days`."""
+    _require_instance_and_config(days=args.days)
+    now = dt.datetime.now(dt.timezone.utc)
+    with open_instance() as instance:
+        rows = report.history(instance, args.days, now)
+    for row in rows:
+        print(json.dumps(row, default=str) if args.json else history_line(row))
+    if not rows and not args.json:
+        print(f"no completed verify run in the last {args.days} day(s)")
+    return 0
+
+
+def _require_instance_and_config(days: int | None = None) -> None:
+    home = environment.dagster_home()
+    if not home or not os.path.isabs(home):
+        raise UsageError("DAGSTER_HOME must be set to an absolute path (the instance)")
+    if days is not None and days < 1:
+        raise UsageError(f"--days {days}: must be at least 1")
+    try:
+        cfg.load_verify_config(environment.config_dir())
+    except cfg.ConfigError as exc:
+        raise UsageError(f"configuration error: {exc}") from None
