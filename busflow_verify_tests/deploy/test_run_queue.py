@@ -33,7 +33,7 @@ from dagster._serdes import ConfigurableClass
 
 from busflow_verify.defs.jobs import RESTORE_HOST_TAG, backup_verify_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL_YAML = ROOT / "dagster.yaml"
 DEPLOY_YAML = ROOT / "deploy" / "dagster.yaml"
 LOCATION = "busflow_verify"

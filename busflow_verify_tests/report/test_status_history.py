@@ -20,7 +20,7 @@ from busflow_verify.core.store.pointer import POINTER_NAME
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.status import history
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
-from busflow_verify_tests.test_deadman import HOUR, day, record_run
+from busflow_verify_tests.report.test_deadman import HOUR, day, record_run
 
 UTC_TABLES = ("commerce.bookings", "communications.messages", "operations.service_legs")
 

@@ -17,7 +17,7 @@ from busflow_verify.definitions import build_defs
 from busflow_verify.defs.checks import ALL_CHECKS
 from busflow_verify_tests.webui import DagsterUI, chromium, dagster_webserver
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "asset-graph.png"
 LOCATION = "busflow_verify.definitions"  # workspace.yaml's module: the code location's name
 GROUP = "backup_verify"

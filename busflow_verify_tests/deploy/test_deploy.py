@@ -21,7 +21,7 @@ from busflow_verify.defs.run_history import EXPECTED_CHECK_KEYS
 from busflow_verify_tests.conftest import SESSION_CLUSTERS
 from busflow_verify_tests.pgproxy import SocketProxy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 PRODUCER_ENV = ROOT / "docker" / "backup" / "producer.env"

@@ -1,6 +1,6 @@
 """F2's triage from its facts alone (core/restore/f2_triage.py): no Restorer, no database.
 
-test_unit_restore_classify.py walks every cause through `Restorer.classify`; here the facts are
+test_restore_classify_unit.py walks every cause through `Restorer.classify`; here the facts are
 built by hand, as a caller without a Restorer would, and the plain dump's side is exercised: the
 failing psql line names the COPY block and the statement of the scanned dump.
 """

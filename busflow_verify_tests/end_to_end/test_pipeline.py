@@ -278,7 +278,7 @@ def test_secrets_never_reach_output_or_the_event_log(harness, make_dump, monkeyp
 
 def test_readable_output_without_json(harness, make_dump, capsys):
     from busflow_verify import cli
-    from busflow_verify_tests.test_progress import assert_progress_lines
+    from busflow_verify_tests.report.test_progress import assert_progress_lines
 
     harness.put(KEY, make_dump(orphans=250))
     code = cli.main(["verify", "--date", DAY])  # the default log level: progress on stderr

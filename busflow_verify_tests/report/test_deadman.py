@@ -24,7 +24,7 @@ from busflow_verify.defs.checks import EXPECTED_CHECK_KEYS
 from busflow_verify.defs.deadman import evaluate, observe, verification_deadman
 from busflow_verify.defs.findings import FINDINGS_KEY
 from busflow_verify.defs.run_history import JOB_NAME
-from busflow_verify_tests import test_stale_runs
+from busflow_verify_tests.report import test_stale_runs
 
 UTC = dt.timezone.utc
 HOUR = 3600.0

@@ -32,7 +32,7 @@ from busflow_verify.defs.resources import BackupStore, S3Endpoint
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY
 
 DAY = "2026-11-20"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _boom(exc):

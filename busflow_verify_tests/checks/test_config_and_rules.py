@@ -84,7 +84,7 @@ def write(tmp_path, verify="", allowlist="soft_fks: []\n"):
 
 
 def test_shipped_config_has_the_runbook_numbers():
-    folder = Path(__file__).parents[1] / "config" / "backup-verify"
+    folder = Path(__file__).parents[2] / "config" / "backup-verify"
     verify = cfg.load_verify_config(folder)
     assert verify.size_guard.min_bytes == 10_000_000_000
     assert verify.size_guard.max_median_ratio == 2.0 and verify.size_guard.trailing_days == 7
