@@ -16,20 +16,17 @@ from busflow_verify.core.store.listing import DumpObject, covered_by_mirror
 from busflow_verify.core.store.manifest import Manifest, fetch_manifest
 from busflow_verify.core.store.transfer import Transfer, fetch_dump
 from busflow_verify.core.targets.settings import server_major
-from busflow_verify.defs.checks import restore_check, transfer_check
+from busflow_verify.defs.checks import restore_budget_check, restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.locate import endpoint_failure
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.plots import (
-    restore_budget_check,
-    restore_budget_result,
-    restore_plots,
-    restored_bytes,
-)
+from busflow_verify.defs.plots import restore_plots, restored_bytes
 from busflow_verify.defs.resources import BackupStore, RestoreSession, RestoreTarget, VerifySettings
+from busflow_verify.defs.rto_budget import restore_budget_result
 from busflow_verify.defs.run_history import restored_size_history
+from busflow_verify.defs.size_guard import SizeGuardOutcome
 
 SECTION_COLUMNS = [
     ("section", "string", "pg_restore --section (split-section restore, F2 step 4)"),
@@ -62,7 +59,7 @@ SECTION_COLUMNS = [
 def restored_db(
     context: dg.AssetExecutionContext,
     dump_object: DumpObject,
-    size_guard: dict,
+    size_guard: SizeGuardOutcome,
     backup_store: BackupStore,
     restore_target: RestoreTarget,
     verify_settings: VerifySettings,
@@ -89,7 +86,7 @@ def restored_db(
             description="not downloaded: the restore was skipped",
             metadata={"skipped": True},
         )
-        yield restore_budget_result(context, None, config.restore_budget)
+        yield restore_budget_result(context, None, config.restore_budget, size_guard.verified)
         return
     session = restore_target.session
     scratch = session.target.scratch_dir()
@@ -146,7 +143,7 @@ def restored_db(
         {"format": str(summary["format"])},
         passed_note=f"restored {dump_object.key} ({summary['format']} format)",
     )
-    yield restore_budget_result(context, summary, config.restore_budget)
+    yield restore_budget_result(context, summary, config.restore_budget, size_guard.verified)
 
 
 def _transfer_result(transfer: Transfer) -> dg.AssetCheckResult:
