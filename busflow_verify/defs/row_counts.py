@@ -15,6 +15,7 @@ from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.plots import row_count_plots
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
+from busflow_verify.defs.run_history import COLUMN_SIGNATURE_KEY
 from busflow_verify.defs.size_guard import SizeGuardOutcome
 
 DELTA_COLUMNS = [
@@ -31,7 +32,6 @@ DRIFT_COLUMNS = [
     ("change", "string", "appeared, disappeared or columns changed since the last verified dump"),
     ("columns", "string", "column old type -> new type; +added type; -removed type"),
 ]
-COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: the next run's base
 
 
 @dg.asset(
@@ -65,7 +65,7 @@ def row_count_report(
     columns = column_signatures(restore_target.session.connect)
     drift = schema_drift(
         columns,
-        _baseline_columns(context.instance, baseline),
+        baseline.column_signature if baseline else None,
         baseline.row_counts if baseline else None,
         baseline.partition if baseline else None,
     )
@@ -153,23 +153,6 @@ def _f1_triage(
     )
     context.log.warning(f"F1 triage: {f1['conclusion']}")
     return f1
-
-
-def _baseline_columns(instance: dg.DagsterInstance, baseline: RunFacts | None) -> dict | None:
-    """The column signature the last verified dump's row-count report recorded, or None."""
-    if baseline is None:
-        return None
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("row_count_report"), asset_partitions=[baseline.partition]
-        ),
-        limit=20,
-    ).records
-    for record in records:
-        if record.run_id == baseline.run_id:
-            signature = record.asset_materialization.metadata.get(COLUMN_SIGNATURE_KEY)
-            return signature.value if signature is not None else None
-    return None
 
 
 def _drift_result(drift: SchemaDrift, baseline_note: str) -> dg.AssetCheckResult:

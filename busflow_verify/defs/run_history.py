@@ -27,6 +27,7 @@ PARTITION_TAG = "dagster/partition"
 COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 _BLOCKED_BY_CHECK = "DagsterAssetCheckFailedError"
 _INTERRUPTED = "DagsterExecutionInterruptedError"
+COLUMN_SIGNATURE_KEY = "column_signature"  # row_count_report's: the next run's schema baseline
 
 
 def _plain(metadata: dict) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFacts:
         restore=assets.get("restored_db", {}).get("restore"),
         size_guard=assets.get("size_check", {}).get("size_guard"),
         f1_triage=rows.get("f1_triage"),
+        column_signature=rows.get(COLUMN_SIGNATURE_KEY),
     )
 
 
