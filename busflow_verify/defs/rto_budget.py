@@ -35,7 +35,7 @@ def restore_budget_result(
             metadata={"skipped": True},
         )
     seconds = float(summary.get(RESTORE_SECONDS_KEY) or 0.0)
-    result = judge_restore(seconds, verified.restore_seconds(cfg.trailing_runs), cfg)
+    result = judge_restore(seconds, verified.timed_restores[: cfg.trailing_runs], cfg)
     if result.findings:
         context.log.warning(result.findings[0].summary)
     return check_result(

@@ -251,36 +251,27 @@ def restore_seconds(facts: RunFacts) -> float | None:
 
 @dataclass(frozen=True)
 class VerifiedBefore:
-    """The verified partitions before one date, newest first, as their latest completed runs
-    recorded them: the row-count baseline is the first, the RTO budget's trailing runs are those
-    that timed their restore."""
+    """The verified partitions before one date, as far back as they are used: the newest is the
+    baseline, and the newest that timed their restore are the RTO budget's trailing runs."""
 
-    runs: tuple[RunFacts, ...]
-
-    @property
-    def baseline(self) -> RunFacts | None:
-        """The last verified dump: row counts, schema and F1's triage are compared with it."""
-        return self.runs[0] if self.runs else None
-
-    def restore_seconds(self, runs: int) -> list[tuple[str, float]]:
-        """(partition, restore seconds) of the `runs` newest that timed their restore."""
-        timed = [(f.partition, s) for f in self.runs if (s := restore_seconds(f)) is not None]
-        return timed[:runs]
+    baseline: RunFacts | None  # the last verified dump: row counts, schema and F1 compare with it
+    timed_restores: tuple[tuple[str, float], ...]  # (partition, restore seconds), newest first
 
 
 def verified_before(
     instance: dg.DagsterInstance, partition: str, timed_restores: int
 ) -> VerifiedBefore:
-    """The verified partitions before `partition`, walked once and as far back as they are
-    used: to the baseline and to `timed_restores` runs that timed their restore."""
-    runs: list[RunFacts] = []
-    timed = 0
+    """The verified partitions before `partition`, walked once: to the baseline and to
+    `timed_restores` runs that timed their restore."""
+    baseline, timed = None, []
     for _, facts in verified_runs(instance, partition):
-        runs.append(facts)
-        timed += restore_seconds(facts) is not None
-        if timed >= timed_restores:
+        if baseline is None:
+            baseline = facts
+        if (seconds := restore_seconds(facts)) is not None:
+            timed.append((facts.partition, seconds))
+        if len(timed) >= timed_restores:
             break
-    return VerifiedBefore(tuple(runs))
+    return VerifiedBefore(baseline, tuple(timed))
 
 
 def restored_size_history(
