@@ -46,6 +46,7 @@ class RunFacts:
     restore: dict[str, Any] | None = None
     size_guard: dict[str, Any] | None = None
     f1_triage: dict[str, Any] | None = None
+    column_signature: dict[str, Any] | None = None  # per table, [[column, type], ...]
 
 
 def is_verified(facts: RunFacts) -> bool:

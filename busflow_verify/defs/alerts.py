@@ -13,10 +13,14 @@ OUTBOX_DIR = "busflow-outbox"
 
 
 def alert_settings(dagster_home: str | None = None):
+    """(channel or None, outbox, retry policy), with verify.yaml's alerts as they are now."""
+    return ops_delivery(cfg.load_verify_config(environment.config_dir()).alerts, dagster_home)
+
+
+def ops_delivery(alerts: cfg.AlertsConfig, dagster_home: str | None = None):
     """(channel or None, outbox, retry policy). The webhook is the runbook's default; with no
     webhook, SLACK_BOT_TOKEN and SLACK_OPS_CHANNEL post through dagster-slack's SlackResource.
     Secrets go only into the Slack clients."""
-    alerts = cfg.load_verify_config(environment.config_dir()).alerts
     home = Path(dagster_home or environment.dagster_home())
     policy = RetryPolicy(alerts.attempts, alerts.backoff_seconds, alerts.timeout_seconds)
     return ops_channel(alerts.timeout_seconds), Outbox(home / OUTBOX_DIR), policy

@@ -65,16 +65,6 @@ schema_drift_check = check_spec(
     "at WARN severity (informational); a table that disappeared fails the row-count check.",
 )
 
-ALL_CHECKS = [
-    offsite_check,
-    size_guard_check,
-    transfer_check,
-    restore_check,
-    row_count_check,
-    orphan_check,
-]
-ALL_CHECKS += [restore_budget_check, schema_drift_check]  # the WARN-level RTO and schema checks
-# issue 19: the restored counts against the producer's manifest (defs/manifest_check.py)
 manifest_count_check = check_spec(
     "restored_rows_match_manifest",
     "restored_db",  # F2's stage; evaluated after row_count_report, whose counts it reads
@@ -83,5 +73,18 @@ manifest_count_check = check_spec(
     "manifest counted in pg_dump's own snapshot, and the same tables. Tables the manifest only "
     "estimated (reltuples) are not compared. No manifest beside the dump: passes, saying so.",
 )
-ALL_CHECKS += [manifest_count_check]
+
+# In the verdict's order: the runbook's stages, then the WARN-level RTO and schema checks, then
+# the restored counts against the producer's manifest (defs/manifest_check.py)
+ALL_CHECKS = [
+    offsite_check,
+    size_guard_check,
+    transfer_check,
+    restore_check,
+    row_count_check,
+    orphan_check,
+    restore_budget_check,
+    schema_drift_check,
+    manifest_count_check,
+]
 EXPECTED_CHECK_KEYS = [spec.key for spec in ALL_CHECKS]

@@ -12,14 +12,19 @@ import dagster as dg
 
 from busflow_verify.core import config as cfg
 from busflow_verify.core.report.alerts import deliver
+from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.core.report.deadman import DeadmanState, Decision, LastRun, Observation
-from busflow_verify.core.verdict import is_verified
 from busflow_verify.defs import environment
-from busflow_verify.defs.alerts import alert_settings
-from busflow_verify.defs.run_history import JOB_NAME, PARTITION_TAG, run_facts, verdict_for_run
+from busflow_verify.defs.alerts import ops_delivery
+from busflow_verify.defs.run_history import (
+    JOB_NAME,
+    PARTITION_TAG,
+    NewestRun,
+    newest_run,
+    verified_runs,
+)
 
 UTC = dt.timezone.utc
-_COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 
 
 def _utc(value) -> dt.datetime:
@@ -32,35 +37,10 @@ def _ended(record) -> dt.datetime:
     return _utc(record.end_time or record.update_timestamp or record.create_timestamp)
 
 
-def latest_runs_by_partition(instance: dg.DagsterInstance, limit: int = 1000) -> dict:
-    """{partition: the run record of its latest completed run}, newest partition first."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED),
-        limit=limit,
-        order_by="create_timestamp",
-        ascending=False,
-    )
-    latest: dict = {}
-    for record in records:
-        partition = record.dagster_run.tags.get(PARTITION_TAG)
-        if partition and partition not in latest:
-            latest[partition] = record
-    return {p: latest[p] for p in sorted(latest, reverse=True)}
-
-
-def last_verified_record(instance: dg.DagsterInstance):
-    """(partition, run record) of the newest partition whose latest completed run verified."""
-    for partition, record in latest_runs_by_partition(instance).items():
-        if is_verified(run_facts(instance, record.dagster_run.run_id)):
-            return partition, record
-    return None, None
-
-
-def observe(instance: dg.DagsterInstance) -> Observation:
-    partition, record = last_verified_record(instance)
-    newest = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME), limit=1, order_by="create_timestamp"
-    )
+def observation(instance: dg.DagsterInstance, newest: NewestRun | None) -> Observation:
+    """What the switch judges: the newest verified partition and when its run ended, the job's
+    first run, and the `newest` run as read by the caller."""
+    record, facts = next(verified_runs(instance), (None, None))
     oldest = instance.get_run_records(
         filters=dg.RunsFilter(job_name=JOB_NAME),
         limit=1,
@@ -69,45 +49,43 @@ def observe(instance: dg.DagsterInstance) -> Observation:
     )
     last_run = None
     if newest:
-        run = newest[0].dagster_run
-        codes, verified = (), False
-        if run.status in _COMPLETED:
-            verdict = verdict_for_run(instance, run.run_id)
-            codes = tuple(dict.fromkeys(f["code"] for f in verdict.failures))
-            verified = verdict.verified
         last_run = LastRun(
-            run.tags.get(PARTITION_TAG),
-            run.status.value,
-            _utc(newest[0].create_timestamp),
-            codes,
-            verified,
+            newest.run.tags.get(PARTITION_TAG),
+            newest.run.status.value,
+            _utc(newest.record.create_timestamp),
+            newest.failure_codes,
+            newest.verified,
         )
     return Observation(
-        partition,
+        facts.partition if facts else None,
         _ended(record) if record else None,
         _utc(oldest[0].create_timestamp) if oldest else None,
         last_run,
     )
 
 
-def max_age() -> dt.timedelta:
-    hours = cfg.load_verify_config(environment.config_dir()).deadman.max_age_hours
-    return dt.timedelta(hours=hours)
+def observe(instance: dg.DagsterInstance) -> Observation:
+    return observation(instance, newest_run(instance, CutoverHalt(instance.root_directory).get()))
+
+
+def max_age(config: cfg.VerifyConfig) -> dt.timedelta:
+    return dt.timedelta(hours=config.deadman.max_age_hours)
 
 
 def evaluate(instance: dg.DagsterInstance, log, now: dt.datetime | None = None) -> Decision:
     """Look at the instance, and on a transition post to #ops (undelivered: the outbox)."""
     now = now or dt.datetime.now(UTC)
     home = instance.root_directory
+    config = cfg.load_verify_config(environment.config_dir())
     obs = observe(instance)
 
     def send(decision: Decision) -> None:
-        channel, outbox, policy = alert_settings(home)
+        channel, outbox, policy = ops_delivery(config.alerts, home)
         result = deliver(decision.message, "deadman", None, channel, outbox, policy, log)
         state = "delivered" if result["delivered"] else "kept in the outbox"
         log(f"dead-man's switch: {decision.kind} message {state}")
 
-    return DeadmanState(home).transition(obs, now, max_age(), send)
+    return DeadmanState(home).transition(obs, now, max_age(config), send)
 
 
 @dg.sensor(

@@ -10,8 +10,7 @@ the value is known) so the plots line up. Each asset adds its numbers with one l
 | `row_count_report` | `vacuum_analyze_seconds`, `count_seconds`, `vacuum_and_count_seconds`, `rows.<schema.table>` for each of size_guard.largest_tables |
 | `orphan_report` | `orphans.<schema.table.column>` per soft FK, `run_seconds` (the run's start to the sweep's end) |
 
-The restore seconds are also judged here: the RTO budget check (core/checks/rto_budget.py) against
-the trailing verified runs' `restore_seconds`.
+The restore seconds are also judged: the RTO budget check (defs/rto_budget.py).
 """
 
 from __future__ import annotations
@@ -23,14 +22,9 @@ from typing import Any
 import dagster as dg
 
 from busflow_verify.core.checks.row_counts import database_bytes
-from busflow_verify.core.checks.rto_budget import judge_restore
-from busflow_verify.core.config import RestoreBudgetConfig
 from busflow_verify.core.store.listing import DumpObject
-from busflow_verify.defs.checks import restore_budget_check
-from busflow_verify.defs.findings import check_result
-from busflow_verify.defs.run_history import DUMP_BYTES_KEY, RESTORED_BYTES_KEY, last_verified
+from busflow_verify.defs.run_history import DUMP_BYTES_KEY, RESTORED_BYTES_KEY
 
-RESTORE_SECONDS_KEY = "restore_seconds"
 RUN_SECONDS_KEY = "run_seconds"
 
 
@@ -94,61 +88,4 @@ def orphan_plots(
             **{orphans_key(r["child"]): r["orphans"] for r in rows},
             RUN_SECONDS_KEY: time.time() - started if started else None,
         }
-    )
-
-
-def trailing_restore_seconds(
-    instance: dg.DagsterInstance, before_partition: str, runs: int
-) -> list[tuple[str, float]]:
-    """(partition, restore seconds) of the `runs` newest verified partitions before this one,
-    newest first: the RTO budget's history (run_history.py `last_verified`, walked back)."""
-    history: list[tuple[str, float]] = []
-    while len(history) < runs:
-        facts = last_verified(instance, before_partition)
-        if facts is None:
-            break
-        seconds = (facts.restore or {}).get(RESTORE_SECONDS_KEY)
-        if isinstance(seconds, (int, float)) and seconds > 0:
-            history.append((facts.partition, float(seconds)))
-        before_partition = facts.partition
-    return history
-
-
-def restore_budget_result(
-    context: dg.AssetExecutionContext, summary: Mapping[str, Any] | None, cfg: RestoreBudgetConfig
-) -> dg.AssetCheckResult:
-    """The RTO budget check of this restore, at WARN severity (informational: never blocks).
-    Without a summary (the restore was skipped) there is nothing to time: no pass either."""
-    if summary is None:
-        return dg.AssetCheckResult(
-            check_name=restore_budget_check.name,
-            asset_key=restore_budget_check.asset_key,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="not restored: no restore time to judge",
-            metadata={"skipped": True},
-        )
-    seconds = float(summary.get(RESTORE_SECONDS_KEY) or 0.0)
-    history = trailing_restore_seconds(context.instance, context.partition_key, cfg.trailing_runs)
-    result = judge_restore(seconds, history, cfg)
-    if result.findings:
-        context.log.warning(result.findings[0].summary)
-    return check_result(
-        restore_budget_check,
-        result.findings,
-        {
-            RESTORE_SECONDS_KEY: seconds,
-            "max_seconds": cfg.max_seconds,
-            "trailing_median_seconds": result.median_seconds or 0.0,
-            "ratio_to_median": result.ratio or 0.0,
-            "max_median_ratio": cfg.max_median_ratio,
-            "trailing_verified_runs": len(result.history),
-        },
-        passed_note=f"restored in {seconds:.1f} s, within the {cfg.max_seconds:g} s budget"
-        + (
-            f" and {result.ratio:.2f}x the trailing median of {result.median_seconds:.1f} s"
-            if result.ratio is not None
-            else " (no verified run to compare with yet)"
-        ),
-        severity=dg.AssetCheckSeverity.WARN,
     )

@@ -15,19 +15,17 @@ from busflow_verify.core.store.download import expected_digests
 from busflow_verify.core.store.endpoints import covered_by_mirror
 from busflow_verify.core.store.listing import DumpObject
 from busflow_verify.core.store.transfer import Transfer, fetch_dump
-from busflow_verify.defs.checks import restore_check, transfer_check
+from busflow_verify.defs.checks import restore_budget_check, restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
 from busflow_verify.defs.locate import endpoint_failure
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
-from busflow_verify.defs.plots import (
-    restore_budget_check,
-    restore_budget_result,
-    restore_plots,
-)
+from busflow_verify.defs.plots import restore_plots
 from busflow_verify.defs.resources import BackupStore, RestoreTarget, VerifySettings
+from busflow_verify.defs.rto_budget import restore_budget_result
 from busflow_verify.defs.run_history import restored_size_history
+from busflow_verify.defs.size_guard import SizeGuardOutcome
 
 SECTION_COLUMNS = [
     ("section", "string", "pg_restore --section (split-section restore, F2 step 4)"),
@@ -60,14 +58,14 @@ SECTION_COLUMNS = [
 def restored_db(
     context: dg.AssetExecutionContext,
     dump_object: DumpObject,
-    size_guard: dict,
+    size_guard: SizeGuardOutcome,
     backup_store: BackupStore,
     restore_target: RestoreTarget,
     verify_settings: VerifySettings,
 ):
     config = verify_settings.verify_config()
     if not size_guard["passed"] and not config.size_guard.restore_on_failure:
-        yield from _not_restored(context, config)
+        yield from _not_restored(context, config, size_guard)
         return  # no Output: the counts and the sweep are skipped; the check says why
     session = restore_target.session
     target = session.target
@@ -106,7 +104,7 @@ def restored_db(
         {"format": str(summary["format"])},
         passed_note=f"restored {dump_object.key} ({summary['format']} format)",
     )
-    yield restore_budget_result(context, summary, config.restore_budget)
+    yield restore_budget_result(context, summary, config.restore_budget, size_guard.verified)
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def _summary(outcome: RestoreOutcome, transfer: Transfer, target_kind: str) -> d
     }
 
 
-def _not_restored(context: dg.AssetExecutionContext, config):
+def _not_restored(context: dg.AssetExecutionContext, config, size_guard: SizeGuardOutcome):
     """The size guard failed and size_guard.restore_on_failure is false: the checks say why."""
     note = (
         "not restored: the size guard failed and size_guard.restore_on_failure is false, "
@@ -157,7 +155,7 @@ def _not_restored(context: dg.AssetExecutionContext, config):
         description="not downloaded: the restore was skipped",
         metadata={"skipped": True},
     )
-    yield restore_budget_result(context, None, config.restore_budget)
+    yield restore_budget_result(context, None, config.restore_budget, size_guard.verified)
 
 
 def _transfer_result(transfer: Transfer) -> dg.AssetCheckResult:

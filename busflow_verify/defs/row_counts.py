@@ -5,6 +5,7 @@ import dagster as dg
 from busflow_verify.core.checks.row_counts import compare, vacuum_and_count
 from busflow_verify.core.checks.schema_drift import SchemaDrift, column_signatures, schema_drift
 from busflow_verify.core.checks.size_guard import triage
+from busflow_verify.core.config import VerifyConfig
 from busflow_verify.core.verdict import RunFacts
 from busflow_verify.defs.checks import row_count_check, schema_drift_check
 from busflow_verify.defs.descriptions import describe
@@ -14,7 +15,8 @@ from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.plots import row_count_plots
 from busflow_verify.defs.resources import RestoreTarget, VerifySettings
 from busflow_verify.defs.restore import RestoredDump
-from busflow_verify.defs.run_history import last_verified
+from busflow_verify.defs.run_history import COLUMN_SIGNATURE_KEY
+from busflow_verify.defs.size_guard import SizeGuardOutcome
 
 DELTA_COLUMNS = [
     ("table", "string", "schema.table"),
@@ -30,7 +32,6 @@ DRIFT_COLUMNS = [
     ("change", "string", "appeared, disappeared or columns changed since the last verified dump"),
     ("columns", "string", "column old type -> new type; +added type; -removed type"),
 ]
-COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: the next run's base
 
 
 @dg.asset(
@@ -53,58 +54,39 @@ COLUMN_SIGNATURE_KEY = "column_signature"  # per table, [[column, type], ...]: t
 )
 def row_count_report(
     context: dg.AssetExecutionContext,
-    size_guard: dict,
+    size_guard: SizeGuardOutcome,
     restored: RestoredDump,
     restore_target: RestoreTarget,
     verify_settings: VerifySettings,
 ):
     config = verify_settings.verify_config()
-    tolerances = config.row_counts
-    timings: dict = {}
-    connect = restore_target.session.connect
-    counts = vacuum_and_count(
-        connect, restore_target.parallel_jobs(), report=context.log.info, timings=timings
-    )
-    context.log.info(
-        f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
-        f"ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
-    )
-    baseline = last_verified(context.instance, context.partition_key)
-    columns = column_signatures(connect)
+    counts, timings = _vacuum_and_count(context, restore_target)
+    baseline = size_guard.verified.baseline
+    columns = column_signatures(restore_target.session.connect)
     drift = schema_drift(
         columns,
-        _baseline_columns(context.instance, baseline),
+        baseline.column_signature if baseline else None,
         baseline.row_counts if baseline else None,
         baseline.partition if baseline else None,
     )
     report = compare(
         counts,
         baseline.row_counts if baseline else None,
-        tolerances,
+        config.row_counts,
         baseline_partition=baseline.partition if baseline else None,
         baseline_run_id=baseline.run_id if baseline else None,
     )
-    baseline_note = (
-        f"compared with the last verified dump of {baseline.partition} (run {baseline.run_id})"
-        if baseline
-        else "no previous verified dump: nothing to compare, counts recorded as the first baseline"
+    rows, baseline_note = report.rows(), _baseline_note(baseline)
+    # F1 steps 1-3 when the size guard failed: the evidence for its failure
+    f1 = (
+        None
+        if size_guard["passed"]
+        else _f1_triage(context, size_guard, counts, baseline, config, restored.source_counts)
     )
-    f1 = None
-    if not size_guard["passed"]:  # F1 steps 1-3: the evidence for the size guard's failure
-        f1 = triage(
-            size_guard["size_bytes"],
-            counts,
-            (baseline.dump or {}).get("size_bytes") if baseline else None,
-            baseline.row_counts if baseline else None,
-            config.size_guard.largest_tables,
-            config.size_guard.proportionality_tolerance,
-            source_counts=restored.source_counts,  # F1 step 1 literally: the source's counts
-        )
-        context.log.warning(f"F1 triage: {f1['conclusion']}")
     yield dg.Output(
         counts,
         metadata={  # the table first: it is what triage reads in the UI
-            "deltas_table": _deltas_table(report.rows()),
+            "deltas_table": _deltas_table(rows),
             **({"f1_triage": dg.MetadataValue.json(f1)} if f1 else {}),
             "row_counts": dg.MetadataValue.json(counts),
             "total_rows": sum(counts.values()),
@@ -116,7 +98,7 @@ def row_count_report(
                     "note": baseline_note,
                 }
             ),
-            "deltas": dg.MetadataValue.json(report.rows()),
+            "deltas": dg.MetadataValue.json(rows),
             "schema_drift_table": table(DRIFT_COLUMNS, drift.rows()),
             "schema_drift": dg.MetadataValue.json(drift.to_dict()),
             COLUMN_SIGNATURE_KEY: dg.MetadataValue.json(columns),
@@ -129,21 +111,53 @@ def row_count_report(
     yield _drift_result(drift, baseline_note)
 
 
-def _baseline_columns(instance: dg.DagsterInstance, baseline: RunFacts | None) -> dict | None:
-    """The column signature the last verified dump's row-count report recorded, or None."""
+def _vacuum_and_count(
+    context: dg.AssetExecutionContext, restore_target: RestoreTarget
+) -> tuple[dict[str, int], dict[str, float]]:
+    """VACUUM ANALYZE, then every user table counted exactly: the counts and the timings."""
+    timings: dict[str, float] = {}
+    counts = vacuum_and_count(
+        restore_target.session.connect,
+        restore_target.parallel_jobs(),
+        report=context.log.info,
+        timings=timings,
+    )
+    context.log.info(
+        f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
+        f"ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
+    )
+    return counts, timings
+
+
+def _baseline_note(baseline: RunFacts | None) -> str:
     if baseline is None:
-        return None
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("row_count_report"), asset_partitions=[baseline.partition]
-        ),
-        limit=20,
-    ).records
-    for record in records:
-        if record.run_id == baseline.run_id:
-            signature = record.asset_materialization.metadata.get(COLUMN_SIGNATURE_KEY)
-            return signature.value if signature is not None else None
-    return None
+        return (
+            "no previous verified dump: nothing to compare, counts recorded as the first baseline"
+        )
+    return f"compared with the last verified dump of {baseline.partition} (run {baseline.run_id})"
+
+
+def _f1_triage(
+    context: dg.AssetExecutionContext,
+    size_guard: SizeGuardOutcome,
+    counts: dict[str, int],
+    baseline: RunFacts | None,
+    config: VerifyConfig,
+    source_counts: dict[str, int] | None,
+) -> dict:
+    """F1 steps 1-3: did the largest tables' rows move in proportion to the size, against the
+    baseline and, when the producer wrote a manifest, the source's own counts (step 1)?"""
+    f1 = triage(
+        size_guard["size_bytes"],
+        counts,
+        (baseline.dump or {}).get("size_bytes") if baseline else None,
+        baseline.row_counts if baseline else None,
+        config.size_guard.largest_tables,
+        config.size_guard.proportionality_tolerance,
+        source_counts=source_counts,  # the manifest's, read when the dump was located
+    )
+    context.log.warning(f"F1 triage: {f1['conclusion']}")
+    return f1
 
 
 def _drift_result(drift: SchemaDrift, baseline_note: str) -> dg.AssetCheckResult:

@@ -1,12 +1,15 @@
 """Reading what runs recorded in the Dagster instance: check evaluations, metadata, verdicts.
 
-The instance is the record of truth: the last verified dump (the row-count baseline), the CLI's
-JSON verdict, the #ops alerts and promotion all read it here.
+The instance is the record of truth: the verified runs before a date (the row-count baseline and
+the RTO budget's trailing runs), the CLI's JSON verdict, the #ops alerts, promotion, the dead-man's
+switch and `busflow-verify status` all read it here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -21,17 +24,19 @@ from busflow_verify.defs.findings import FINDING_KEY, FINDINGS_KEY
 
 JOB_NAME = "backup_verify_job"
 PARTITION_TAG = "dagster/partition"
-_COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+COMPLETED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 _BLOCKED_BY_CHECK = "DagsterAssetCheckFailedError"
 _INTERRUPTED = "DagsterExecutionInterruptedError"
+COLUMN_SIGNATURE_KEY = "column_signature"  # row_count_report's: the next run's schema baseline
 
 
 def _plain(metadata: dict) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
-def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
-    run = instance.get_run_by_id(run_id)
+def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFacts:
+    """What `run` recorded: its check evaluations, its assets' metadata and its step failures."""
+    run_id = run.run_id
     events = instance.all_logs(
         run_id,
         of_type={
@@ -80,6 +85,7 @@ def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
         restore=assets.get("restored_db", {}).get("restore"),
         size_guard=assets.get("size_check", {}).get("size_guard"),
         f1_triage=rows.get("f1_triage"),
+        column_signature=rows.get(COLUMN_SIGNATURE_KEY),
     )
 
 
@@ -114,13 +120,20 @@ def _step_failure(step_key: str, data) -> dict[str, Any] | None:
 
 def verdict_for_run(instance: dg.DagsterInstance, run_id: str) -> Verdict:
     """The run's verdict from what it recorded, the cutover halt and the primary's outage."""
-    facts = run_facts(instance, run_id)
+    facts = run_facts(instance, instance.get_run_by_id(run_id))
+    return verdict_from_facts(instance, facts, CutoverHalt(instance.root_directory).get())
+
+
+def verdict_from_facts(
+    instance: dg.DagsterInstance, facts: RunFacts, halt: dict[str, Any] | None
+) -> Verdict:
+    """The verdict of a run whose facts are read, with the cutover halt as it stands."""
     down = _primary_down(facts)
     return build_verdict(
         facts,
-        halt=CutoverHalt(instance.root_directory).get(),
+        halt=halt,
         primary_down=down,
-        primary_down_since=primary_down_since(instance, run_id) if down else None,
+        primary_down_since=_primary_down_since(instance, facts) if down else None,
     )
 
 
@@ -132,21 +145,23 @@ def _primary_down(facts: RunFacts) -> bool:
     )
 
 
-def primary_down_since(
-    instance: dg.DagsterInstance, run_id: str, limit: int = 200
+def _primary_down_since(
+    instance: dg.DagsterInstance, facts: RunFacts, limit: int = 200
 ) -> dt.datetime | None:
     """When the primary started failing: the start of the oldest run in the unbroken series of
-    runs (up to this one) that found it unreachable. Remembered across runs by the instance."""
+    runs (up to the run of `facts`) that found it unreachable. Remembered across runs by the
+    instance."""
     records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED),
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=COMPLETED),
         limit=limit,
         order_by="create_timestamp",
         ascending=False,
     )
     ids = [r.dagster_run.run_id for r in records]
     since = None
-    for record in records[ids.index(run_id) if run_id in ids else 0 :]:
-        if not _primary_down(run_facts(instance, record.dagster_run.run_id)):
+    for record in records[ids.index(facts.run_id) if facts.run_id in ids else 0 :]:
+        run = record.dagster_run
+        if not _primary_down(facts if run.run_id == facts.run_id else run_facts(instance, run)):
             break
         since = record.create_timestamp
     if since is not None and since.tzinfo is None:
@@ -154,30 +169,109 @@ def primary_down_since(
     return since
 
 
-def last_verified(
-    instance: dg.DagsterInstance, before_partition: str, limit: int = 1000
-) -> RunFacts | None:
-    """The newest earlier partition whose latest completed run verified it, or None.
+@dataclass(frozen=True)
+class NewestRun:
+    """The job's newest run (in any state) and, once it completed, its verdict."""
+
+    record: dg.RunRecord
+    verdict: Verdict | None  # None while the run has not completed
+
+    @property
+    def run(self) -> dg.DagsterRun:
+        return self.record.dagster_run
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict.verified if self.verdict else False
+
+    @property
+    def failure_codes(self) -> tuple[str, ...]:
+        """The verdict's failure codes, each once, in the verdict's order."""
+        failures = self.verdict.failures if self.verdict else ()
+        return tuple(dict.fromkeys(f["code"] for f in failures))
+
+
+def newest_run(instance: dg.DagsterInstance, halt: dict[str, Any] | None) -> NewestRun | None:
+    """The job's newest run and its verdict (built with the cutover `halt` as read), or None."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=JOB_NAME), limit=1, order_by="create_timestamp"
+    )
+    if not records:
+        return None
+    run = records[0].dagster_run
+    completed = run.status in COMPLETED
+    verdict = verdict_from_facts(instance, run_facts(instance, run), halt) if completed else None
+    return NewestRun(records[0], verdict)
+
+
+def latest_completed_runs(
+    instance: dg.DagsterInstance, limit: int = 1000
+) -> dict[str, dg.RunRecord]:
+    """{partition: the record of its latest completed run}, newest partition first.
 
     A partition's state is its latest completed run: a later failed re-run of a date un-verifies
-    it, so it cannot serve as the row-count baseline.
+    it (it cannot serve as the row-count baseline, nor as the dead-man's last verified dump).
     """
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_COMPLETED), limit=limit
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=COMPLETED),
+        limit=limit,
+        order_by="create_timestamp",
+        ascending=False,
     )
-    latest: dict[str, str] = {}
-    for run in runs:  # newest first
-        partition = run.tags.get(PARTITION_TAG)
-        if partition and partition < before_partition and partition not in latest:
-            latest[partition] = run.run_id
-    for partition in sorted(latest, reverse=True):
-        facts = run_facts(instance, latest[partition])
-        if is_verified(facts):
-            return facts
-    return None
+    latest: dict[str, dg.RunRecord] = {}
+    for record in records:  # newest first
+        partition = record.dagster_run.tags.get(PARTITION_TAG)
+        if partition and partition not in latest:
+            latest[partition] = record
+    return {p: latest[p] for p in sorted(latest, reverse=True)}
 
 
+def verified_runs(
+    instance: dg.DagsterInstance, before_partition: str | None = None
+) -> Iterator[tuple[dg.RunRecord, RunFacts]]:
+    """The partitions (before `before_partition`, when given) whose latest completed run verified
+    them, newest first: that run's record and facts. One query for the runs; each run's facts
+    are read as the walk reaches it."""
+    for partition, record in latest_completed_runs(instance).items():
+        if before_partition is None or partition < before_partition:
+            facts = run_facts(instance, record.dagster_run)
+            if is_verified(facts):
+                yield record, facts
+
+
+RESTORE_SECONDS_KEY = "restore_seconds"
 RESTORED_BYTES_KEY, DUMP_BYTES_KEY = "restored_bytes", "dump_bytes"
+
+
+def restore_seconds(facts: RunFacts) -> float | None:
+    """The seconds the run's restore took, when it timed one."""
+    seconds = (facts.restore or {}).get(RESTORE_SECONDS_KEY)
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class VerifiedBefore:
+    """The verified partitions before one date, as far back as they are used: the newest is the
+    baseline, and the newest that timed their restore are the RTO budget's trailing runs."""
+
+    baseline: RunFacts | None  # the last verified dump: row counts, schema and F1 compare with it
+    timed_restores: tuple[tuple[str, float], ...]  # (partition, restore seconds), newest first
+
+
+def verified_before(
+    instance: dg.DagsterInstance, partition: str, timed_restores: int
+) -> VerifiedBefore:
+    """The verified partitions before `partition`, walked once: to the baseline and to
+    `timed_restores` runs that timed their restore."""
+    baseline, timed = None, []
+    for _, facts in verified_runs(instance, partition):
+        if baseline is None:
+            baseline = facts
+        if (seconds := restore_seconds(facts)) is not None:
+            timed.append((facts.partition, seconds))
+        if len(timed) >= timed_restores:
+            break
+    return VerifiedBefore(baseline, tuple(timed))
 
 
 def restored_size_history(

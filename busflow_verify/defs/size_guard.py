@@ -1,11 +1,20 @@
-"""Runbook step 2 and F1: the size guard, from listing/HEAD sizes only."""
+"""Runbook step 2 and F1: the size guard, from listing/HEAD sizes only.
+
+size_check also reads the verified runs before this date from the instance, once for the run:
+its output already flows to restored_db (the RTO budget's trailing runs) and row_count_report
+(the baseline), and it needs the baseline itself when the guard fails (F1's scrub deadline).
+"""
 
 import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
-from busflow_verify.core.checks.size_guard import evaluate, scrub_deadline
+from busflow_verify.core.checks.size_guard import SizeGuardResult, evaluate, scrub_deadline
 from busflow_verify.core.store.listing import DumpObject, trailing_history
+from busflow_verify.core.verdict import RunFacts
 from busflow_verify.defs.checks import size_guard_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
@@ -13,7 +22,7 @@ from busflow_verify.defs.locate import partition_date
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
 from busflow_verify.defs.resources import BackupStore, VerifySettings
-from busflow_verify.defs.run_history import last_verified
+from busflow_verify.defs.run_history import VerifiedBefore, verified_before
 
 HISTORY_COLUMNS = [
     ("date", "string", "the dump's date (UTC)"),
@@ -21,6 +30,24 @@ HISTORY_COLUMNS = [
     ("size_bytes", "int", "size from HEAD/listing"),
     ("dump", "string", "trailing: an input of the median; this dump: the one guarded"),
 ]
+
+
+@dataclass(frozen=True)
+class SizeGuardOutcome(Mapping[str, Any]):
+    """size_check's output: the guard's summary, read as a mapping (its keys are those of the
+    `size_guard` metadata the verdict reads), and the verified partitions before this date."""
+
+    summary: dict[str, Any]
+    verified: VerifiedBefore
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.summary)
+
+    def __len__(self) -> int:
+        return len(self.summary)
 
 
 @dg.asset(
@@ -42,7 +69,8 @@ def size_check(
     backup_store: BackupStore,
     verify_settings: VerifySettings,
 ):
-    guard = verify_settings.verify_config().size_guard
+    config = verify_settings.verify_config()
+    guard = config.size_guard
     client = backup_store.endpoint(dump_object.endpoint).client()  # where the dump was found
     history = trailing_history(
         client,
@@ -58,29 +86,15 @@ def size_check(
         min_bytes=guard.min_bytes,
         max_median_ratio=guard.max_median_ratio,
     )
-    summary = {
-        "size_bytes": result.size_bytes,
-        "min_bytes": result.min_bytes,
-        "median_bytes": result.median_bytes,
-        "ratio": result.ratio,
-        "max_median_ratio": result.max_median_ratio,
-        "history": result.history,
-        "passed": result.passed,
-    }
-    metadata = {
-        "size_bytes": result.size_bytes,
-        "median_bytes": dg.MetadataValue.float(result.median_bytes)
-        if result.median_bytes
-        else "no trailing history: only the floor applies",
-        "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4))
-        if result.ratio
-        else "n/a",
-        "history": _history_table(result.history, dump_object),
-        "size_guard": dg.MetadataValue.json(summary),
-    }
+    verified = verified_before(
+        context.instance, context.partition_key, config.restore_budget.trailing_runs
+    )
+    summary = _summary(result)
     if result.findings:
-        _name_the_deadline(context, result.findings, guard)
-    yield dg.Output(summary, metadata=metadata)
+        _name_the_deadline(result.findings, guard, verified.baseline)
+    yield dg.Output(
+        SizeGuardOutcome(summary, verified), metadata=_metadata(result, summary, dump_object)
+    )
     yield check_result(
         size_guard_check,
         result.findings,
@@ -94,10 +108,35 @@ def size_check(
     )
 
 
-def _name_the_deadline(context, findings: list, guard) -> None:
+def _summary(result: SizeGuardResult) -> dict[str, Any]:
+    return {
+        "size_bytes": result.size_bytes,
+        "min_bytes": result.min_bytes,
+        "median_bytes": result.median_bytes,
+        "ratio": result.ratio,
+        "max_median_ratio": result.max_median_ratio,
+        "history": result.history,
+        "passed": result.passed,
+    }
+
+
+def _metadata(result: SizeGuardResult, summary: dict[str, Any], dump: DumpObject) -> dict:
+    return {
+        "size_bytes": result.size_bytes,
+        "median_bytes": dg.MetadataValue.float(result.median_bytes)
+        if result.median_bytes
+        else "no trailing history: only the floor applies",
+        "ratio_to_median": dg.MetadataValue.float(round(result.ratio, 4))
+        if result.ratio
+        else "n/a",
+        "history": _history_table(result.history, dump),
+        "size_guard": dg.MetadataValue.json(summary),
+    }
+
+
+def _name_the_deadline(findings: list, guard, baseline: RunFacts | None) -> None:
     """F1 step 3: the next step says before when the new pg_dump must land (the next scrub run
     of the last verified dump's pg_cron jobs), or that none is known."""
-    baseline = last_verified(context.instance, context.partition_key)
     jobs = ((baseline.restore or {}).get("cron_jobs") or []) if baseline else []
     deadline = scrub_deadline(
         jobs,

@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from busflow_verify.core import config as cfg
 from busflow_verify.core.checks.cron_schedule import next_run
+from busflow_verify.core.report.alerts import Outbox
 from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.core.report.deadman import DeadmanState, age_of
 from busflow_verify.core.report.history import history_row
 from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import OUTBOX_DIR
-from busflow_verify.defs.deadman import latest_runs_by_partition, max_age, observe
+from busflow_verify.defs.deadman import max_age, observation
+from busflow_verify.defs.resources import build_resources
 from busflow_verify.defs.run_history import (
-    JOB_NAME,
     PARTITION_TAG,
-    primary_down_since,
+    NewestRun,
+    latest_completed_runs,
+    newest_run,
     run_facts,
-    verdict_for_run,
+    verdict_from_facts,
 )
 from busflow_verify.defs.schedules import backup_verify_schedule
 
@@ -39,22 +43,19 @@ def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = N
     now = now or dt.datetime.now(UTC)
     first = (now.date() - dt.timedelta(days=days - 1)).isoformat()
     largest = cfg.load_verify_config(environment.config_dir()).size_guard.largest_tables
+    halt = CutoverHalt(instance.root_directory).get()
     rows = []
-    for partition, record in latest_runs_by_partition(instance).items():
+    for partition, record in latest_completed_runs(instance).items():
         if partition < first:
-            continue
-        run_id = record.dagster_run.run_id
-        rows.append(
-            history_row(run_facts(instance, run_id), verdict_for_run(instance, run_id), largest)
-        )
+            break  # newest first: every partition after this one is older still
+        facts = run_facts(instance, record.dagster_run)
+        rows.append(history_row(facts, verdict_from_facts(instance, facts, halt), largest))
     return rows
 
 
 def read_store_pointer() -> dict[str, Any]:
     """The verified-latest pointer, as promotion reads it; an unreachable store is said, never
     raised (and its error is named by class only: a message may carry an endpoint or a key)."""
-    from busflow_verify.defs.resources import build_resources
-
     missing = [n for n in environment.REQUIRED[:2] if not environment.is_set(n)]
     if missing:
         return {"error": f"{', '.join(missing)} not set"}
@@ -67,10 +68,6 @@ def read_store_pointer() -> dict[str, Any]:
 
 
 def outbox_messages(home: str) -> list[dict[str, Any]]:
-    from pathlib import Path
-
-    from busflow_verify.core.report.alerts import Outbox
-
     found = []
     for path in Outbox(Path(home) / OUTBOX_DIR).pending():
         try:
@@ -87,39 +84,42 @@ def outbox_messages(home: str) -> list[dict[str, Any]]:
     return found
 
 
+def _last_run(newest: NewestRun | None) -> dict[str, Any] | None:
+    if newest is None:
+        return None
+    run = newest.run
+    return {
+        "partition": run.tags.get(PARTITION_TAG),
+        "status": run.status.value,
+        "run_id": run.run_id,
+        "verified": newest.verified,
+        "failures": list(newest.failure_codes),
+    }
+
+
+def _primary_down_since(newest: NewestRun | None) -> str | None:
+    """When the outage the newest completed run found began, to the second."""
+    since = newest.verdict.primary_down_since if newest and newest.verdict else None
+    return dt.datetime.fromisoformat(since).isoformat(timespec="seconds") if since else None
+
+
 def status(
     instance: dg.DagsterInstance, pointer: dict[str, Any], now: dt.datetime | None = None
 ) -> dict[str, Any]:
     now = now or dt.datetime.now(UTC)
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME), limit=1, order_by="create_timestamp"
-    )
-    last = None
-    down = None
-    if records:
-        run = records[0].dagster_run
-        last = {"partition": run.tags.get(PARTITION_TAG), "status": run.status.value}
-        last.update({"run_id": run.run_id, "verified": False, "failures": []})
-        if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
-            verdict = verdict_for_run(instance, run.run_id)
-            last["verified"] = verdict.verified
-            last["failures"] = list(dict.fromkeys(f["code"] for f in verdict.failures))
-            since = primary_down_since(instance, run.run_id)
-            down = since.isoformat(timespec="seconds") if since else None
+    halt = CutoverHalt(instance.root_directory).get()
+    newest = newest_run(instance, halt)
     cron = backup_verify_schedule.cron_schedule
     upcoming = next_run(cron if isinstance(cron, str) else cron[0], now)
-    obs = observe(instance)
-    limit = max_age()
+    obs = observation(instance, newest)
+    limit = max_age(cfg.load_verify_config(environment.config_dir()))
     age = age_of(obs, now)
     return {
         "pointer": {k: pointer.get(k) for k in ("partition", "key", "verified_at", "error")},
-        "last_run": last,
+        "last_run": _last_run(newest),
         "next_run": upcoming.isoformat(timespec="minutes") if upcoming else None,
         "schedule": f"{backup_verify_schedule.name}, {cron} UTC",
-        "f5": {
-            "cutover_halt": CutoverHalt(instance.root_directory).get(),
-            "primary_down_since": down,
-        },
+        "f5": {"cutover_halt": halt, "primary_down_since": _primary_down_since(newest)},
         "deadman": {
             "stale": age is not None and age > limit,
             "last_verified": obs.last_verified_partition,
