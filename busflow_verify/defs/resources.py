@@ -73,18 +73,34 @@ class BackupStore(dg.ConfigurableResource):
 
 
 class VerifySettings(dg.ConfigurableResource):
-    """verify.yaml and soft-fk-allowlist.yaml, validated at load (BUSFLOW_VERIFY_CONFIG_DIR)."""
+    """verify.yaml and soft-fk-allowlist.yaml, validated at load (BUSFLOW_VERIFY_CONFIG_DIR).
+
+    Inside a run each file is read once, when a step first asks, and every later step of the
+    run uses that reading; outside a run (a sensor's tick, the CLI) each call reads anew."""
 
     config_dir: str | None = None
+
+    _in_run: bool = PrivateAttr(default=False)
+    _read: dict = PrivateAttr(default_factory=dict)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._in_run = True
 
     def folder(self) -> Path:
         return cfg.config_dir(self.config_dir)
 
     def verify_config(self) -> cfg.VerifyConfig:
-        return cfg.load_verify_config(self.folder())
+        return self._once("verify", cfg.load_verify_config)
 
     def allowlist(self) -> cfg.SoftFKAllowlist:
-        return cfg.load_allowlist(self.folder())
+        return self._once("allowlist", cfg.load_allowlist)
+
+    def _once(self, name: str, load):
+        if not self._in_run:
+            return load(self.folder())
+        if name not in self._read:
+            self._read[name] = load(self.folder())
+        return self._read[name]
 
 
 class RestoreSession:
