@@ -11,22 +11,21 @@ from busflow_verify.cli.parser import UsageError
 from busflow_verify.cli.scrub import scrub
 from busflow_verify.core import config as cfg
 from busflow_verify.core.report.history import history_line, status_lines
-from busflow_verify.defs import deadman, environment
+from busflow_verify.defs import environment
 from busflow_verify.defs import status as report
 from busflow_verify.defs.instance import open_instance
 
 
 def status(args) -> int:
     """The pointer, the runs, F5, the outbox; the dead-man's switch evaluated (and told)."""
-    _require_instance_and_config()
+    config = _require_instance_and_config()
 
     def log(message):
         print(scrub(message), file=sys.stderr)
 
     now = dt.datetime.now(dt.timezone.utc)
     with open_instance() as instance:
-        deadman.evaluate(instance, log, now)
-        state = report.status(instance, report.read_store_pointer(), now)
+        state = report.status(instance, report.read_store_pointer(), now, config, log)
     text = (
         json.dumps(state, indent=2, default=str)
         if args.json
@@ -49,13 +48,13 @@ def history(args) -> int:
     return 0
 
 
-def _require_instance_and_config(days: int | None = None) -> None:
+def _require_instance_and_config(days: int | None = None) -> cfg.VerifyConfig:
     home = environment.dagster_home()
     if not home or not os.path.isabs(home):
         raise UsageError("DAGSTER_HOME must be set to an absolute path (the instance)")
     if days is not None and days < 1:
         raise UsageError(f"--days {days}: must be at least 1")
     try:
-        cfg.load_verify_config(environment.config_dir())
+        return cfg.load_verify_config(environment.config_dir())
     except cfg.ConfigError as exc:
         raise UsageError(f"configuration error: {exc}") from None

@@ -72,12 +72,19 @@ def max_age(config: cfg.VerifyConfig) -> dt.timedelta:
     return dt.timedelta(hours=config.deadman.max_age_hours)
 
 
-def evaluate(instance: dg.DagsterInstance, log, now: dt.datetime | None = None) -> Decision:
-    """Look at the instance, and on a transition post to #ops (undelivered: the outbox)."""
+def evaluate(
+    instance: dg.DagsterInstance,
+    log,
+    now: dt.datetime | None = None,
+    config: cfg.VerifyConfig | None = None,
+    obs: Observation | None = None,
+) -> Decision:
+    """Look at the instance, and on a transition post to #ops (undelivered: the outbox).
+    `config` and `obs`, when the caller has read them already, are not read again."""
     now = now or dt.datetime.now(UTC)
     home = instance.root_directory
-    config = cfg.load_verify_config(environment.config_dir())
-    obs = observe(instance)
+    config = config or cfg.load_verify_config(environment.config_dir())
+    obs = obs or observe(instance)
 
     def send(decision: Decision) -> None:
         channel, outbox, policy = ops_delivery(config.alerts, home)

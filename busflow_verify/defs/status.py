@@ -22,7 +22,7 @@ from busflow_verify.core.report.history import history_row
 from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import OUTBOX_DIR
-from busflow_verify.defs.deadman import max_age, observation
+from busflow_verify.defs.deadman import evaluate, max_age, observation
 from busflow_verify.defs.resources import build_resources
 from busflow_verify.defs.run_history import (
     PARTITION_TAG,
@@ -104,15 +104,24 @@ def _primary_down_since(newest: NewestRun | None) -> str | None:
 
 
 def status(
-    instance: dg.DagsterInstance, pointer: dict[str, Any], now: dt.datetime | None = None
+    instance: dg.DagsterInstance,
+    pointer: dict[str, Any],
+    now: dt.datetime | None = None,
+    config: cfg.VerifyConfig | None = None,
+    log=None,
 ) -> dict[str, Any]:
+    """The state `busflow-verify status` prints; with `log`, the dead-man's switch is evaluated
+    first (and #ops told on a transition) from the same reading of the runs."""
     now = now or dt.datetime.now(UTC)
+    config = config or cfg.load_verify_config(environment.config_dir())
     halt = CutoverHalt(instance.root_directory).get()
     newest = newest_run(instance, halt)
+    obs = observation(instance, newest)
+    if log is not None:
+        evaluate(instance, log, now, config, obs)
     cron = backup_verify_schedule.cron_schedule
     upcoming = next_run(cron if isinstance(cron, str) else cron[0], now)
-    obs = observation(instance, newest)
-    limit = max_age(cfg.load_verify_config(environment.config_dir()))
+    limit = max_age(config)
     age = age_of(obs, now)
     return {
         "pointer": {k: pointer.get(k) for k in ("partition", "key", "verified_at", "error")},
