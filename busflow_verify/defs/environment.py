@@ -1,8 +1,8 @@
 """The environment, read in one place (docs/deploying.md: Configuration).
 
 Every variable of the contract is read here and handed to the rest as values: core/ takes
-values, never os.environ (the one exception is `core.proc.child_env`, whose job is to keep
-the environment away from child processes). Secrets become `dg.EnvVar`s, so the UI and the event
+values, never os.environ. The few other readers, each for a reason of its own, are listed in
+docs/architecture.md (Where the environment is read). Secrets become `dg.EnvVar`s, so the UI and the event
 log show their names, never their values.
 """
 
