@@ -146,14 +146,14 @@ class RestoreTarget(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
-        self._session = RestoreSession(self._target(context.log))
+        self._session = RestoreSession(self._target(context.log, context.instance))
         self._session.target.prepare()  # an ephemeral cluster starts while the dump is located
         try:
             yield self
         finally:
             self._session.target.close()
 
-    def _target(self, log):
+    def _target(self, log, instance: dg.DagsterInstance | None = None):
         common = {"bin_dir": self.bin_dir, "scratch_base": self.scratch_dir, "log": log}
         if self.kind == "server":
             s = self.server
@@ -163,7 +163,9 @@ class RestoreTarget(dg.ConfigurableResource):
         if self.kind == "docker":
             d = self.docker or RestoreDocker()
             return targets.DockerTarget(
-                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common
+                targets.DockerSettings(d.image, d.network, d.ready_timeout_seconds),
+                run_ended=_run_ended_in(instance) if instance is not None else None,
+                **common,
             )
         return targets.EphemeralTarget(keep=self.keep_after_run, **common)
 
@@ -175,6 +177,17 @@ class RestoreTarget(dg.ConfigurableResource):
 
     def parallel_jobs(self) -> int:
         return self.jobs or default_jobs()
+
+
+def _run_ended_in(instance: dg.DagsterInstance):
+    """Whether a run of this instance has ended (a run it does not know has not: another
+    instance's, which this one must leave alone)."""
+
+    def run_ended(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    return run_ended
 
 
 def build_resources() -> dict:
