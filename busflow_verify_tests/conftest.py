@@ -22,6 +22,18 @@ from busflow_verify.core.pgcluster import DIR_PREFIX, OWNER_FILE, ConnInfo, Disp
 from busflow_verify.core.privilege import RestoreDatabase, provision
 from busflow_verify.demo.s3server import RcloneS3Server
 
+
+def pytest_collection_modifyitems(config, items):
+    """The deploy tests (a Docker engine, image builds) run only when `-m` names them
+    (`make test-deploy`); a plain `pytest` or `make test` leaves them out."""
+    if "deploy" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("deploy") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 ACCESS_KEY = "busflow-test-access"
 SECRET_KEY = "busflow-test-secret-" + secrets.token_hex(8)
 
