@@ -82,7 +82,8 @@ DEPLOY_CACHE ?= /var/cache/busflow-deploy
 DEPLOY_STATE ?= /var/tmp/busflow-deploy
 test-deploy: $(STAMP) postgres-newest
 	BUSFLOW_DEPLOY_CACHE=$(DEPLOY_CACHE) BUSFLOW_DEPLOY_STATE=$(DEPLOY_STATE) TMPDIR=$(TEST_TMPDIR) \
-		$(BIN)/python -m pytest -q -m deploy busflow_verify_tests/test_deployed_topology.py
+		$(BIN)/python -m pytest -q -m deploy busflow_verify_tests/test_docker_target.py \
+		busflow_verify_tests/test_deployed_topology.py
 
 clean-deploy:
 	@if [ -f $(DEPLOY_STATE)/engine/dockerd.pid ]; then kill $$(cat $(DEPLOY_STATE)/engine/dockerd.pid) 2>/dev/null; sleep 3; fi

@@ -401,3 +401,11 @@ def use_server(monkeypatch, restore_server) -> None:
 def restore_database(pg: DisposablePostgres, name: str) -> RestoreDatabase:
     """A fresh database in `pg` owned by a restore role of its own, as the targets make it."""
     return provision(pg.conninfo(), name, f"{name}_owner")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """`make test-deploy`'s Docker engine with both images built (deployed/topology.py)."""
+    from busflow_verify_tests.deployed.topology import engine_with_images
+
+    yield from engine_with_images()

@@ -30,8 +30,7 @@ from busflow_verify.core.targets import RUN_LABEL
 from busflow_verify.defs.jobs import RESTORE_HOST_TAG
 from busflow_verify.defs.run_history import verdict_for_run
 from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, FakeSlack, expected_counts
-from busflow_verify_tests.deployed import images
-from busflow_verify_tests.deployed.engine import Engine, ensure_packages
+from busflow_verify_tests.deployed.engine import Engine
 from busflow_verify_tests.deployed.topology import LOCATION, REPOSITORY, Topology
 
 pytestmark = pytest.mark.deploy
@@ -84,18 +83,16 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(s3, make_dump, tmp_path_factory, monkeypatch_module):
-    """Engine, base, wheelhouse, both images, the topology up; all of it taken down after,
-    failed or not: containers, volumes, networks, images not cached, the engine."""
-    ensure_packages()
-    engine = Engine().start()
+def deployment(docker_engine, s3, tmp_path_factory, monkeypatch_module):
+    """The topology up on the session's engine (images built by `docker_engine`), taken down
+    after, failed or not (`docker-compose down -v`; the engine's teardown removes the rest)."""
     slack = FakeSlack()
     config = tmp_path_factory.mktemp("deploy-config")
     config.chmod(0o755)
     write_config(config)
     bucket = "deploy-" + secrets.token_hex(4)
     topology = Topology(
-        engine,
+        docker_engine,
         {
             "BACKUP_PRIMARY_ENDPOINT": s3.endpoint,
             "BACKUP_BUCKET": bucket,
@@ -109,28 +106,11 @@ def deployment(s3, make_dump, tmp_path_factory, monkeypatch_module):
         if name.startswith("DAGSTER_POSTGRES_"):
             monkeypatch_module.setenv(name, value)
     try:
-        images.ensure_base(engine)
-        images.ensure_wheelhouse()
-        topology.build()
         topology.up()
-        yield Deployment(engine, topology, s3, bucket, slack)
+        yield Deployment(docker_engine, topology, s3, bucket, slack)
     finally:
-        take_down(engine, topology)
-        slack.close()
-
-
-def take_down(engine: Engine, topology: Topology) -> None:
-    try:
         topology.down()
-        client = engine.client()  # the harness's own engine: every container in it is ours
-        for container in client.containers.list(all=True):
-            container.remove(force=True, v=True)
-        client.images.prune(filters={"dangling": True})
-        client.volumes.prune()
-        client.networks.prune()
-    finally:
-        engine.stop()
-        images.clear_wheels()
+        slack.close()
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ RUN pip install -q --no-deps --no-build-isolation . && busflow-verify --help >/d
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \
     BUSFLOW_VERIFY_CONFIG_DIR=/opt/busflow-verify/config/backup-verify
 COPY deploy/workspace.yaml /opt/dagster/workspace.yaml
+COPY docker/start-daemon.sh /opt/busflow-verify/docker/
 RUN mkdir -p "$DAGSTER_HOME"
 
 EXPOSE 4000

@@ -500,6 +500,7 @@ class DockerTarget(_Target):
         options, environment = self._network_options()
         name = CONTAINER_PREFIX + scratch_db_name(partition, run_id).replace("_", "-")
         try:
+            client.images.get(self.settings.image)  # never pulled: run() would try a registry
             self.container = client.containers.run(
                 self.settings.image,
                 detach=True,
@@ -515,7 +516,8 @@ class DockerTarget(_Target):
         except docker.errors.ImageNotFound:
             raise RestoreTargetError(
                 f"restore image {self.settings.image} not found: build it with `docker build -f "
-                f"docker/restore-target.Dockerfile -t {self.settings.image} docker` or set "
+                f"docker/restore-target.Dockerfile -t {self.settings.image} .` in the "
+                f"repository (or docker compose -f docker/compose.yaml build), or set "
                 f"{DOCKER_ENV['image']}"
             ) from None
         except docker.errors.APIError as exc:
@@ -560,10 +562,15 @@ class DockerTarget(_Target):
             host, port = self.container.name, 5432
         else:
             self.container.reload()
-            host, port = (
-                "127.0.0.1",
-                int(self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"]),
-            )
+            published = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(self.PORT)
+            if not published:
+                raise RestoreTargetError(
+                    f"restore container {self.container.name} has no port {self.PORT} published "
+                    "on loopback (an engine without its default bridge network publishes none): "
+                    f"set {DOCKER_ENV['network']} to a network shared with this run, or to "
+                    f"{HOST_NETWORK} on the engine's host"
+                )
+            host, port = "127.0.0.1", int(published[0]["HostPort"])
         return ConnInfo(host, port, "postgres", "postgres", password=password)
 
     def close(self) -> None:

@@ -22,3 +22,11 @@ backup_verify_job = dg.define_asset_job(
     description="The daily backup verify: locate, size-guard, restore, count, sweep (runbook).",
     tags={RESTORE_HOST_TAG: environment.restore_host()},
 )
+
+
+def hold_restore_pool(instance: dg.DagsterInstance) -> None:
+    """Give restored_db's pool its limit of one now, before the run queue's first pass: the
+    queue applies `pools: default_limit` only to pools it met in an earlier pass, so two runs
+    queued on a fresh instance would both start. The daemon's start does this
+    (docker/start-daemon.sh), as does `make ui`."""
+    instance.event_log_storage.set_concurrency_slots(RESTORE_POOL, 1)

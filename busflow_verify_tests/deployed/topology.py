@@ -119,3 +119,34 @@ class GraphQL:
         if answer.get("errors"):
             raise TopologyError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
+
+
+def engine_with_images():
+    """The session's engine, the base, the wheelhouse and both images built through compose
+    (yielded); then every container, dangling image, volume and network in it removed, the
+    engine stopped and the build context's wheels cleared, failed or not."""
+    from busflow_verify_tests.deployed import images
+    from busflow_verify_tests.deployed.engine import ensure_packages
+
+    ensure_packages()
+    engine = Engine().start()
+    try:
+        images.ensure_base(engine)
+        images.ensure_wheelhouse()
+        Topology(engine, {"BACKUP_PRIMARY_ENDPOINT": "-", "BACKUP_BUCKET": "-"}).build()
+        yield engine
+    finally:
+        take_down(engine)
+        images.clear_wheels()
+
+
+def take_down(engine: Engine) -> None:
+    try:
+        client = engine.client()  # the harness's own engine: every container in it is ours
+        for container in client.containers.list(all=True):
+            container.remove(force=True, v=True)
+        client.images.prune(filters={"dangling": True})
+        client.volumes.prune()
+        client.networks.prune()
+    finally:
+        engine.stop()
