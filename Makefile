@@ -85,8 +85,9 @@ test-deploy: $(STAMP) postgres-newest
 		$(BIN)/python -m pytest -q -m deploy busflow_verify_tests/test_docker_target.py \
 		busflow_verify_tests/test_deployed_topology.py
 
-clean-deploy:
-	@if [ -f $(DEPLOY_STATE)/engine/dockerd.pid ]; then kill $$(cat $(DEPLOY_STATE)/engine/dockerd.pid) 2>/dev/null; sleep 3; fi
+clean-deploy: $(STAMP)
+	BUSFLOW_DEPLOY_CACHE=$(DEPLOY_CACHE) BUSFLOW_DEPLOY_STATE=$(DEPLOY_STATE) $(BIN)/python -c \
+		'from busflow_verify_tests.deployed.engine import Engine; Engine().stop()'
 	rm -rf $(DEPLOY_STATE) $(DEPLOY_CACHE)
 
 # The benchmarks (docs/performance.md); not part of `make test`, which runs their smallest size.

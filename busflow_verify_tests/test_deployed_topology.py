@@ -17,6 +17,7 @@ import calendar
 import itertools
 import secrets
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -386,3 +387,19 @@ def test_killed_run_leaves_no_restore_container_and_a_broken_dump_reaches_ops(
     texts = wait_until(lambda: ops_texts(deployment, BROKEN), 90, "the broken dump's #ops message")
     assert "F2" in texts[0] and "RESTORE_FAILED" in texts[0]
     assert deployment.pointer() == pointer_before
+
+
+def test_compose_file_alone_is_what_docker_compose_accepts(docker_engine):
+    """docker/compose.yaml as a user on an engine with a bridge runs it (no override)."""
+    topology = Topology(docker_engine, {"BACKUP_PRIMARY_ENDPOINT": "-", "BACKUP_BUCKET": "-"})
+    out = subprocess.run(
+        ["docker-compose", "-p", "busflow-verify", "-f", str(ROOT / "docker" / "compose.yaml"),
+         "config"],
+        env=docker_engine.env(**topology.settings),
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert services["webserver"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert all("network_mode" not in s for s in services.values())
