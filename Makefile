@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser postgres-newest demo ui lint test unit bench bench-curve clean
+.PHONY: install browser postgres-newest demo ui lint test unit test-deploy clean-deploy bench bench-curve clean
 
 install: $(STAMP) postgres-newest browser
 
@@ -70,10 +70,28 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test: install lint
-	TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not deploy"
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e and not deploy"
+
+# The deployed topology on a real Docker engine (busflow_verify_tests/deploy/test_deployed_topology.py):
+# installs Debian's docker.io, docker-compose and debootstrap when missing, starts an engine of its
+# own (state in /var/tmp/busflow-deploy, removed after), builds both images and brings
+# docker/compose.yaml up, then runs the scenarios through the webserver's GraphQL. Kept between
+# runs in DEPLOY_CACHE: the debootstrap base, the wheelhouse and Docker's layer cache (the engine's
+# data root); `make clean-deploy` removes them (the next run is a cold one). Needs root.
+DEPLOY_CACHE ?= /var/cache/busflow-deploy
+DEPLOY_STATE ?= /var/tmp/busflow-deploy
+test-deploy: $(STAMP) postgres-newest
+	BUSFLOW_DEPLOY_CACHE=$(DEPLOY_CACHE) BUSFLOW_DEPLOY_STATE=$(DEPLOY_STATE) TMPDIR=$(TEST_TMPDIR) \
+		$(BIN)/python -m pytest -q -m deploy busflow_verify_tests/targets/test_docker_target.py \
+		busflow_verify_tests/deploy/test_deployed_topology.py
+
+clean-deploy: $(STAMP)
+	BUSFLOW_DEPLOY_CACHE=$(DEPLOY_CACHE) BUSFLOW_DEPLOY_STATE=$(DEPLOY_STATE) $(BIN)/python -c \
+		'from busflow_verify_tests.deployed.engine import Engine; Engine().stop()'
+	rm -rf $(DEPLOY_STATE) $(DEPLOY_CACHE)
 
 # The benchmarks (docs/performance.md); not part of `make test`, which runs their smallest size.
 # `make bench`: a naive job, the floor and the project side by side, both shapes (about 17 min).

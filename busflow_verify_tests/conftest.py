@@ -27,6 +27,18 @@ from busflow_verify.core.postgres.cluster import (
 from busflow_verify.core.postgres.privilege import RestoreDatabase, provision
 from busflow_verify.demo.s3server import RcloneS3Server
 
+
+def pytest_collection_modifyitems(config, items):
+    """The deploy tests (a Docker engine, image builds) run only when `-m` names them
+    (`make test-deploy`); a plain `pytest` or `make test` leaves them out."""
+    if "deploy" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("deploy") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 ACCESS_KEY = "busflow-test-access"
 SECRET_KEY = "busflow-test-secret-" + secrets.token_hex(8)
 
@@ -394,3 +406,11 @@ def use_server(monkeypatch, restore_server) -> None:
 def restore_database(pg: DisposablePostgres, name: str) -> RestoreDatabase:
     """A fresh database in `pg` owned by a restore role of its own, as the targets make it."""
     return provision(pg.conninfo(), name, f"{name}_owner")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """`make test-deploy`'s Docker engine with both images built (deployed/topology.py)."""
+    from busflow_verify_tests.deployed.topology import engine_with_images
+
+    yield from engine_with_images()

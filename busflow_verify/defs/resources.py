@@ -164,21 +164,22 @@ class RestoreTarget(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
-        with self.run_session(context.log):
+        with self.run_session(context.log, instance=context.instance):
             yield self
 
     @contextmanager
-    def run_session(self, log, early: EarlyCluster | None = None):
+    def run_session(self, log, early: EarlyCluster | None = None, instance=None):
         """The target for one run: made, prepared (an ephemeral cluster starts while the dump is
-        located, or the `early` one is taken over) and closed when the run ends."""
-        self._session = RestoreSession(self._target(log, early))
+        located, or the `early` one is taken over) and closed when the run ends. `instance`
+        tells the docker target which runs have ended (their left-behind containers go)."""
+        self._session = RestoreSession(self._target(log, early, instance))
         self._session.target.prepare()
         try:
             yield self
         finally:
             self._session.target.close()
 
-    def _target(self, log, early: EarlyCluster | None):
+    def _target(self, log, early: EarlyCluster | None, instance: dg.DagsterInstance | None):
         common = {"bin_dir": self.bin_dir, "scratch_base": self.scratch_dir, "log": log}
         if self.kind == "server":
             s = self.server
@@ -186,7 +187,9 @@ class RestoreTarget(dg.ConfigurableResource):
         if self.kind == "docker":
             d = self.docker or RestoreDocker()
             return DockerTarget(
-                DockerSettings(d.image, d.network, d.ready_timeout_seconds), **common
+                DockerSettings(d.image, d.network, d.ready_timeout_seconds),
+                run_ended=_run_ended_in(instance) if instance is not None else None,
+                **common,
             )
         return EphemeralTarget(keep=self.keep_after_run, early=early, **common)
 
@@ -208,10 +211,21 @@ def restore_target_taking_over(
 
     @dg.resource(description=RestoreTarget.__doc__)
     def restore_target(context: dg.InitResourceContext):
-        with configured.run_session(context.log, early) as target:
+        with configured.run_session(context.log, early, context.instance) as target:
             yield target
 
     return restore_target
+
+
+def _run_ended_in(instance: dg.DagsterInstance):
+    """Whether a run of this instance has ended (a run it does not know has not: another
+    instance's, which this one must leave alone)."""
+
+    def run_ended(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    return run_ended
 
 
 def build_resources() -> dict:

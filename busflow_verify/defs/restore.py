@@ -18,6 +18,7 @@ from busflow_verify.core.store.transfer import Transfer, fetch_dump
 from busflow_verify.defs.checks import restore_budget_check, restore_check, transfer_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result, fail_step
+from busflow_verify.defs.jobs import RESTORE_POOL
 from busflow_verify.defs.locate import endpoint_failure
 from busflow_verify.defs.metadata_tables import table
 from busflow_verify.defs.partitions import nightly_dump_partitions
@@ -42,6 +43,7 @@ SECTION_COLUMNS = [
     ins={"size_guard": dg.AssetIn("size_check")},
     check_specs=[transfer_check, restore_check, restore_budget_check],
     output_required=False,
+    pool=RESTORE_POOL,  # one run that restores per restore host, whoever launched it
     description=describe(
         3,
         "restore into a disposable Postgres",

@@ -45,6 +45,16 @@ def dagster_dev(port: int) -> subprocess.Popen:
     )
 
 
+def hold_restore_pool_in(home: Path) -> None:
+    """One run that restores at a time from the first queue pass on (defs/jobs.py)."""
+    import dagster as dg
+
+    from busflow_verify.defs.jobs import hold_restore_pool
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        hold_restore_pool(instance)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "Ctrl-C stops it and the S3 server.\n",
             flush=True,
         )
+        hold_restore_pool_in(demo.home)
         proc = dagster_dev(port)
         try:
             return proc.wait()

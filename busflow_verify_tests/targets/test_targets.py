@@ -1,21 +1,15 @@
-"""The restore targets beyond the embedded default: `server` on a real restore server, `docker`
-at the Docker SDK boundary (a fake client whose containers are real Postgres), and both through
-the whole job."""
+"""The restore targets beyond the embedded default: `server` on a real restore server, alone and
+through the whole job. The `docker` target runs on a real engine in `make test-deploy`
+(test_docker_target.py)."""
 
 from __future__ import annotations
-
-import logging
 
 import psycopg
 import pytest
 
 from busflow_verify.core.config import ConfigError
-from busflow_verify.core.failures import FindingError
-from busflow_verify.core.restore.restorer import Restorer
-from busflow_verify.core.targets import docker as docker_target_module
 from busflow_verify.core.targets import settings as targets
-from busflow_verify.core.targets.base import RestoreTargetError, RestoreTargetNotReady
-from busflow_verify.core.targets.docker import DockerSettings, DockerTarget
+from busflow_verify.core.targets.base import RestoreTargetError
 from busflow_verify.core.targets.server import ServerTarget, scratch_db_name
 from busflow_verify_tests.conftest import (
     RESTORE_PASSWORD,
@@ -24,7 +18,6 @@ from busflow_verify_tests.conftest import (
     restore_server_conninfo,
     use_server,
 )
-from busflow_verify_tests.fakedocker import FakeDockerClient
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
@@ -141,95 +134,6 @@ def test_an_administrative_role_without_the_rights_is_told_what_to_grant(
     assert (databases(restore_server), roles(restore_server) | {admin}) == (before[0], before[1])
 
 
-# -- docker (the SDK boundary) -----------------------------------------------------------------
-def docker_target(client, **settings) -> DockerTarget:
-    return DockerTarget(DockerSettings(**{"ready_timeout": 60.0, **settings}), client=client)
-
-
-@pytest.mark.e2e
-def test_docker_target_starts_the_image_restores_and_removes_the_container(
-    make_dump, tmp_path, caplog
-):
-    client = FakeDockerClient()
-    target = docker_target(client)
-    with caplog.at_level(logging.INFO):
-        try:
-            restored = target.open(DAY, RUN_ID)
-            report = Restorer(
-                make_dump(), KEY, restored, target.bin_dir, target.scratch_dir(), jobs=2
-            ).run()
-            with psycopg.connect(**restored.owner.kwargs()) as conn:
-                bookings = conn.execute("SELECT count(*) FROM commerce.bookings").fetchone()[0]
-        finally:
-            target.close()
-    assert [s.section for s in report.sections] == ["pre-data", "data", "post-data"]
-    assert bookings == expected_counts()["commerce.bookings"]
-    image, run = next((c[1], c[2]) for c in client.calls if c[0] == "run")
-    assert image == "busflow-verify-restore:latest" and run["detach"] is True
-    assert run["ports"] == {"5432/tcp": ("127.0.0.1", None)} and "network" not in run
-    assert run["environment"]["POSTGRES_DB"] == "restored"
-    assert run["labels"] == {"busflow-verify.run-id": RUN_ID}
-    [container] = client.containers_started
-    assert container.removed_with == {"force": True, "v": True}
-    password = run["environment"]["POSTGRES_PASSWORD"]
-    assert len(password) >= 24 and password not in caplog.text and password not in repr(restored)
-    assert restored.owner.user == "busflow_restore" and restored.owner.password not in caplog.text
-    assert report.restore_role == "busflow_restore"
-    assert container.name in caplog.text and "removed" in caplog.text
-
-
-@pytest.mark.e2e
-def test_docker_container_is_removed_when_the_restore_fails(make_dump, tmp_path):
-    client = FakeDockerClient()
-    target = docker_target(client)
-    data = make_dump().read_bytes()
-    cut = tmp_path / KEY
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(FindingError) as err:
-        try:
-            restored = target.open(DAY, RUN_ID)
-            Restorer(cut, KEY, restored, target.bin_dir, target.scratch_dir()).run()
-        finally:
-            target.close()
-    assert err.value.finding.details["cause"] == "truncated"
-    [container] = client.containers_started
-    assert container.removed_with == {"force": True, "v": True}
-
-
-def test_docker_container_that_exits_is_a_named_error_with_its_logs_and_is_removed():
-    client = FakeDockerClient(crash=True)
-    target = docker_target(client)
-    with pytest.raises(
-        RestoreTargetNotReady,
-        match="stopped before accepting connections.*could not create directory",
-    ):
-        target.open(DAY, RUN_ID)
-    target.close()
-    assert client.containers_started[0].removed_with == {"force": True, "v": True}
-
-
-@pytest.mark.e2e
-def test_docker_on_a_network_is_reached_by_name_and_times_out_by_name():
-    client = FakeDockerClient()
-    target = docker_target(client, network="busflow-verify", ready_timeout=1.0)
-    with pytest.raises(
-        RestoreTargetNotReady,
-        match="did not accept connections within 1 s.*BUSFLOW_RESTORE_READY_TIMEOUT",
-    ):
-        target.open(DAY, RUN_ID)
-    target.close()
-    run = client.run_kwargs()
-    assert run["network"] == "busflow-verify" and "ports" not in run
-    assert client.containers_started[0].removed_with == {"force": True, "v": True}
-
-
-def test_docker_image_not_built_says_how_to_build_it():
-    target = docker_target(FakeDockerClient(images=()))
-    with pytest.raises(RestoreTargetError, match="docker build -f docker/restore-target"):
-        target.open(DAY, RUN_ID)
-    target.close()
-
-
 # -- through the whole job -----------------------------------------------------------------------
 @pytest.mark.e2e
 @pytest.mark.parametrize("dump", ["good", "truncated"])
@@ -249,17 +153,3 @@ def test_the_job_on_the_server_target_drops_its_scratch_database(
     assert verdict["restore"]["dbname"] == scratch_db_name(DAY, verdict["run_id"])
     assert databases(restore_server) == before
     assert RESTORE_PASSWORD not in harness.last_stderr + str(verdict)
-
-
-@pytest.mark.e2e
-def test_the_job_on_the_docker_target(harness, make_dump, monkeypatch):
-    client = FakeDockerClient()
-    monkeypatch.setattr(docker_target_module, "docker_client", lambda: client)
-    monkeypatch.setenv("BUSFLOW_RESTORE_TARGET", "docker")
-    harness.put(KEY, make_dump())
-    code, verdict = harness.verify(DAY)
-    assert (code, verdict["verified"], verdict["row_counts"]) == (0, True, expected_counts())
-    assert verdict["restore"]["restore_target"] == "docker"
-    [container] = client.containers_started
-    assert container.removed_with == {"force": True, "v": True}
-    assert client.run_kwargs()["environment"]["POSTGRES_PASSWORD"] not in harness.last_stderr

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 
-from busflow_verify.core.postgres.cluster import ConnInfo
+from busflow_verify.core.postgres.cluster import ConnInfo, free_port
 from busflow_verify.core.postgres.privilege import RESTORE_ROLE, RestoreDatabase, provision
 from busflow_verify.core.postgres.servers import Choice
 from busflow_verify.core.targets.base import (
@@ -41,6 +42,9 @@ def docker_client():
         ) from None
 
 
+HOST_NETWORK = "host"  # the engine host's own network: the container listens on a free port
+
+
 @dataclass
 class DockerSettings:
     image: str = DEFAULT_IMAGE
@@ -52,9 +56,15 @@ class DockerTarget(Target):
     """The restore image started for the run through the Docker SDK, removed after it.
 
     With a network (the compose deployment: the run's own container is on it) the restore
-    container is reached by name on port 5432; without one its port is published on the engine
-    host's loopback (the CLI on a host with an engine). The superuser password is random per
-    run, handed to the container in its environment and never logged.
+    container is reached by name on port 5432; on the host's network (`host`: an engine without
+    a bridge, the run's container on the host's network too) it listens on a free port of the
+    host's loopback; without one its port is published on the engine host's loopback (the CLI on
+    a host with an engine). The superuser password is random per run, handed to the container in
+    its environment and never logged.
+
+    The container carries its run's id as a label. A run killed outright cannot remove its
+    container; the next run on the engine removes the containers of runs that `run_ended` says
+    have ended (None: the runs are not known here, and nothing is removed).
     """
 
     data_host = "the Docker host of the restore container"
@@ -69,36 +79,42 @@ class DockerTarget(Target):
         bin_dir: str | None = None,
         scratch_base: str | None = None,
         log=None,
+        run_ended: Callable[[str], bool] | None = None,
     ):
         super().__init__(bin_dir, scratch_base, log)
         self.settings = settings
         self._client = client
+        self.run_ended = run_ended
         self.container = None
+        self._host_port: int | None = None
 
     def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         import docker
 
         client = self._client or docker_client()
+        self._remove_left_behind(client)
         password = secrets.token_urlsafe(24)
-        options = (
-            {"network": self.settings.network}
-            if self.settings.network
-            else {"ports": {self.PORT: ("127.0.0.1", None)}}
-        )
+        options, environment = self._network_options()
         name = CONTAINER_PREFIX + scratch_db_name(partition, run_id).replace("_", "-")
         try:
+            client.images.get(self.settings.image)  # never pulled: run() would try a registry
             self.container = client.containers.run(
                 self.settings.image,
                 detach=True,
                 name=name,
                 labels={RUN_LABEL: run_id},
-                environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": RESTORED_DB},
+                environment={
+                    "POSTGRES_PASSWORD": password,
+                    "POSTGRES_DB": RESTORED_DB,
+                    **environment,
+                },
                 **options,
             )
         except docker.errors.ImageNotFound:
             raise RestoreTargetError(
                 f"restore image {self.settings.image} not found: build it with `docker build -f "
-                f"docker/restore-target.Dockerfile -t {self.settings.image} docker` or set "
+                f"docker/restore-target.Dockerfile -t {self.settings.image} .` in the "
+                f"repository (or docker compose -f docker/compose.yaml build), or set "
                 f"{DOCKER_ENV['image']}"
             ) from None
         except docker.errors.APIError as exc:
@@ -112,15 +128,46 @@ class DockerTarget(Target):
         wait_until_ready(self.container, admin, self.settings.ready_timeout)
         return provision(admin, RESTORED_DB, RESTORE_ROLE)
 
-    def _address(self, password: str) -> ConnInfo:
+    def _network_options(self) -> tuple[dict, dict]:
+        """The container's network (run options) and what its server is told of it (env)."""
+        if self.settings.network == HOST_NETWORK:
+            self._host_port = free_port()
+            listen = {"PGPORT": str(self._host_port), "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1"}
+            return {"network_mode": HOST_NETWORK}, listen
         if self.settings.network:
+            return {"network": self.settings.network}, {}
+        return {"ports": {self.PORT: ("127.0.0.1", None)}}, {}
+
+    def _remove_left_behind(self, client) -> None:
+        """Remove the restore containers of runs that ended without removing theirs (found by
+        their run label): a run container killed outright leaves its restore container."""
+        if self.run_ended is None:
+            return
+        for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+            run_id = container.labels.get(RUN_LABEL, "")
+            if run_id and self.run_ended(run_id):
+                container.remove(force=True, v=True)
+                self.log.warning(
+                    f"restore container {container.name} removed: its run {run_id} ended "
+                    "without removing it (killed outright)"
+                )
+
+    def _address(self, password: str) -> ConnInfo:
+        if self.settings.network == HOST_NETWORK:
+            host, port = "127.0.0.1", self._host_port
+        elif self.settings.network:
             host, port = self.container.name, 5432
         else:
             self.container.reload()
-            host, port = (
-                "127.0.0.1",
-                int(self.container.attrs["NetworkSettings"]["Ports"][self.PORT][0]["HostPort"]),
-            )
+            published = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(self.PORT)
+            if not published:
+                raise RestoreTargetError(
+                    f"restore container {self.container.name} has no port {self.PORT} published "
+                    "on loopback (an engine without its default bridge network publishes none): "
+                    f"set {DOCKER_ENV['network']} to a network shared with this run, or to "
+                    f"{HOST_NETWORK} on the engine's host"
+                )
+            host, port = "127.0.0.1", int(published[0]["HostPort"])
         return ConnInfo(host, port, "postgres", "postgres", password=password)
 
     def close(self) -> None:
