@@ -24,9 +24,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from busflow_verify.core.store.pointer import read_pointer
 
 from busflow_verify import cli
+from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.core.targets.docker import RUN_LABEL
 from busflow_verify.defs.jobs import RESTORE_HOST_TAG
 from busflow_verify.defs.run_history import verdict_for_run

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 from busflow_verify.core.postgres.cluster import free_port
-
 from busflow_verify_tests.deployed.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
