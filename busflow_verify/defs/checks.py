@@ -68,10 +68,12 @@ schema_drift_check = check_spec(
 manifest_count_check = check_spec(
     "restored_rows_match_manifest",
     "restored_db",  # F2's stage; evaluated after row_count_report, whose counts it reads
-    ["DUMP_INCOMPLETE"],
-    "F2 (the dump is missing data): every restored table has exactly the rows the producer's "
-    "manifest counted in pg_dump's own snapshot, and the same tables. Tables the manifest only "
-    "estimated (reltuples) are not compared. No manifest beside the dump: passes, saying so.",
+    ["DUMP_INCOMPLETE", "DUMP_CONTENT_DIFFERS"],
+    "F2 (the dump is missing data, or other data): every restored table has exactly the rows "
+    "the producer's manifest counted in pg_dump's own snapshot, and the same tables; where the "
+    "manifest fingerprinted a table, the restored rows have the same fingerprint (computed in "
+    "the counting scan). Tables the manifest only estimated (reltuples) are not compared. No "
+    "manifest beside the dump: passes, saying so; no fingerprints in it: counts only, saying so.",
 )
 
 # In the verdict's order: the runbook's stages, then the WARN-level RTO and schema checks, then

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from busflow_verify.core.checks.row_counts import compare, vacuum_and_count
+from busflow_verify.core.checks.fingerprint import FingerprintRequest
+from busflow_verify.core.checks.row_counts import Counted, compare, vacuum_and_count
 from busflow_verify.core.checks.schema_drift import SchemaDrift, column_signatures, schema_drift
 from busflow_verify.core.checks.size_guard import triage
 from busflow_verify.core.config import VerifyConfig
@@ -60,7 +61,8 @@ def row_count_report(
     verify_settings: VerifySettings,
 ):
     config = verify_settings.verify_config()
-    counts, timings = _vacuum_and_count(context, restore_target)
+    counted, timings = _vacuum_and_count(context, restore_target, restored.fingerprints)
+    counts = counted.counts
     baseline = size_guard.verified.baseline
     columns = column_signatures(restore_target.session.connect)
     drift = schema_drift(
@@ -84,11 +86,12 @@ def row_count_report(
         else _f1_triage(context, size_guard, counts, baseline, config, restored.source_counts)
     )
     yield dg.Output(
-        counts,
+        counted,  # the manifest check compares the counts and fingerprints with the manifest's
         metadata={  # the table first: it is what triage reads in the UI
             "deltas_table": _deltas_table(rows),
             **({"f1_triage": dg.MetadataValue.json(f1)} if f1 else {}),
             "row_counts": dg.MetadataValue.json(counts),
+            **_fingerprint_metadata(counted),
             "total_rows": sum(counts.values()),
             "tables": len(counts),
             "baseline": dg.MetadataValue.json(
@@ -112,21 +115,36 @@ def row_count_report(
 
 
 def _vacuum_and_count(
-    context: dg.AssetExecutionContext, restore_target: RestoreTarget
-) -> tuple[dict[str, int], dict[str, float]]:
-    """VACUUM ANALYZE, then every user table counted exactly: the counts and the timings."""
+    context: dg.AssetExecutionContext,
+    restore_target: RestoreTarget,
+    fingerprints: dict[str, FingerprintRequest],
+) -> tuple[Counted, dict[str, float]]:
+    """VACUUM ANALYZE, then every user table counted exactly, and fingerprinted in the same
+    statement where the manifest asks: the counts, the fingerprints and the timings."""
     timings: dict[str, float] = {}
-    counts = vacuum_and_count(
+    counted = vacuum_and_count(
         restore_target.session.connect,
         restore_target.parallel_jobs(),
         report=context.log.info,
         timings=timings,
+        fingerprints=fingerprints,
     )
+    counts = counted.counts
     context.log.info(
-        f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
-        f"ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
+        f"counted {len(counts)} tables, {sum(counts.values()):,} rows"
+        f"{f', fingerprinted {len(counted.fingerprints)}' if counted.fingerprints else ''} "
+        f"(VACUUM ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
     )
-    return counts, timings
+    return counted, timings
+
+
+def _fingerprint_metadata(counted: Counted) -> dict:
+    """The restored tables' fingerprints, when the manifest asked for them."""
+    if not counted.fingerprints:
+        return {}
+    return {
+        "fingerprints": dg.MetadataValue.json({t: f.value for t, f in counted.fingerprints.items()})
+    }
 
 
 def _baseline_note(baseline: RunFacts | None) -> str:
