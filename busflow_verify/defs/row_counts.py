@@ -1,14 +1,17 @@
 """Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from busflow_verify.core.checks.fingerprint import FingerprintRequest
 from busflow_verify.core.checks.row_counts import Counted, compare, vacuum_and_count
 from busflow_verify.core.checks.schema_drift import SchemaDrift, column_signatures, schema_drift
+from busflow_verify.core.checks.sequences import sequence_states, sequences_behind
 from busflow_verify.core.checks.size_guard import triage
 from busflow_verify.core.config import VerifyConfig
 from busflow_verify.core.verdict import RunFacts
-from busflow_verify.defs.checks import row_count_check, schema_drift_check
+from busflow_verify.defs.checks import row_count_check, schema_drift_check, sequence_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.metadata_tables import table
@@ -40,7 +43,7 @@ DRIFT_COLUMNS = [
     group_name="backup_verify",
     kinds={"postgres"},
     ins={"size_guard": dg.AssetIn("size_check"), "restored": dg.AssetIn("restored_db")},
-    check_specs=[row_count_check, schema_drift_check],
+    check_specs=[row_count_check, schema_drift_check, sequence_check],
     description=describe(
         4,
         "VACUUM ANALYZE and row counts",
@@ -49,8 +52,10 @@ DRIFT_COLUMNS = [
         "passed) within verify.yaml's row_counts tolerances; the deltas table has one row per "
         "table. When the size guard failed, it also triages F1: did the largest tables' rows "
         "move in proportion to the size? The schema_drift table lists the tables that appeared "
-        "or disappeared and the columns (name, type) that changed since the last verified dump.",
-        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK", "SCHEMA_DRIFT"],
+        "or disappeared and the columns (name, type) that changed since the last verified dump. "
+        "Every sequence owned by a column is compared with the column's max (SEQUENCE_BEHIND, "
+        "a notice).",
+        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK", "SCHEMA_DRIFT", "SEQUENCE_BEHIND"],
     ),
 )
 def row_count_report(
@@ -112,6 +117,27 @@ def row_count_report(
         row_count_check, report.findings, {"baseline": baseline_note}, passed_note=baseline_note
     )
     yield _drift_result(drift, baseline_note)
+    yield _sequence_result(context, restore_target)
+
+
+def _sequence_result(
+    context: dg.AssetExecutionContext, restore_target: RestoreTarget
+) -> dg.AssetCheckResult:
+    """Sequences behind their columns: a notice (WARN) for the cutover, never a block."""
+    states = sequence_states(restore_target.session.connect)
+    findings = sequences_behind(states)
+    for finding in findings:
+        context.log.warning(finding.summary)
+    return check_result(
+        sequence_check,
+        findings,
+        {
+            "sequences_compared": len(states),
+            "sequences": dg.MetadataValue.json([asdict(s) for s in states]),
+        },
+        passed_note=f"{len(states)} sequence(s) owned by a column, none behind its column's max",
+        severity=dg.AssetCheckSeverity.WARN,
+    )
 
 
 def _vacuum_and_count(

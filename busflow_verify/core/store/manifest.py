@@ -13,15 +13,17 @@ naming the object and the field; an absent manifest is None (older dumps have no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from busflow_verify.core.checks import fingerprint
 from busflow_verify.core.checks.fingerprint import Fingerprint, FingerprintRequest
 from busflow_verify.core.failures import Finding
+from busflow_verify.core.store import signature as sig
 from busflow_verify.core.store.endpoints import store_error_finding
 
 FORMAT_VERSION = 1
@@ -176,9 +178,16 @@ def fetch_manifest(client, bucket: str, dump_key: str) -> Manifest | None:
     (NoSuchKey / 404: older dumps have none). A manifest that is malformed raises ManifestError
     naming the key and the field; any other S3 error propagates as boto3 raised it (the caller
     classifies endpoint errors as it does for the dump)."""
+    key = manifest_key(dump_key)
+    raw = fetch_small_object(client, bucket, key, MAX_MANIFEST_BYTES)
+    return None if raw is None else Manifest.from_json(raw, f"s3://{bucket}/{key}")
+
+
+def fetch_small_object(client, bucket: str, key: str, limit: int) -> bytes | None:
+    """The bytes of a small object (a manifest, its signature), None when there is none (404);
+    more than `limit` bytes raises ManifestError naming it."""
     from botocore.exceptions import ClientError
 
-    key = manifest_key(dump_key)
     source = f"s3://{bucket}/{key}"
     try:
         response = client.get_object(Bucket=bucket, Key=key)
@@ -191,16 +200,14 @@ def fetch_manifest(client, bucket: str, dump_key: str) -> Manifest | None:
     body = response["Body"]
     try:
         length = response.get("ContentLength")
-        if length is not None and int(length) > MAX_MANIFEST_BYTES:
-            raise ManifestError(
-                source, "(document)", f"{length} bytes, more than {MAX_MANIFEST_BYTES}"
-            )
-        raw = body.read(MAX_MANIFEST_BYTES + 1)
+        if length is not None and int(length) > limit:
+            raise ManifestError(source, "(document)", f"{length} bytes, more than {limit}")
+        raw = body.read(limit + 1)
     finally:
         body.close()
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ManifestError(source, "(document)", f"more than {MAX_MANIFEST_BYTES} bytes")
-    return Manifest.from_json(raw, source)
+    if len(raw) > limit:
+        raise ManifestError(source, "(document)", f"more than {limit} bytes")
+    return raw
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -543,12 +550,20 @@ def _incomplete(manifest: Manifest, rows: list[dict[str, Any]], source: str) -> 
 class ManifestRead:
     """The producer's manifest beside a dump, read once per run as the dump is located: the
     download, the count check and F1's triage all use this one read. Exactly one of `manifest`,
-    `invalid` and `endpoint_fault` is set, or none when there is no manifest (older dumps)."""
+    `invalid` and `endpoint_fault` is set, or none when there is no manifest (older dumps).
+
+    `sha256` is that of the manifest's bytes as read (None: none read); `signature` what its
+    detached signature says (core/store/signature.py: verified, not_signed, not_checked when no
+    public key is configured, no_manifest; or malformed / mismatch, with `signature_problem`)."""
 
     where: str  # s3://bucket/key (which endpoint)
     manifest: Manifest | None = None
     invalid: ManifestError | None = None  # there, but malformed: names the field
     endpoint_fault: Finding | None = None  # the endpoint failed while reading it
+    sha256: str | None = None
+    signature: str = sig.NO_MANIFEST
+    signature_problem: str | None = None
+    signature_key_id: str | None = None  # the public key that verified it
 
     def usable(self) -> Manifest | None:
         """The manifest when it was read and is well formed, else None."""
@@ -560,12 +575,25 @@ class ManifestRead:
         return str(fault if self.invalid else fault.summary) if fault else None
 
 
-def read_manifest_beside(client, bucket: str, dump_key: str, endpoint: str) -> ManifestRead:
+def read_manifest_beside(
+    client, bucket: str, dump_key: str, endpoint: str, keys: list | None = None
+) -> ManifestRead:
     """The manifest beside `dump_key`, from the endpoint that listed the dump, as a ManifestRead:
-    a malformed manifest or a fault of the endpoint is kept for the check to report."""
-    where = f"s3://{bucket}/{manifest_key(dump_key)} ({endpoint} endpoint)"
+    a malformed manifest or a fault of the endpoint is kept for the check to report. With
+    `keys` (the configured public keys), its signature beside it is read and checked."""
+    key = manifest_key(dump_key)
+    where = f"s3://{bucket}/{key} ({endpoint} endpoint)"
     try:
-        return ManifestRead(where, manifest=fetch_manifest(client, bucket, dump_key))
+        raw = fetch_small_object(client, bucket, key, MAX_MANIFEST_BYTES)
+        if raw is None:
+            return ManifestRead(where)
+        signed = _signature_of(client, bucket, key, raw, keys)
+        try:
+            return replace(
+                signed, where=where, manifest=Manifest.from_json(raw, f"s3://{bucket}/{key}")
+            )
+        except ManifestError as exc:
+            return replace(signed, where=where, invalid=exc)
     except ManifestError as exc:
         return ManifestRead(where, invalid=exc)
     except Exception as exc:
@@ -573,3 +601,25 @@ def read_manifest_beside(client, bucket: str, dump_key: str, endpoint: str) -> M
         if finding is None:
             raise
         return ManifestRead(where, endpoint_fault=finding)
+
+
+def _signature_of(client, bucket: str, key: str, raw: bytes, keys: list | None) -> ManifestRead:
+    """The manifest's digest and its signature's verdict (a ManifestRead to complete)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if keys is None:
+        return ManifestRead("", sha256=digest, signature=sig.NOT_CHECKED)
+    try:
+        text = fetch_small_object(client, bucket, sig.signature_key(key), sig.MAX_SIGNATURE_FILE)
+        check = sig.check_signature(raw, text, keys)
+    except ManifestError:
+        check = sig.SignatureCheck(
+            "malformed",
+            problem=f"the signature is malformed: more than {sig.MAX_SIGNATURE_FILE} bytes",
+        )
+    return ManifestRead(
+        "",
+        sha256=digest,
+        signature=check.status,
+        signature_problem=check.problem,
+        signature_key_id=check.key_id,
+    )
