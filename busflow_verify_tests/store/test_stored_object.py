@@ -1,0 +1,104 @@
+"""A stored dump that is not the one its manifest describes is the stored object's fault, not an
+outage: both endpoints answer normally, so it is F2 STORED_OBJECT_MISMATCH (P1, @security-oncall),
+never F5's "both endpoints down", and no cutover halt is set. Real servers: the source Postgres,
+the primary and the mirror as two `rclone serve s3`."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg
+import pytest
+
+from busflow_verify.core.store.manifest import manifest_key
+from busflow_verify.core.store.producer import produce
+from busflow_verify_tests.conftest import busflow_sql
+
+pytestmark = pytest.mark.e2e
+
+DAY, KEY = "2026-11-20", "pg_dump_20261120_0100.dump"
+
+
+@pytest.fixture(scope="module")
+def source(source_pg):
+    """The night's source, and the same database with seven bookings fewer."""
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
+        for name in ("stored_src", "stored_fewer"):
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute("CREATE DATABASE stored_src")
+    with psycopg.connect(**source_pg.conninfo("stored_src").kwargs(), autocommit=True) as conn:
+        conn.execute(busflow_sql())
+    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE stored_fewer TEMPLATE stored_src")
+    with psycopg.connect(**source_pg.conninfo("stored_fewer").kwargs(), autocommit=True) as conn:
+        conn.execute("DELETE FROM commerce.bookings WHERE id <= 7")
+    return source_pg
+
+
+def _dsn(pg, dbname: str) -> str:
+    return " ".join(f"{k}={v}" for k, v in pg.conninfo(dbname).kwargs().items())
+
+
+def _fail(verdict) -> dict:
+    [failure] = verdict["failures"]
+    assert (failure["code"], failure["name"], failure["severity"]) == (
+        "F2",
+        "STORED_OBJECT_MISMATCH",
+        "P1",
+    )
+    assert failure["escalate_to"] == ["@infra-oncall", "@security-oncall"]
+    assert "not the one the producer wrote" in failure["summary"]
+    assert "not an outage" in failure["summary"]
+    assert verdict["cutover_halt"] is None  # no outage: cutover work is not halted
+    assert "Compare it with the mirror's copy" in failure["next_step"]
+    return failure
+
+
+def test_another_dump_beside_the_manifest_is_the_stored_objects_fault(
+    harness, source, fallback_s3, monkeypatch, tmp_path
+):
+    """The issue's case: another dump, seven rows fewer, beside the first's manifest, on both
+    endpoints. HEAD tells before a byte is downloaded."""
+    first = produce(_dsn(source, "stored_src"), tmp_path / KEY)
+    other = tmp_path / "other.dump"
+    subprocess.run(
+        [source.tool("pg_dump"), "-Fc", *source.conninfo("stored_fewer").libpq_args(), "-f", str(other)],
+        check=True,
+    )  # fmt: skip
+    assert other.stat().st_size != first.manifest.size_bytes
+    harness.put(KEY, other)
+    harness.put(manifest_key(KEY), first.manifest_path)
+    harness.mirror_to(fallback_s3, monkeypatch)
+    code, verdict = harness.verify(DAY)
+    assert code == 1, verdict
+    failure = _fail(verdict)
+    size = other.stat().st_size
+    assert failure["details"]["cause"] == "size_mismatch"
+    assert (
+        f"is {size:,} bytes, its manifest says {first.manifest.size_bytes:,}"
+        in (failure["summary"])
+    )
+    assert (
+        f"the fallback endpoint's copy is {size:,} bytes (not the manifest's size either)"
+        in (failure["summary"])
+    )
+    assert verdict["restore"] is None  # nothing was downloaded
+
+
+def test_the_same_wrong_bytes_from_both_endpoints_are_the_stored_objects_fault(
+    harness, source, fallback_s3, monkeypatch, tmp_path
+):
+    """Same size, one byte changed in the stored object on both endpoints: each delivers the
+    same bytes twice and the manifest's SHA-256 refuses them. Not F5."""
+    first = produce(_dsn(source, "stored_src"), tmp_path / KEY)
+    data = bytearray(first.dump_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    harness.put(KEY, bytes(data))
+    harness.put(manifest_key(KEY), first.manifest_path)
+    harness.mirror_to(fallback_s3, monkeypatch)
+    code, verdict = harness.verify(DAY)
+    assert code == 1, verdict
+    failure = _fail(verdict)
+    assert failure["details"]["cause"] == "sha256_mismatch"
+    assert "alike at every attempt" in failure["summary"]
+    assert "the manifest says " + first.manifest.sha256 in failure["summary"]
