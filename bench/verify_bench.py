@@ -640,18 +640,7 @@ def main() -> int:
         default=3,
         help="floor and project on the shape's tiny dump, alternated this many times (medians)",
     )
-    parser.add_argument(
-        "--fingerprints",
-        action="store_true",
-        help="instead: the cost of the content fingerprints, producer and verify, with and "
-        "without, at one scale (bench/fingerprint_cost.py; default busflow at its largest)",
-    )
-    parser.add_argument(
-        "--fingerprint-runs",
-        type=int,
-        default=2,
-        help="with --fingerprints: each measurement this many times, alternated (medians)",
-    )
+    _fingerprint_options(parser)
     args = parser.parse_args()
     if args.scales and len(args.shapes) > 1:
         parser.error("--scales is per shape: give one shape with it")
@@ -672,6 +661,21 @@ def main() -> int:
         print("\ninterrupted: removed what the bench started", file=sys.stderr)
         return 130
     return 0
+
+
+def _fingerprint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fingerprints",
+        action="store_true",
+        help="instead: the cost of the content fingerprints, producer and verify, with and "
+        "without, at one scale (bench/fingerprint_cost.py; default busflow at its largest)",
+    )
+    parser.add_argument(
+        "--fingerprint-runs",
+        type=int,
+        default=2,
+        help="with --fingerprints: each measurement this many times, alternated (medians)",
+    )
 
 
 def _fingerprints(args) -> int:

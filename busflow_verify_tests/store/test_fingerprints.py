@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
 
 from busflow_verify.core.checks.fingerprint import METHOD
 from busflow_verify.core.postgres.cluster import DisposablePostgres
 from busflow_verify.core.postgres.servers import installed
 from busflow_verify.core.store.manifest import manifest_key
 from busflow_verify.core.store.producer import produce
-from busflow_verify_tests.conftest import SESSION_CLUSTERS
+from busflow_verify_tests.conftest import (
+    SESSION_CLUSTERS,
+    check_evaluation,
+    database_with,
+    pg_dump_of,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -70,16 +73,6 @@ SELECT setval('shop.embeddings_id_seq', 150);  -- behind its column: 200 rows
 """
 
 
-def _database(pg: DisposablePostgres, name: str, script: str) -> str:
-    """A fresh database in `pg` made by `script`; the producer's DSN for it."""
-    with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(**pg.conninfo(name).kwargs(), autocommit=True) as conn:
-        conn.execute(script)
-    return " ".join(f"{k}={v}" for k, v in pg.conninfo(name).kwargs().items())
-
-
 @pytest.fixture(scope="module")
 def pg15():
     found = [s for s in installed() if s.major == 15]
@@ -106,15 +99,11 @@ def _put(harness, result) -> None:
 
 
 def _evaluation(run_id: str):
-    with dg.DagsterInstance.get() as instance:
-        for record in instance.event_log_storage.get_asset_check_execution_history(CHECK, 10):
-            if record.run_id == run_id:
-                return record.event.dagster_event.event_specific_data
-    raise AssertionError("the manifest check did not run")
+    return check_evaluation(run_id, CHECK)
 
 
 def test_a_pg15_source_verified_on_18_has_the_same_fingerprints(harness, pg15, tmp_path):
-    result = produce(_database(pg15, "content15", CONTENT), tmp_path / KEY)
+    result = produce(database_with(pg15, "content15", CONTENT), tmp_path / KEY)
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["server_version"].startswith("15.") and manifest["fingerprint_method"] == METHOD
     orders = manifest["tables"]["shop.orders"]
@@ -140,7 +129,7 @@ def test_a_pg15_source_verified_on_18_has_the_same_fingerprints(harness, pg15, t
 def test_one_changed_value_with_equal_counts_is_named_by_table(harness, source_pg, tmp_path, slack):
     """The dump beside the manifest has every row, and one customer's name changed (an encoding
     fault would do the same): its size and SHA-256 are the dump's, so only the content tells."""
-    dsn = _database(source_pg, "content18", CONTENT)
+    dsn = database_with(source_pg, "content18", CONTENT)
     result = produce(dsn, tmp_path / KEY)
     manifest = json.loads(result.manifest_path.read_text())
     with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
@@ -148,17 +137,7 @@ def test_one_changed_value_with_equal_counts_is_named_by_table(harness, source_p
         conn.execute("CREATE DATABASE content18_changed TEMPLATE content18")
     with psycopg.connect(**source_pg.conninfo("content18_changed").kwargs()) as conn:
         conn.execute("UPDATE shop.orders SET customer = replace(customer, 'ü', 'u') WHERE id = 7")
-    dump = tmp_path / "changed.dump"
-    subprocess.run(
-        [
-            source_pg.tool("pg_dump"),
-            "-Fc",
-            *source_pg.conninfo("content18_changed").libpq_args(),
-            "-f",
-            str(dump),
-        ],
-        check=True,
-    )
+    dump = pg_dump_of(source_pg, "content18_changed", tmp_path / "changed.dump")
     data = dump.read_bytes()
     manifest.update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     harness.put(KEY, dump)
@@ -189,7 +168,7 @@ def test_one_changed_value_with_equal_counts_is_named_by_table(harness, source_p
 def test_vector_columns_match_and_a_sequence_behind_is_named(harness, source_pg, tmp_path):
     """pgvector on both sides (the same version): its column is fingerprinted and matches. The
     sequence set below its column's max verifies with a notice naming both numbers."""
-    result = produce(_database(source_pg, "vectors18", CONTENT + VECTORS), tmp_path / KEY)
+    result = produce(database_with(source_pg, "vectors18", CONTENT + VECTORS), tmp_path / KEY)
     entry = result.manifest.tables["shop.embeddings"]
     assert entry.extension_columns == {"e": "vector"} and entry.fingerprint_builtin
     _put(harness, result)
@@ -217,7 +196,7 @@ def test_a_manifest_without_fingerprints_verifies_by_counts_and_says_so(
     harness, source_pg, tmp_path
 ):
     result = produce(
-        _database(source_pg, "counts_only", CONTENT), tmp_path / KEY, fingerprints=False
+        database_with(source_pg, "counts_only", CONTENT), tmp_path / KEY, fingerprints=False
     )
     manifest = json.loads(result.manifest_path.read_text())
     assert "fingerprint_method" not in manifest

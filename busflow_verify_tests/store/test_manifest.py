@@ -19,7 +19,13 @@ from busflow_verify.core.store import producer as producer_mod
 from busflow_verify.core.store.manifest import ManifestError, fetch_manifest, manifest_key
 from busflow_verify.core.store.producer import ProducerError, produce
 from busflow_verify.defs.resources import S3Endpoint
-from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, busflow_sql, expected_counts
+from busflow_verify_tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    busflow_sql,
+    check_evaluation,
+    expected_counts,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -157,11 +163,7 @@ def _produce_into(harness, source, key: str, tmp_path) -> dict:
 
 
 def _evaluation(run_id: str):
-    with dg.DagsterInstance.get() as instance:
-        for record in instance.event_log_storage.get_asset_check_execution_history(CHECK, 10):
-            if record.run_id == run_id:
-                return record.event.dagster_event.event_specific_data
-    raise AssertionError("the manifest check did not run")
+    return check_evaluation(run_id, CHECK)
 
 
 def test_verify_compares_restored_tables_with_the_manifest(harness, source, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from busflow_verify import cli
 from busflow_verify.core.store import producer as producer_mod
 from busflow_verify.core.store.manifest import manifest_key
-from busflow_verify_tests.conftest import busflow_sql
+from busflow_verify_tests.conftest import busflow_sql, database_with
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +51,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source_dsn(source_pg):
-    import psycopg
-
-    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS signed_src")
-        conn.execute("CREATE DATABASE signed_src")
-    with psycopg.connect(**source_pg.conninfo("signed_src").kwargs(), autocommit=True) as conn:
-        conn.execute(busflow_sql())
-    return " ".join(f"{k}={v}" for k, v in source_pg.conninfo("signed_src").kwargs().items())
+    return database_with(source_pg, "signed_src", busflow_sql())
 
 
 def _signed_dump(tmp_path, source_dsn, key) -> dict:

@@ -5,14 +5,11 @@ the primary and the mirror as two `rclone serve s3`."""
 
 from __future__ import annotations
 
-import subprocess
-
-import psycopg
 import pytest
 
 from busflow_verify.core.store.manifest import manifest_key
 from busflow_verify.core.store.producer import produce
-from busflow_verify_tests.conftest import busflow_sql
+from busflow_verify_tests.conftest import busflow_sql, database_with, pg_dump_of
 
 pytestmark = pytest.mark.e2e
 
@@ -21,22 +18,11 @@ DAY, KEY = "2026-11-20", "pg_dump_20261120_0100.dump"
 
 @pytest.fixture(scope="module")
 def source(source_pg):
-    """The night's source, and the same database with seven bookings fewer."""
-    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
-        for name in ("stored_src", "stored_fewer"):
-            conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute("CREATE DATABASE stored_src")
-    with psycopg.connect(**source_pg.conninfo("stored_src").kwargs(), autocommit=True) as conn:
-        conn.execute(busflow_sql())
-    with psycopg.connect(**source_pg.conninfo().kwargs(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE stored_fewer TEMPLATE stored_src")
-    with psycopg.connect(**source_pg.conninfo("stored_fewer").kwargs(), autocommit=True) as conn:
-        conn.execute("DELETE FROM commerce.bookings WHERE id <= 7")
-    return source_pg
-
-
-def _dsn(pg, dbname: str) -> str:
-    return " ".join(f"{k}={v}" for k, v in pg.conninfo(dbname).kwargs().items())
+    """The night's source (its DSN), and the same data with seven bookings fewer."""
+    database_with(
+        source_pg, "stored_fewer", busflow_sql() + "DELETE FROM commerce.bookings WHERE id <= 7"
+    )
+    return database_with(source_pg, "stored_src", busflow_sql())
 
 
 def _fail(verdict) -> dict:
@@ -55,16 +41,12 @@ def _fail(verdict) -> dict:
 
 
 def test_another_dump_beside_the_manifest_is_the_stored_objects_fault(
-    harness, source, fallback_s3, monkeypatch, tmp_path
+    harness, source, source_pg, fallback_s3, monkeypatch, tmp_path
 ):
     """The issue's case: another dump, seven rows fewer, beside the first's manifest, on both
     endpoints. HEAD tells before a byte is downloaded."""
-    first = produce(_dsn(source, "stored_src"), tmp_path / KEY)
-    other = tmp_path / "other.dump"
-    subprocess.run(
-        [source.tool("pg_dump"), "-Fc", *source.conninfo("stored_fewer").libpq_args(), "-f", str(other)],
-        check=True,
-    )  # fmt: skip
+    first = produce(source, tmp_path / KEY)
+    other = pg_dump_of(source_pg, "stored_fewer", tmp_path / "other.dump")
     assert other.stat().st_size != first.manifest.size_bytes
     harness.put(KEY, other)
     harness.put(manifest_key(KEY), first.manifest_path)
@@ -90,7 +72,7 @@ def test_the_same_wrong_bytes_from_both_endpoints_are_the_stored_objects_fault(
 ):
     """Same size, one byte changed in the stored object on both endpoints: each delivers the
     same bytes twice and the manifest's SHA-256 refuses them. Not F5."""
-    first = produce(_dsn(source, "stored_src"), tmp_path / KEY)
+    first = produce(source, tmp_path / KEY)
     data = bytearray(first.dump_path.read_bytes())
     data[len(data) // 2] ^= 0x01
     harness.put(KEY, bytes(data))

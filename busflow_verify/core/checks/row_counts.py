@@ -62,12 +62,10 @@ def vacuum_and_count(
     the count (core/checks/fingerprint.py): one scan.
 
     `jobs` tables at a time, each worker on its own connection from `connect()` (autocommit:
-    VACUUM cannot run in a transaction block), largest tables first so that a big one does not
-    start last. One database-wide VACUUM ANALYZE and then the counts would keep one core busy
-    and the others idle. With `report`, a line every quarter of the tables. With `timings`, it
-    gets `vacuum_analyze_seconds` and `count_seconds` (the fingerprints' included): the
-    statements' time summed over the workers, and `vacuum_and_count_seconds`, the wall time of
-    it all.
+    VACUUM cannot run in a transaction block), largest first: a database-wide VACUUM ANALYZE
+    would keep one core busy. With `report`, a line every quarter of the tables. With `timings`,
+    `vacuum_analyze_seconds` and `count_seconds` (fingerprints included), summed over the
+    workers, and `vacuum_and_count_seconds`, the wall time.
     """
     started = time.monotonic()
     spent = {"vacuum_analyze_seconds": 0.0, "count_seconds": 0.0}

@@ -3,9 +3,11 @@
 `busflow-verify dump` (core/store/producer.py) writes `pg_dump_YYYYMMDD_HHMM.manifest.json` beside
 `pg_dump_YYYYMMDD_HHMM.dump`: the server's and pg_dump's versions, the extensions, every user
 table with its row count in the very snapshot pg_dump read (exact, or `reltuples` where the
-producer was told to estimate), and the dump's size and SHA-256 computed while it was written.
-Verify reads it back (`fetch_manifest`): the download is checked against size and SHA-256, the
-restored counts against the exact counts.
+producer was told to estimate) and, for the exact ones, the fingerprint of its rows' content taken
+in the same statement (core/checks/fingerprint.py), and the dump's size and SHA-256 computed while
+it was written; optionally its Ed25519 signature beside it (core/store/signature.py). Verify reads
+it back once (`read_manifest_beside`): the stored object and the download are checked against size
+and SHA-256, the restored counts and fingerprints against the manifest's.
 
 Plain Python; no Dagster. A manifest that does not parse or lacks a field raises ManifestError
 naming the object and the field; an absent manifest is None (older dumps have none).

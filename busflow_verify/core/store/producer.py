@@ -2,8 +2,10 @@
 
 One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `pg_dump -Fc
 --snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
-PATH, while the same transaction counts the rows of every user table. So the counts are the rows
-the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
+PATH, while the same transaction counts the rows of every user table and fingerprints their content
+in the same statement (core/checks/fingerprint.py). So the counts and fingerprints are of the rows
+the dump holds, not the rows of a moment before or after. With a signing key, the manifest's
+detached Ed25519 signature is written beside it (core/store/signature.py). After pg_dump succeeded, the manifest
 (core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed
 pg_dump leaves neither dump nor manifest, and says why.
 
@@ -197,17 +199,25 @@ def produce(
         ) from None
     os.replace(partial, out)
     manifest = _manifest(out, snapshot, (tool, dump_version), listed, counts, run)
-    text = manifest.to_json().encode()
-    if signing_key is not None:  # the signature first: a manifest is never there unsigned
-        write_atomically(signature_path(manifest_path), signing_key.sign(text))
-    write_atomically(manifest_path, text)
+    signed = _write_manifest(manifest_path, manifest, signing_key)
     seconds = round(time.monotonic() - started, 3)
     log(
         f"wrote {out} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256[:12]}…) and "
         f"{manifest_path.name} ({len(counts)} tables) in {seconds} s"
     )
-    signed = signature_path(manifest_path) if signing_key is not None else None
     return DumpResult(out, manifest_path, manifest, seconds, timings, signed)
+
+
+def _write_manifest(path: Path, manifest: Manifest, signing_key: SigningKey | None) -> Path | None:
+    """The manifest at `path` and, with a key, its signature over those exact bytes beside it,
+    written first (a manifest is never there unsigned); the signature's path."""
+    text = manifest.to_json().encode()
+    signed = None
+    if signing_key is not None:
+        signed = signature_path(path)
+        write_atomically(signed, signing_key.sign(text))
+    write_atomically(path, text)
+    return signed
 
 
 def _partial(out: Path) -> Path:
