@@ -176,6 +176,37 @@ def make_dump(source_pg, tmp_path_factory):
     return _make
 
 
+def database_with(pg: DisposablePostgres, name: str, script: str) -> str:
+    """A fresh database `name` in `pg` (dropped first if there), made by `script`; a DSN for it
+    (the superuser's, over the cluster's socket)."""
+    with psycopg.connect(**pg.conninfo().kwargs(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if script:
+        with psycopg.connect(**pg.conninfo(name).kwargs(), autocommit=True) as conn:
+            conn.execute(script)
+    return " ".join(f"{k}={v}" for k, v in pg.conninfo(name).kwargs().items())
+
+
+def pg_dump_of(pg: DisposablePostgres, dbname: str, out: Path) -> Path:
+    """A plain `pg_dump -Fc` of `dbname` (no manifest) at `out`."""
+    subprocess.run(
+        [pg.tool("pg_dump"), "-Fc", *pg.conninfo(dbname).libpq_args(), "-f", str(out)], check=True
+    )
+    return out
+
+
+def check_evaluation(run_id: str, check):
+    """The evaluation of `check` (an AssetCheckKey) in the run `run_id`, from the instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        for record in instance.event_log_storage.get_asset_check_execution_history(check, 10):
+            if record.run_id == run_id:
+                return record.event.dagster_event.event_specific_data
+    raise AssertionError(f"{check.to_user_string()} did not run in {run_id}")
+
+
 SESSION_CLUSTERS: set[Path] = set()  # the session-scoped servers, which outlive every test
 
 

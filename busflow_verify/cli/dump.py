@@ -1,5 +1,5 @@
-"""`busflow-verify dump`: the producer (core/store/producer.py), with `--upload` to the primary
-endpoint and bucket of the verify configuration. Dagster is imported only for the upload: a
+"""`busflow-verify dump`: the producer (core/store/producer.py), with `--signing-key` to sign the
+manifest and `--upload` to the primary endpoint and bucket of the verify configuration. Dagster is imported only for the upload: a
 dump alone does not wait for it."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 
 from busflow_verify.cli.parser import UsageError
 from busflow_verify.core.store.producer import ProducerError, produce, upload
+from busflow_verify.core.store.signature import KeyFileError, SigningKey
 
 
 def dump(args) -> int:
@@ -25,6 +26,7 @@ def dump(args) -> int:
         if args.exact_tables
         else None
     )
+    key = _signing_key(args.signing_key)  # before pg_dump: a bad key file costs no dump
     try:
         result = produce(
             args.dsn,
@@ -33,6 +35,8 @@ def dump(args) -> int:
             args.pg_bin,
             log=lambda line: print(line, file=sys.stderr),
             password=os.environ.get("PGPASSWORD"),  # libpq's own variable, for a DSN without one
+            fingerprints=not args.no_fingerprints,
+            signing_key=key,
         )
     except ProducerError as exc:
         print(f"busflow-verify dump: {exc}", file=sys.stderr)
@@ -44,6 +48,8 @@ def dump(args) -> int:
                 "uploaded": uploaded,
                 "dump": str(result.dump_path),
                 "manifest": str(result.manifest_path),
+                "signature": str(result.signature_path) if result.signature_path else None,
+                "fingerprint_method": result.manifest.fingerprint_method,
                 "size_bytes": result.manifest.size_bytes,
                 "sha256": result.manifest.sha256,
                 "tables": len(result.manifest.tables),
@@ -52,6 +58,16 @@ def dump(args) -> int:
         )
     )
     return 0
+
+
+def _signing_key(path: str | None) -> SigningKey | None:
+    """--signing-key's key, loaded (the file's name in any error, never its content)."""
+    if path is None:
+        return None
+    try:
+        return SigningKey(path)
+    except KeyFileError as exc:
+        raise UsageError(f"dump --signing-key: {exc}") from None
 
 
 def _upload(result) -> list[str]:

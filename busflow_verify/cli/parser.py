@@ -124,6 +124,17 @@ def _add_dump(commands) -> None:
     )
     dump.add_argument("--pg-bin", help="the PostgreSQL bin dir whose pg_dump to use")
     dump.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="an Ed25519 private key (PEM, PKCS#8: openssl genpkey -algorithm ed25519): sign the "
+        "manifest, writing <name>.manifest.json.sig beside it",
+    )
+    dump.add_argument(
+        "--no-fingerprints",
+        action="store_true",
+        help="count only: no content fingerprint per table (older manifests' form)",
+    )
+    dump.add_argument(
         "--upload",
         action="store_true",
         help="then upload both to the primary endpoint verify reads (BACKUP_* variables)",

@@ -128,6 +128,7 @@ def _verify_date(args, early) -> int:
 def _preflight(date_text: str) -> str:
     """Everything that is a usage or configuration error, before a run is launched."""
     from busflow_verify.core import config as cfg
+    from busflow_verify.core.store.signature import KeyFileError, load_public_keys
     from busflow_verify.defs import environment
     from busflow_verify.defs.partitions import nightly_dump_partitions
 
@@ -149,7 +150,9 @@ def _preflight(date_text: str) -> str:
         cfg.load_verify_config(folder)
         cfg.load_allowlist(folder)
         environment.restore_kind()
-    except cfg.ConfigError as exc:
+        if key_file := environment.manifest_public_key():
+            load_public_keys(key_file, environment.MANIFEST_PUBLIC_KEY)
+    except (cfg.ConfigError, KeyFileError) as exc:
         raise UsageError(f"configuration error: {exc}") from None
     key = date.isoformat()
     if not nightly_dump_partitions.has_partition_key(key):

@@ -31,6 +31,20 @@ Codes the runbook does not have, with their documented rows:
 - DUMP_INCOMPLETE (code F2): a restored table's rows differ from the exact count the producer's
   manifest took in pg_dump's own snapshot, or a table is in one and not the other: the dump is
   missing data. P1, @infra-oncall + @data-oncall (F2, corruption suspected: snapshot first).
+- DUMP_CONTENT_DIFFERS (code F2): a restored table has the row count the producer's manifest
+  took in pg_dump's snapshot but not its content (the fingerprint of its rows' text form
+  differs): a value truncated, changed or a row swapped. P1, @infra-oncall + @data-oncall, like
+  DUMP_INCOMPLETE.
+- MANIFEST_SIGNATURE_INVALID (code F2): a public key is configured and the manifest beside the
+  dump is unsigned, its signature malformed or not verifying (or there is no manifest). P1,
+  @infra-oncall + @data-oncall + @security-oncall: nothing is downloaded or restored.
+- STORED_OBJECT_MISMATCH (code F2): the object in the bucket is not the one the producer wrote:
+  its size (HEAD) or SHA-256 differs from the manifest's while the endpoints answered normally.
+  P1, @infra-oncall + @security-oncall; never F5 (no outage), never the cutover halt.
+- SEQUENCE_BEHIND: after the restore, a sequence owned by a column would hand out a value the
+  column already has (its last_value is below the column's max): the first inserts after a
+  cutover would fail on duplicate keys. P2, @data-oncall; a WARN check, it never blocks the
+  pointer.
 - VERIFICATION_STALE: the dead-man's switch (core/report/deadman.py): no dump verified for
   longer than verify.yaml's deadman.max_age_hours (default 26 h) — runs failed, never started
   (daemon down, queue stuck) or hang. P1, @infra-oncall; posted once, and once more on recovery.
@@ -191,6 +205,51 @@ _MODES = [
         "F2 — RESTORE_FAILED",
         "Re-run pg_dump, snapshot the source first (PITR via Ubicloud): the restored tables lack "
         "rows the source had in pg_dump's own snapshot. Never promote this dump.",
+    ),
+    FailureMode(
+        "F2",
+        "DUMP_CONTENT_DIFFERS",
+        "P1",
+        ("@infra-oncall", "@data-oncall"),
+        "F2 — RESTORE_FAILED",
+        "Re-run pg_dump, snapshot the source first (PITR via Ubicloud): the restored table has "
+        "the source's row count but other content (a value truncated or changed, a row "
+        "swapped). Compare the named table on the source with a restore of this dump to find the "
+        "rows; suspect the dump's path (encoding, a faulty pipe). Never promote this dump.",
+    ),
+    FailureMode(
+        "F2",
+        "MANIFEST_SIGNATURE_INVALID",
+        "P1",
+        ("@infra-oncall", "@data-oncall", "@security-oncall"),
+        "F2 — RESTORE_FAILED",
+        "Treat it as a security event: nothing was restored. Ask the producer's owners whether "
+        "the manifest was re-written or the signing key rotated (BUSFLOW_MANIFEST_PUBLIC_KEY "
+        "must hold the new public key); if neither, someone with write access to the bucket "
+        "replaced it: compare with the mirror's copy, re-run pg_dump with --signing-key, and "
+        "never promote this dump.",
+    ),
+    FailureMode(
+        "F2",
+        "STORED_OBJECT_MISMATCH",
+        "P1",
+        ("@infra-oncall", "@security-oncall"),
+        "F2 — RESTORE_FAILED",
+        "The object in the bucket is not the one the producer wrote (not an outage: the "
+        "endpoints answered). Compare it with the mirror's copy (HEAD both: the sizes are in "
+        "the summary), re-run pg_dump and upload it again, and treat it as a security event "
+        "if nobody re-uploaded it. Never promote this dump.",
+    ),
+    FailureMode(
+        "SEQUENCE_BEHIND",
+        "SEQUENCE_BEHIND",
+        "P2",
+        ("@data-oncall",),
+        "Workflow step (4): the restored database is what a cutover gets (sequences)",
+        "Informational: the dump still verifies. Check the sequence on the source (was it "
+        "setval'd below its column's max?) and fix it there; before a cutover to this dump run "
+        "SELECT setval('<sequence>', max(<column>)) FROM <table>, or the first inserts fail on "
+        "duplicate keys.",
     ),
     FailureMode(
         "VERIFICATION_STALE",

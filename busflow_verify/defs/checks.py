@@ -68,14 +68,27 @@ schema_drift_check = check_spec(
 manifest_count_check = check_spec(
     "restored_rows_match_manifest",
     "restored_db",  # F2's stage; evaluated after row_count_report, whose counts it reads
-    ["DUMP_INCOMPLETE"],
-    "F2 (the dump is missing data): every restored table has exactly the rows the producer's "
-    "manifest counted in pg_dump's own snapshot, and the same tables. Tables the manifest only "
-    "estimated (reltuples) are not compared. No manifest beside the dump: passes, saying so.",
+    ["DUMP_INCOMPLETE", "DUMP_CONTENT_DIFFERS"],
+    "F2 (the dump is missing data, or other data): every restored table has exactly the rows "
+    "the producer's manifest counted in pg_dump's own snapshot, and the same tables; where the "
+    "manifest fingerprinted a table, the restored rows have the same fingerprint (computed in "
+    "the counting scan). Tables the manifest only estimated (reltuples) are not compared. No "
+    "manifest beside the dump: passes, saying so; no fingerprints in it: counts only, saying so.",
+)
+
+sequence_check = check_spec(
+    "sequences_ahead_of_their_columns",
+    "row_count_report",
+    ["SEQUENCE_BEHIND"],
+    "Every sequence owned by a column (serial, identity) would hand out a value the column does "
+    "not have yet: its last_value is not below the column's max. Fails at WARN severity, naming "
+    "the sequence, the column and both numbers (informational: it never blocks the pointer; "
+    "fix it before a cutover, or the first inserts fail on duplicate keys).",
 )
 
 # In the verdict's order: the runbook's stages, then the WARN-level RTO and schema checks, then
-# the restored counts against the producer's manifest (defs/manifest_check.py)
+# the restored counts against the producer's manifest (defs/manifest_check.py), then the
+# WARN-level sequences check
 ALL_CHECKS = [
     offsite_check,
     size_guard_check,
@@ -86,5 +99,6 @@ ALL_CHECKS = [
     restore_budget_check,
     schema_drift_check,
     manifest_count_check,
+    sequence_check,
 ]
 EXPECTED_CHECK_KEYS = [spec.key for spec in ALL_CHECKS]

@@ -20,6 +20,8 @@ from busflow_verify.core.targets import settings as targets
 REQUIRED = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")  # by the CLI
 WEBHOOK = "SLACK_OPS_WEBHOOK"
 BOT_TOKEN, CHANNEL, API_URL = "SLACK_BOT_TOKEN", "SLACK_OPS_CHANNEL", "SLACK_API_URL"
+# a PEM file of the Ed25519 public keys the producer's manifest signature must verify with
+MANIFEST_PUBLIC_KEY = "BUSFLOW_MANIFEST_PUBLIC_KEY"
 
 
 def is_set(name: str) -> bool:
@@ -43,6 +45,11 @@ def dagster_home() -> str | None:
 def config_dir() -> Path:
     """BUSFLOW_VERIFY_CONFIG_DIR, or the shipped config/backup-verify."""
     return cfg.config_dir(os.environ.get(cfg.CONFIG_DIR_ENV))
+
+
+def manifest_public_key() -> str | None:
+    """BUSFLOW_MANIFEST_PUBLIC_KEY: the public key file, or None (signatures not checked)."""
+    return os.environ.get(MANIFEST_PUBLIC_KEY) or None
 
 
 def restore_kind() -> str:

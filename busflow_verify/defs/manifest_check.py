@@ -4,19 +4,24 @@
 the dump with every table's exact row count in pg_dump's snapshot. dump_object read it once from
 the endpoint that listed the dump (defs/locate.py); this check compares it with
 row_count_report's counts (no recount): any difference, or a table on one side only, is F2
-DUMP_INCOMPLETE. No manifest: a pass that says so.
+DUMP_INCOMPLETE. Where the counts match, the fingerprints row_count_report computed in the same
+scan are compared with the manifest's: a difference is F2 DUMP_CONTENT_DIFFERS. No manifest: a
+pass that says so; a manifest without fingerprints (older dumps): compared by counts only, and the
+note says so.
 """
 
 import warnings
 
 import dagster as dg
 
+from busflow_verify.core.checks.row_counts import Counted
 from busflow_verify.core.failures import Finding
 from busflow_verify.core.store.listing import DumpObject
 from busflow_verify.core.store.manifest import (
     Manifest,
     ManifestError,
     compare_counts,
+    fingerprint_note,
 )
 from busflow_verify.defs.checks import manifest_count_check
 from busflow_verify.defs.findings import check_result, fail_step
@@ -29,12 +34,21 @@ COMPARISON_COLUMNS = [
     ("method", "string", "exact (count) or reltuples (an estimate: not compared)"),
     ("restored", "int", "rows in the restored database (row_count_report)"),
     ("delta", "int", "restored - source"),
-    ("status", "string", "ok, differs, estimate, not restored or not in manifest"),
+    (
+        "status",
+        "string",
+        "ok, differs, content differs (same count, another fingerprint), estimate, not "
+        "restored or not in manifest",
+    ),
+    ("fingerprint", "string", "match, differs, not compared, not computed; empty: none in it"),
+    ("source_fingerprint", "string", "the manifest's fingerprint of the table's rows"),
+    ("restored_fingerprint", "string", "the restored table's, computed in the counting scan"),
+    ("left_out", "string", "columns left out of the fingerprint, and why"),
 ]
 
 
 def _restored_rows_match_manifest(
-    context: dg.AssetCheckExecutionContext, counts: dict, dump: DumpObject
+    context: dg.AssetCheckExecutionContext, counts: Counted, dump: DumpObject
 ):
     read = dump.manifest
     if read is not None and read.endpoint_fault is not None:
@@ -66,10 +80,11 @@ def _invalid(dump: DumpObject, exc: ManifestError) -> Finding:
 
 
 def _compared(
-    context, manifest: Manifest, counts: dict, dump: DumpObject, where: str
+    context, manifest: Manifest, counted: Counted, dump: DumpObject, where: str
 ) -> dg.AssetCheckResult:
-    """Every exact count of the manifest against the restored one (core/store/manifest.py)."""
-    result = compare_counts(manifest, counts, where)
+    """Every exact count and fingerprint of the manifest against the restored table's
+    (core/store/manifest.py)."""
+    result = compare_counts(manifest, counted.counts, where, counted.fingerprints)
     if manifest.dump != dump.key.rsplit("/", 1)[-1]:  # a manifest copied beside another dump
         result.findings.append(
             Finding(
@@ -79,7 +94,9 @@ def _compared(
                 {"cause": "manifest_of_another_dump", "manifest": where, "dump": manifest.dump},
             )
         )
-    note = _comparison_note(manifest, result.compared, result.estimated)
+    note = f"{_comparison_note(manifest, result.compared, result.estimated)}; " + (
+        fingerprint_note(manifest, result)
+    )
     context.log.info(note)
     return check_result(
         manifest_count_check,
@@ -90,12 +107,22 @@ def _compared(
             "count_mode": manifest.count_mode,
             "tables_compared_exactly": result.compared,
             "tables_estimated_not_compared": dg.MetadataValue.json(result.estimated),
-            "comparison_table": table(COMPARISON_COLUMNS, result.rows),
+            "fingerprint_method": manifest.fingerprint_method or "none",
+            "tables_fingerprints_matched": result.fingerprints_matched,
+            "comparison_table": table(COMPARISON_COLUMNS, _table_rows(result.rows)),
             "comparison": dg.MetadataValue.json(result.rows),
             "note": note,
         },
         passed_note=note,
     )
+
+
+def _table_rows(rows: list[dict]) -> list[dict]:
+    """The comparison as the UI's table shows it: left-out columns as one line."""
+    return [
+        {**r, "left_out": "; ".join(f"{c}: {why}" for c, why in r["left_out"].items()) or None}
+        for r in rows
+    ]
 
 
 def _comparison_note(manifest: Manifest, compared: int, estimated: list[str]) -> str:

@@ -16,6 +16,7 @@ from busflow_verify.core import config as cfg
 from busflow_verify.core.postgres.cluster import ConnInfo
 from busflow_verify.core.restore.restorer import default_jobs
 from busflow_verify.core.store.endpoints import Endpoint
+from busflow_verify.core.store.signature import load_public_keys
 from busflow_verify.core.targets.base import Target
 from busflow_verify.core.targets.docker import DEFAULT_IMAGE, DockerSettings, DockerTarget
 from busflow_verify.core.targets.ephemeral import EarlyCluster, EphemeralTarget
@@ -62,6 +63,15 @@ class BackupStore(dg.ConfigurableResource):
     fallback: S3Endpoint | None = None
     bucket: str
     prefix: str = ""
+    # BUSFLOW_MANIFEST_PUBLIC_KEY: the manifest's signature is checked with these keys
+    manifest_public_key: str | None = None
+
+    def manifest_keys(self) -> list | None:
+        """The public keys the manifest's signature must verify with; None when none is
+        configured. A file that cannot be used raises KeyFileError naming it."""
+        if not self.manifest_public_key:
+            return None
+        return load_public_keys(self.manifest_public_key, environment.MANIFEST_PUBLIC_KEY)
 
     def endpoints(self) -> list[Endpoint]:
         """Primary first, then the on-site fallback when one is configured (F5)."""
@@ -255,6 +265,7 @@ def build_resources() -> dict:
             fallback=fallback,
             bucket=dg.EnvVar("BACKUP_BUCKET"),
             prefix=environment.env_var_or("BACKUP_PREFIX", ""),
+            manifest_public_key=environment.env_var_or(environment.MANIFEST_PUBLIC_KEY),
         ),
         "verify_settings": VerifySettings(config_dir=environment.env_var_or(cfg.CONFIG_DIR_ENV)),
         "restore_target": restore_target(),

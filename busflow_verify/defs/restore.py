@@ -1,10 +1,11 @@
 """Runbook step 3 and F2: download once, restore section by section into the restore target."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
+from busflow_verify.core.checks.fingerprint import FingerprintRequest
 from busflow_verify.core.failures import FindingError
 from busflow_verify.core.restore.sequence import (
     RestoreOutcome,
@@ -88,7 +89,11 @@ def restored_db(
     summary = _summary(outcome, transfer, target.kind)
     manifest = dump_object.manifest.usable() if dump_object.manifest else None
     yield dg.Output(
-        RestoredDump(summary, manifest.exact_counts() if manifest else None),
+        RestoredDump(
+            summary,
+            manifest.exact_counts() if manifest else None,
+            manifest.fingerprint_requests() if manifest else {},
+        ),
         metadata={
             "restored": summary["restored"],
             "format": str(summary["format"]),
@@ -112,11 +117,13 @@ def restored_db(
 @dataclass(frozen=True)
 class RestoredDump:
     """restored_db's value for the later steps of the run: the restore's summary (its metadata
-    too) and the source's exact counts from the manifest read when the dump was located (F1's
-    triage compares the restored counts with them)."""
+    too) and, from the manifest read when the dump was located, the source's exact counts (F1's
+    triage compares the restored counts with them) and the fingerprints to compute over the
+    restored tables (in the scan that counts them)."""
 
     summary: dict
     source_counts: dict[str, int] | None
+    fingerprints: dict[str, FingerprintRequest] = field(default_factory=dict)
 
 
 def _summary(outcome: RestoreOutcome, transfer: Transfer, target_kind: str) -> dict:

@@ -1,13 +1,17 @@
 """Runbook step 4: VACUUM ANALYZE, exact row counts, deltas against the last verified dump."""
 
+from dataclasses import asdict
+
 import dagster as dg
 
-from busflow_verify.core.checks.row_counts import compare, vacuum_and_count
+from busflow_verify.core.checks.fingerprint import FingerprintRequest
+from busflow_verify.core.checks.row_counts import Counted, compare, vacuum_and_count
 from busflow_verify.core.checks.schema_drift import SchemaDrift, column_signatures, schema_drift
+from busflow_verify.core.checks.sequences import sequence_states, sequences_behind
 from busflow_verify.core.checks.size_guard import triage
 from busflow_verify.core.config import VerifyConfig
 from busflow_verify.core.verdict import RunFacts
-from busflow_verify.defs.checks import row_count_check, schema_drift_check
+from busflow_verify.defs.checks import row_count_check, schema_drift_check, sequence_check
 from busflow_verify.defs.descriptions import describe
 from busflow_verify.defs.findings import check_result
 from busflow_verify.defs.metadata_tables import table
@@ -39,7 +43,7 @@ DRIFT_COLUMNS = [
     group_name="backup_verify",
     kinds={"postgres"},
     ins={"size_guard": dg.AssetIn("size_check"), "restored": dg.AssetIn("restored_db")},
-    check_specs=[row_count_check, schema_drift_check],
+    check_specs=[row_count_check, schema_drift_check, sequence_check],
     description=describe(
         4,
         "VACUUM ANALYZE and row counts",
@@ -48,8 +52,10 @@ DRIFT_COLUMNS = [
         "passed) within verify.yaml's row_counts tolerances; the deltas table has one row per "
         "table. When the size guard failed, it also triages F1: did the largest tables' rows "
         "move in proportion to the size? The schema_drift table lists the tables that appeared "
-        "or disappeared and the columns (name, type) that changed since the last verified dump.",
-        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK", "SCHEMA_DRIFT"],
+        "or disappeared and the columns (name, type) that changed since the last verified dump. "
+        "Every sequence owned by a column is compared with the column's max (SEQUENCE_BEHIND, "
+        "a notice).",
+        ["ROW_COUNT_DRIFT", "SIZE_SHRUNK", "SCHEMA_DRIFT", "SEQUENCE_BEHIND"],
     ),
 )
 def row_count_report(
@@ -60,7 +66,8 @@ def row_count_report(
     verify_settings: VerifySettings,
 ):
     config = verify_settings.verify_config()
-    counts, timings = _vacuum_and_count(context, restore_target)
+    counted, timings = _vacuum_and_count(context, restore_target, restored.fingerprints)
+    counts = counted.counts
     baseline = size_guard.verified.baseline
     columns = column_signatures(restore_target.session.connect)
     drift = schema_drift(
@@ -84,11 +91,12 @@ def row_count_report(
         else _f1_triage(context, size_guard, counts, baseline, config, restored.source_counts)
     )
     yield dg.Output(
-        counts,
+        counted,  # the manifest check compares the counts and fingerprints with the manifest's
         metadata={  # the table first: it is what triage reads in the UI
             "deltas_table": _deltas_table(rows),
             **({"f1_triage": dg.MetadataValue.json(f1)} if f1 else {}),
             "row_counts": dg.MetadataValue.json(counts),
+            **_fingerprint_metadata(counted),
             "total_rows": sum(counts.values()),
             "tables": len(counts),
             "baseline": dg.MetadataValue.json(
@@ -109,24 +117,60 @@ def row_count_report(
         row_count_check, report.findings, {"baseline": baseline_note}, passed_note=baseline_note
     )
     yield _drift_result(drift, baseline_note)
+    yield _sequence_result(context, restore_target)
+
+
+def _sequence_result(
+    context: dg.AssetExecutionContext, restore_target: RestoreTarget
+) -> dg.AssetCheckResult:
+    """Sequences behind their columns: a notice (WARN) for the cutover, never a block."""
+    states = sequence_states(restore_target.session.connect)
+    findings = sequences_behind(states)
+    for finding in findings:
+        context.log.warning(finding.summary)
+    return check_result(
+        sequence_check,
+        findings,
+        {
+            "sequences_compared": len(states),
+            "sequences": dg.MetadataValue.json([asdict(s) for s in states]),
+        },
+        passed_note=f"{len(states)} sequence(s) owned by a column, none behind its column's max",
+        severity=dg.AssetCheckSeverity.WARN,
+    )
 
 
 def _vacuum_and_count(
-    context: dg.AssetExecutionContext, restore_target: RestoreTarget
-) -> tuple[dict[str, int], dict[str, float]]:
-    """VACUUM ANALYZE, then every user table counted exactly: the counts and the timings."""
+    context: dg.AssetExecutionContext,
+    restore_target: RestoreTarget,
+    fingerprints: dict[str, FingerprintRequest],
+) -> tuple[Counted, dict[str, float]]:
+    """VACUUM ANALYZE, then every user table counted exactly, and fingerprinted in the same
+    statement where the manifest asks: the counts, the fingerprints and the timings."""
     timings: dict[str, float] = {}
-    counts = vacuum_and_count(
+    counted = vacuum_and_count(
         restore_target.session.connect,
         restore_target.parallel_jobs(),
         report=context.log.info,
         timings=timings,
+        fingerprints=fingerprints,
     )
+    counts = counted.counts
     context.log.info(
-        f"counted {len(counts)} tables, {sum(counts.values()):,} rows (VACUUM "
-        f"ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
+        f"counted {len(counts)} tables, {sum(counts.values()):,} rows"
+        f"{f', fingerprinted {len(counted.fingerprints)}' if counted.fingerprints else ''} "
+        f"(VACUUM ANALYZE and count in {timings['vacuum_and_count_seconds']:.1f} s)"
     )
-    return counts, timings
+    return counted, timings
+
+
+def _fingerprint_metadata(counted: Counted) -> dict:
+    """The restored tables' fingerprints, when the manifest asked for them."""
+    if not counted.fingerprints:
+        return {}
+    return {
+        "fingerprints": dg.MetadataValue.json({t: f.value for t, f in counted.fingerprints.items()})
+    }
 
 
 def _baseline_note(baseline: RunFacts | None) -> str:

@@ -25,27 +25,21 @@ def workdir(server_user_dir):
     return server_user_dir
 
 
-@pytest.mark.parametrize("shape, scale", [("busflow", 3), ("pgbench", 1)])
-def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench/verify_bench.py"),
-            "--shapes",
-            shape,
-            "--scales",
-            str(scale),
-            "--workdir",
-            str(workdir),
-            "--fixed-cost-runs",
-            "1",
-        ],
+def _bench(workdir, *args: str) -> subprocess.CompletedProcess:
+    """bench/verify_bench.py with `args`, its work in `workdir`, without the job's variables."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench/verify_bench.py"), *args, "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=REPO,
         env={k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")},
     )
+
+
+@pytest.mark.parametrize("shape, scale", [("busflow", 3), ("pgbench", 1)])
+def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
+    proc = _bench(workdir, "--shapes", shape, "--scales", str(scale), "--fixed-cost-runs", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert f"<!-- verify-bench:{shape}:begin -->" in out
@@ -65,6 +59,20 @@ def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
     assert fixed, out
     assert float(fixed[3]) == pytest.approx(float(fixed[2]) - float(fixed[1]), abs=0.011)
     assert list(workdir.iterdir()) == []  # clusters, dumps, S3 folder and instance removed
+
+
+def test_fingerprint_bench_measures_both_kinds_and_cleans_up(workdir):
+    """`--fingerprints` at a tiny scale: the producer and verify, with and without fingerprints,
+    every verify verified (the bench fails otherwise), the table written, nothing left."""
+    proc = _bench(
+        workdir, "--fingerprints", "--shapes", "busflow", "--scales", "3", "--fingerprint-runs", "1"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "<!-- fingerprint-bench:begin -->" in out and "<!-- fingerprint-bench:end -->" in out
+    assert re.search(r"^\| producer .* \| [+-][\d.]+% \| <= \+25% \|$", out, re.M), out
+    assert re.search(r"^\| verify .* \| [+-][\d.]+% \| <= \+10% \|$", out, re.M), out
+    assert list(workdir.iterdir()) == []
 
 
 def test_cost_curve_keeps_dumps_and_results_and_estimates_from_them(workdir):

@@ -19,7 +19,13 @@ from busflow_verify.core.store import producer as producer_mod
 from busflow_verify.core.store.manifest import ManifestError, fetch_manifest, manifest_key
 from busflow_verify.core.store.producer import ProducerError, produce
 from busflow_verify.defs.resources import S3Endpoint
-from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, busflow_sql, expected_counts
+from busflow_verify_tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    busflow_sql,
+    check_evaluation,
+    expected_counts,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -157,11 +163,7 @@ def _produce_into(harness, source, key: str, tmp_path) -> dict:
 
 
 def _evaluation(run_id: str):
-    with dg.DagsterInstance.get() as instance:
-        for record in instance.event_log_storage.get_asset_check_execution_history(CHECK, 10):
-            if record.run_id == run_id:
-                return record.event.dagster_event.event_specific_data
-    raise AssertionError("the manifest check did not run")
+    return check_evaluation(run_id, CHECK)
 
 
 def test_verify_compares_restored_tables_with_the_manifest(harness, source, tmp_path):
@@ -292,7 +294,8 @@ def test_the_download_is_checked_against_the_manifests_sha256(
     harness, source, tmp_path, fallback_s3, monkeypatch
 ):
     """The primary's copy has one byte damaged (same size, so only the digest can tell); the
-    mirror's is intact: the primary's is refused twice, the mirror's verifies (F5 step 1)."""
+    mirror's is intact: the primary's is refused twice (the same bytes both times: its stored
+    copy, said in the notice), the mirror's verifies (F5 step 1)."""
     _produce_into(harness, source, KEY, tmp_path)
     harness.mirror_to(fallback_s3, monkeypatch)
     stored = harness.bucket_dir / KEY
@@ -304,20 +307,25 @@ def test_the_download_is_checked_against_the_manifests_sha256(
     assert verdict["restore"]["downloaded_from"] == "fallback"
     assert verdict["restore"]["digests_checked"] == ["sha256"]
     [notice] = verdict["notices"]
-    assert notice["details"]["cause"] == "integrity_mismatch"
+    assert notice["details"]["cause"] == "stored_digest_mismatch"
     assert "its sha256 is" in notice["summary"] and "the manifest says" in notice["summary"]
 
 
 def test_an_object_of_another_size_than_the_manifest_is_not_the_dump(harness, source, tmp_path):
-    """Cut short on its way into the store (the manifest says more bytes): no endpoint holds the
-    dump the producer wrote, which is F5's "dump inaccessible", not an F2 of the dump."""
+    """Cut short on its way into the store (the manifest says more bytes): HEAD tells, before a
+    byte is downloaded, that the stored object is not the one the producer wrote: F2
+    STORED_OBJECT_MISMATCH, not F5 (the endpoint answered), and no cutover halt."""
     _produce_into(harness, source, KEY, tmp_path)
     stored = harness.bucket_dir / KEY
     stored.write_bytes(stored.read_bytes()[:-100])
     code, verdict = harness.verify(DAY)
     assert code == 1
     [failure] = verdict["failures"]
-    assert (failure["code"], failure["severity"]) == ("F5", "P1")
-    [fault] = failure["details"]["endpoints"]
-    assert fault["cause"] == "size_mismatch"
-    assert "the manifest says" in failure["summary"]
+    assert (failure["code"], failure["name"], failure["severity"]) == (
+        "F2",
+        "STORED_OBJECT_MISMATCH",
+        "P1",
+    )
+    assert failure["details"]["cause"] == "size_mismatch"
+    assert "its manifest says" in failure["summary"] and "not an outage" in failure["summary"]
+    assert verdict["cutover_halt"] is None and verdict["restore"] is None

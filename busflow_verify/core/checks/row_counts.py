@@ -5,12 +5,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from psycopg import sql
 
+from busflow_verify.core.checks import fingerprint
+from busflow_verify.core.checks.fingerprint import Fingerprint, FingerprintRequest, Plan
 from busflow_verify.core.config import RowCountConfig
 from busflow_verify.core.failures import Finding
 from busflow_verify.core.progress import Progress, Report
@@ -39,23 +42,37 @@ def database_bytes(connect) -> int:
         return conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0]
 
 
+@dataclass
+class Counted:
+    """The restored tables' exact counts, and the fingerprints asked for, keyed `schema.table`."""
+
+    counts: dict[str, int]
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+
+
 def vacuum_and_count(
-    connect, jobs: int = 2, report: Report | None = None, timings: dict | None = None
-) -> dict[str, int]:
-    """VACUUM ANALYZE and an exact count(*) of every user table, keyed `schema.table`.
+    connect,
+    jobs: int = 2,
+    report: Report | None = None,
+    timings: dict | None = None,
+    fingerprints: Mapping[str, FingerprintRequest] | None = None,
+) -> Counted:
+    """VACUUM ANALYZE and an exact count(*) of every user table, keyed `schema.table`; for each
+    table in `fingerprints` (the producer's manifest's), its fingerprint in the same statement as
+    the count (core/checks/fingerprint.py): one scan.
 
     `jobs` tables at a time, each worker on its own connection from `connect()` (autocommit:
-    VACUUM cannot run in a transaction block), largest tables first so that a big one does not
-    start last. One database-wide VACUUM ANALYZE and then the counts would keep one core busy
-    and the others idle. With `report`, a line every quarter of the tables. With `timings`, it
-    gets `vacuum_analyze_seconds` and `count_seconds`: the statements' time summed over the
-    workers, and `vacuum_and_count_seconds`, the wall time of it all.
+    VACUUM cannot run in a transaction block), largest first: a database-wide VACUUM ANALYZE
+    would keep one core busy. With `report`, a line every quarter of the tables. With `timings`,
+    `vacuum_analyze_seconds` and `count_seconds` (fingerprints included), summed over the
+    workers, and `vacuum_and_count_seconds`, the wall time.
     """
     started = time.monotonic()
     spent = {"vacuum_analyze_seconds": 0.0, "count_seconds": 0.0}
     lock = threading.Lock()
     with connect() as conn:
         tables = conn.execute(_USER_TABLES).fetchall()
+        plans = _plans(conn, fingerprints or {})
     pending = queue.SimpleQueue()
     for table in tables:
         pending.put(table)
@@ -66,21 +83,21 @@ def vacuum_and_count(
         unit="tables",
         step=0.25,
     )
-    counts: dict[str, int] = {}
+    counted = Counted({})
 
     def work() -> None:
         with connect() as conn:
+            if plans:
+                fingerprint.apply_settings(conn)
             while True:
                 try:
                     schema, table = pending.get_nowait()
                 except queue.Empty:
                     return
-                name = sql.Identifier(schema, table)
                 t0 = time.monotonic()
-                conn.execute(sql.SQL("VACUUM ANALYZE {}").format(name))
+                conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(schema, table)))
                 t1 = time.monotonic()
-                query = sql.SQL("SELECT count(*) FROM {}").format(name)
-                counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+                _count_one(conn, schema, table, plans.get(f"{schema}.{table}"), counted)
                 with lock:
                     spent["vacuum_analyze_seconds"] += t1 - t0
                     spent["count_seconds"] += time.monotonic() - t1
@@ -92,7 +109,41 @@ def vacuum_and_count(
     if timings is not None:
         spent["vacuum_and_count_seconds"] = time.monotonic() - started
         timings.update({k: round(v, 3) for k, v in spent.items()})
-    return dict(sorted(counts.items()))
+    return Counted(dict(sorted(counted.counts.items())), dict(sorted(counted.fingerprints.items())))
+
+
+def _count_one(conn, schema: str, table: str, plan: Plan | None, counted: Counted) -> None:
+    """count(*) of one table and, when planned, its fingerprint: one statement, one scan."""
+    name = f"{schema}.{table}"
+    hashed = [plan.columns] if plan is not None and plan.columns is not None else []
+    row = conn.execute(fingerprint.count_statement(schema, table, hashed)).fetchone()
+    counted.counts[name] = row[0]
+    if plan is not None:
+        counted.fingerprints[name] = plan.result(row[1] if hashed else None)
+
+
+_COLUMNS_OF = """
+SELECT n.nspname || '.' || c.relname, array_agg(a.attname::text ORDER BY a.attnum)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE (n.nspname || '.' || c.relname) = ANY(%s)
+GROUP BY 1
+"""
+
+
+def _plans(conn, requests: Mapping[str, FingerprintRequest]) -> dict[str, Plan]:
+    """What to fingerprint of each restored table the manifest fingerprinted: its columns, the
+    restore database's extensions and encoding decide (fingerprint.plan)."""
+    if not requests:
+        return {}
+    present = dict(conn.execute(_COLUMNS_OF, (list(requests),)).fetchall())
+    installed = dict(conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension"))
+    encoding = conn.execute("SELECT current_setting('server_encoding')").fetchone()[0]
+    return {
+        table: fingerprint.plan(request, present[table], installed, encoding)
+        for table, request in requests.items()
+        if table in present
+    }
 
 
 @dataclass

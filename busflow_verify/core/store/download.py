@@ -51,7 +51,12 @@ class DownloadError(RuntimeError):
 
 
 class IntegrityError(DownloadError):
-    """The bytes downloaded are not the object's: a digest the store or the manifest gave differs."""
+    """The bytes downloaded are not the object's: a digest the store or the manifest gave differs.
+    `expected` is the digest that differed, `computed` every digest of the bytes received."""
+
+    def __init__(self, message: str, expected: Expected, computed: dict[str, str]):
+        super().__init__(message)
+        self.expected, self.computed = expected, computed
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,13 @@ class Expected:
     hex: str
     source: str
 
+    @property
+    def from_manifest(self) -> bool:
+        return self.source == MANIFEST_SOURCE
+
+
+MANIFEST_SOURCE = "the manifest"
+
 
 def expected_digests(dump: DumpObject, sha256: str | None = None) -> list[Expected]:
     """What the store (and the producer's manifest: `sha256`) lets this download be checked by."""
@@ -70,7 +82,7 @@ def expected_digests(dump: DumpObject, sha256: str | None = None) -> list[Expect
     if dump.etag_md5:
         expected.append(Expected("md5", dump.etag_md5, "the ETag"))
     if sha256 and dump.checksums.get("sha256") != sha256.lower():
-        expected.append(Expected("sha256", sha256.lower(), "the manifest"))
+        expected.append(Expected("sha256", sha256.lower(), MANIFEST_SOURCE))
     return expected
 
 
@@ -234,6 +246,8 @@ def download(
         if got != want.hex.lower():
             raise IntegrityError(
                 f"s3://{bucket}/{key} from the {dump.endpoint} endpoint: its {want.algorithm} "
-                f"is {got}, {want.source} says {want.hex}: the bytes were damaged in transfer"
+                f"is {got}, {want.source} says {want.hex}: the bytes were damaged in transfer",
+                want,
+                computed,
             )
     return computed

@@ -2,8 +2,10 @@
 
 One REPEATABLE READ, READ ONLY transaction on the source exports its snapshot; `pg_dump -Fc
 --snapshot=<id>` writes the dump to a pipe this process reads, hashes (SHA-256) and writes to
-PATH, while the same transaction counts the rows of every user table. So the counts are the rows
-the dump holds, not the rows of a moment before or after. After pg_dump succeeded, the manifest
+PATH, while the same transaction counts the rows of every user table and fingerprints their content
+in the same statement (core/checks/fingerprint.py). So the counts and fingerprints are of the rows
+the dump holds, not the rows of a moment before or after. With a signing key, the manifest's
+detached Ed25519 signature is written beside it (core/store/signature.py). After pg_dump succeeded, the manifest
 (core/store/manifest.py) is written beside the dump atomically (temp file + rename); a failed
 pg_dump leaves neither dump nor manifest, and says why.
 
@@ -23,17 +25,19 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from busflow_verify.core.checks import fingerprint as fp
 from busflow_verify.core.checks.row_counts import USER_TABLE_FILTER
 from busflow_verify.core.postgres.servers import installed
 from busflow_verify.core.proc import child_env
 from busflow_verify.core.store.manifest import ESTIMATE, EXACT, Manifest, TableCount, manifest_key
+from busflow_verify.core.store.signature import SigningKey, signature_key, signature_path
 
 CHUNK = 1024 * 1024
 
@@ -60,6 +64,7 @@ class DumpResult:
     manifest: Manifest
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    signature_path: Path | None = None  # the manifest's detached signature, when signed
 
 
 def split_dsn(dsn: str, password: str | None = None) -> tuple[str, str | None]:
@@ -109,6 +114,7 @@ class SourceSnapshot:
     server_version: str
     server_version_num: int
     database: str
+    encoding: str  # server_encoding: the bytes a row's text form is hashed in
     extensions: dict[str, str]  # name → installed version
     tables: list[tuple[str, str, int]]  # schema, table, pg_class.reltuples
 
@@ -144,11 +150,16 @@ def produce(
     pg_bin: str | None = None,
     log=None,
     password: str | None = None,
+    fingerprints: bool = True,
+    signing_key: SigningKey | None = None,
 ) -> DumpResult:
     """Dump the source at `dsn` to `out` (custom format) and write the manifest beside it.
 
     `exact_tables` None: every table is counted exactly. A list: those tables exactly (each
     must exist), the others by pg_class.reltuples, marked as estimates in the manifest.
+    Every table counted exactly is fingerprinted in the same statement (core/checks/
+    fingerprint.py) unless `fingerprints` is False. With `signing_key`, the manifest's detached
+    signature is written beside it (`<manifest>.sig`, core/store/signature.py).
     `password` is used when the DSN has none (the caller passes $PGPASSWORD: pg_dump gets a
     scrubbed environment, core/proc.py child_env).
     """
@@ -177,7 +188,7 @@ def produce(
             out.parent.mkdir(parents=True, exist_ok=True)
             command = [str(tool), "-Fc", f"--snapshot={snapshot.id}", f"--dbname={conninfo}"]
             counts, run, timings = _dump_while_counting(
-                conn, command, pg_env, out, snapshot.tables, listed
+                conn, command, pg_env, out, lambda: _count(conn, snapshot, listed, fingerprints)
             )
     except psycopg.Error as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -188,13 +199,25 @@ def produce(
         ) from None
     os.replace(partial, out)
     manifest = _manifest(out, snapshot, (tool, dump_version), listed, counts, run)
-    write_atomically(manifest_path, manifest.to_json())
+    signed = _write_manifest(manifest_path, manifest, signing_key)
     seconds = round(time.monotonic() - started, 3)
     log(
         f"wrote {out} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256[:12]}…) and "
         f"{manifest_path.name} ({len(counts)} tables) in {seconds} s"
     )
-    return DumpResult(out, manifest_path, manifest, seconds, timings)
+    return DumpResult(out, manifest_path, manifest, seconds, timings, signed)
+
+
+def _write_manifest(path: Path, manifest: Manifest, signing_key: SigningKey | None) -> Path | None:
+    """The manifest at `path` and, with a key, its signature over those exact bytes beside it,
+    written first (a manifest is never there unsigned); the signature's path."""
+    text = manifest.to_json().encode()
+    signed = None
+    if signing_key is not None:
+        signed = signature_path(path)
+        write_atomically(signed, signing_key.sign(text))
+    write_atomically(path, text)
+    return signed
 
 
 def _partial(out: Path) -> Path:
@@ -211,9 +234,10 @@ def _export_snapshot(conn: psycopg.Connection, listed: list[str] | None) -> Sour
     conn.execute("SET LOCAL row_security = off")
     snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
     taken_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    version, version_num, database = conn.execute(
+    version, version_num, database, encoding = conn.execute(
         "SELECT current_setting('server_version'), "
-        "current_setting('server_version_num')::int, current_database()"
+        "current_setting('server_version_num')::int, current_database(), "
+        "current_setting('server_encoding')"
     ).fetchone()
     extensions = dict(
         conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension").fetchall()
@@ -222,7 +246,9 @@ def _export_snapshot(conn: psycopg.Connection, listed: list[str] | None) -> Sour
     names = {f"{s}.{t}" for s, t, _ in tables}
     if listed is not None and (unknown := sorted(set(listed) - names)):
         raise ProducerError(f"--exact-tables: no such table in the source: {', '.join(unknown)}")
-    return SourceSnapshot(snapshot, taken_at, version, version_num, database, extensions, tables)
+    return SourceSnapshot(
+        snapshot, taken_at, version, version_num, database, encoding, extensions, tables
+    )
 
 
 def _dump_while_counting(
@@ -230,12 +256,11 @@ def _dump_while_counting(
     command: list[str],
     env: dict[str, str],
     out: Path,
-    tables: list[tuple[str, str, int]],
-    listed: list[str] | None,
+    count: Callable[[], dict[str, TableCount]],
 ) -> tuple[dict[str, TableCount], _DumpRun, dict[str, float]]:
-    """pg_dump writes the partial dump (hashed on the way, in a thread) while the same
-    snapshot's transaction counts the rows; the counts, the run and how long each took. A
-    failed pg_dump leaves nothing and says why."""
+    """pg_dump writes the partial dump (hashed on the way, in a thread) while `count` counts
+    and fingerprints the rows in the same snapshot's transaction on `conn`; the counts, the run
+    and how long each took. A failed pg_dump leaves nothing and says why."""
     partial = _partial(out)
     timings: dict[str, float] = {}
     run = _DumpRun()
@@ -245,7 +270,7 @@ def _dump_while_counting(
         reader.start()
         try:
             t0 = time.monotonic()
-            counts = _count(conn, tables, listed)
+            counts = count()
             timings["count_seconds"] = round(time.monotonic() - t0, 3)
         except BaseException:
             proc.kill()
@@ -290,6 +315,10 @@ def _manifest(
         extensions=snapshot.extensions,
         count_mode="exact" if listed is None else "listed",
         tables=counts,
+        encoding=snapshot.encoding,
+        fingerprint_method=(
+            fp.METHOD if any(c.fingerprint is not None for c in counts.values()) else None
+        ),
         size_bytes=run.size,
         sha256=run.sha256,
     )
@@ -313,24 +342,52 @@ def _hash_into(stream, sink, run: _DumpRun) -> None:
     run.sha256, run.size = digest.hexdigest(), size
 
 
-def _count(conn, tables, listed: list[str] | None) -> dict[str, TableCount]:
+def _count(
+    conn, snapshot: SourceSnapshot, listed: list[str] | None, fingerprints: bool
+) -> dict[str, TableCount]:
+    """Every table counted exactly (and fingerprinted, in the same statement), or estimated by
+    reltuples when it is not listed; in the snapshot's transaction."""
+    exact = [f"{s}.{t}" for s, t, _ in snapshot.tables if listed is None or f"{s}.{t}" in listed]
+    columns = {}
+    if fingerprints:
+        columns = fp.table_columns(conn, exact, snapshot.server_version_num // 10000)
+        fp.apply_settings(conn, local=True)
     counts = {}
-    for schema, table, estimate in tables:
+    for schema, table, estimate in snapshot.tables:
         name = f"{schema}.{table}"
-        if listed is None or name in listed:
-            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
-            counts[name] = TableCount(conn.execute(query).fetchone()[0], EXACT)
+        if name in exact:
+            counts[name] = _counted(conn, schema, table, columns.get(name))
         else:
             counts[name] = TableCount(int(estimate), ESTIMATE)
     return counts
 
 
-def write_atomically(path: Path, text: str) -> None:
+def _counted(conn, schema: str, table: str, spec: fp.TableColumns | None) -> TableCount:
+    """One statement: count(*) and the fingerprint (and, when some columns are of extension
+    types, the fingerprint without them)."""
+    hashed = []
+    if spec is not None:
+        hashed = [spec.columns, *([spec.builtin_columns] if spec.extension_columns else [])]
+    row = conn.execute(fp.count_statement(schema, table, hashed)).fetchone()
+    if spec is None:
+        return TableCount(row[0], EXACT)
+    return TableCount(
+        row[0],
+        EXACT,
+        fingerprint=fp.as_fingerprint(row[1]),
+        fingerprint_columns=spec.columns,
+        left_out=dict(spec.left_out),
+        extension_columns=dict(spec.extension_columns),
+        fingerprint_builtin=fp.as_fingerprint(row[2]) if spec.extension_columns else None,
+    )
+
+
+def write_atomically(path: Path, text: str | bytes) -> None:
     """`text` at `path`, whole or not at all (a temp file in the same folder, then rename)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode() if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -345,15 +402,25 @@ def _first_line(exc: Exception) -> str:
 
 
 def upload(client, bucket: str, prefix: str, result: DumpResult) -> list[str]:
-    """Both objects into the bucket verify reads (a boto3 client), the dump first and the
-    manifest last, so a manifest is never there without its dump. Returns the keys."""
+    """The objects into the bucket verify reads (a boto3 client): the dump first, then the
+    manifest's signature when there is one, the manifest last, so a manifest is never there
+    without its dump and its signature. Returns the keys."""
     dump_key = f"{prefix}{result.dump_path.name}"
     client.upload_file(str(result.dump_path), bucket, dump_key)
     key = manifest_key(dump_key)
+    keys = [dump_key]
+    if result.signature_path is not None:
+        keys.append(signature_key(key))
+        client.put_object(
+            Bucket=bucket,
+            Key=keys[-1],
+            Body=result.signature_path.read_bytes(),
+            ContentType="text/plain",
+        )
     client.put_object(
         Bucket=bucket,
         Key=key,
         Body=result.manifest_path.read_bytes(),
         ContentType="application/json",
     )
-    return [dump_key, key]
+    return [*keys, key]

@@ -4,7 +4,10 @@ A download that cannot complete from the endpoint that listed the dump (every pa
 spent, the endpoint gone mid-transfer, a digest that differs twice) is the endpoint's fault,
 not the backup's: the same key is fetched from the next endpoint (the on-site MinIO mirror),
 as an unreachable primary is at locate time (F5 step 1: informational when the mirror serves
-it). When no endpoint can deliver it, it is F5's both-down path: the dump is inaccessible.
+it). When no endpoint can deliver it, it is F5's both-down path: the dump is inaccessible;
+unless every endpoint that delivered bytes delivered the same bytes at every attempt and the
+manifest's SHA-256 refused them: then the stored object is not the producer's (F2
+STORED_OBJECT_MISMATCH, core/store/integrity.py), not an outage.
 A full local disk on the way is the host's (core/hostfaults.py), and nothing else is tried.
 """
 
@@ -19,9 +22,13 @@ from busflow_verify.core.failures import Finding, FindingError
 from busflow_verify.core.hostfaults import host_fault
 from busflow_verify.core.store.download import DownloadError, Expected, IntegrityError, download
 from busflow_verify.core.store.endpoints import Endpoint, dump_inaccessible, store_error_finding
+from busflow_verify.core.store.integrity import mismatch_finding
 from busflow_verify.core.store.listing import DumpObject, head_dump
 
 INTEGRITY_ATTEMPTS = 2  # a digest mismatch is retried once on the same endpoint
+STORED_DIGEST = "stored_digest_mismatch"  # the same bytes twice, not the manifest's
+STORED_CAUSES = {STORED_DIGEST, "size_mismatch"}  # the stored object is not the producer's
+TRANSIT_CAUSES = {"integrity_mismatch", "transfer_incomplete"}  # bytes that differed on the way
 
 
 @dataclass
@@ -65,9 +72,7 @@ def fetch_dump(
             log(f"F5 {fault.finding.summary}; trying the next endpoint")
             continue
         return Transfer(candidate, round(time.monotonic() - started, 3), digests, faults)
-    raise FindingError(
-        dump_inaccessible([e.name for e in tried], faults, dump.bucket, dump.taken_at[:10])
-    )
+    raise FindingError(_unavailable(dump, tried, faults))
 
 
 class _EndpointFault(Exception):
@@ -77,14 +82,15 @@ class _EndpointFault(Exception):
 
 
 def _download_checked(endpoint, dump, dest, expected, log) -> dict[str, str]:
+    delivered: set[str | None] = set()  # the bytes' SHA-256 at each attempt the manifest refused
     for attempt in range(1, INTEGRITY_ATTEMPTS + 1):
         try:
             return download(endpoint.client, dump, dest, report=log, expected=expected)
         except IntegrityError as exc:
+            manifest = exc.expected.from_manifest
+            delivered.add(exc.computed.get("sha256") if manifest else None)
             if attempt == INTEGRITY_ATTEMPTS:
-                raise _EndpointFault(
-                    _transfer_fault(dump, str(exc), "integrity_mismatch")
-                ) from None
+                raise _EndpointFault(_integrity_fault(dump, exc, delivered)) from None
             log(f"{exc}; downloading it once more")
         except DownloadError as exc:
             raise _EndpointFault(_transfer_fault(dump, str(exc), "transfer_incomplete")) from None
@@ -126,6 +132,34 @@ def _on(endpoint: Endpoint, dump: DumpObject, faults: list[Finding]) -> DumpObje
             )
         )
         return None
+
+
+def _integrity_fault(dump: DumpObject, exc: IntegrityError, delivered: set) -> Finding:
+    """The same bytes at every attempt, refused by the manifest's SHA-256: the stored object is
+    not the producer's (`stored_digest_mismatch`); else damaged in transit."""
+    if len(delivered) == 1 and None not in delivered:
+        fault = _transfer_fault(dump, str(exc), STORED_DIGEST)
+        fault.details["sha256"] = next(iter(delivered))
+        return fault
+    return _transfer_fault(dump, str(exc), "integrity_mismatch")
+
+
+def _unavailable(dump: DumpObject, tried: list[Endpoint], faults: list[Finding]) -> Finding:
+    """Why no endpoint delivered the dump: the stored object's fault when every endpoint that
+    delivered bytes delivered the same bytes twice and the manifest refused them (or its copy
+    has another size), with no fault of the transit; else F5, the dump inaccessible."""
+    causes = {f.details.get("cause") for f in faults}
+    if causes & STORED_CAUSES and not causes & TRANSIT_CAUSES:
+        stored = [f for f in faults if f.details.get("cause") in STORED_CAUSES]
+        seen = "; ".join(f.summary for f in stored)
+        return mismatch_finding(
+            dump,
+            f"was delivered whole, and alike at every attempt, with another content than its "
+            f"manifest's ({seen})",
+            "sha256_mismatch" if STORED_DIGEST in causes else "size_mismatch",
+            [{**f.details, "summary": f.summary} for f in faults if f not in stored],
+        )
+    return dump_inaccessible([e.name for e in tried], faults, dump.bucket, dump.taken_at[:10])
 
 
 def _transfer_fault(dump: DumpObject, why: str, cause: str) -> Finding:
