@@ -77,3 +77,34 @@ def slack() -> SlackSettings:
         os.environ.get(CHANNEL) or None,
         os.environ.get(API_URL) or None,
     )
+
+
+EVIDENCE_SIGNING_KEY = "BUSFLOW_EVIDENCE_SIGNING_KEY"  # a secret: PEM text or a PEM file's path
+EVIDENCE_PUBLIC_KEY = "BUSFLOW_EVIDENCE_PUBLIC_KEY"  # PEM text or a file: one or more keys
+UI_BASE_URL, RUNBOOK_URL = "BUSFLOW_UI_BASE_URL", "BUSFLOW_RUNBOOK_URL"
+
+
+def evidence_signing_key() -> str | None:
+    """The value of BUSFLOW_EVIDENCE_SIGNING_KEY (a secret: handed only to
+    core/report/signing.py `load_signing_key`), or None when evidence is not signed here."""
+    return os.environ.get(EVIDENCE_SIGNING_KEY) or None
+
+
+def evidence_public_keys() -> str | None:
+    """The value of BUSFLOW_EVIDENCE_PUBLIC_KEY: the public keys `evidence verify` trusts."""
+    return os.environ.get(EVIDENCE_PUBLIC_KEY) or None
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where #ops messages link: the Dagster UI (its run pages) and the runbook (its sections)."""
+
+    ui_base: str | None = None
+    runbook: str | None = None
+
+
+def links() -> Links:
+    return Links(
+        (os.environ.get(UI_BASE_URL) or "").rstrip("/") or None,
+        os.environ.get(RUNBOOK_URL) or None,
+    )

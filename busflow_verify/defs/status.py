@@ -23,7 +23,8 @@ from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.deadman import evaluate, max_age, observation
-from busflow_verify.defs.resources import build_resources
+from busflow_verify.defs.evidence import evidence_state
+from busflow_verify.defs.resources import built_backup_store
 from busflow_verify.defs.run_history import (
     PARTITION_TAG,
     NewestRun,
@@ -60,8 +61,7 @@ def read_store_pointer() -> dict[str, Any]:
     if missing:
         return {"error": f"{', '.join(missing)} not set"}
     try:
-        with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
-            store = res.backup_store
+        with built_backup_store() as store:
             return read_pointer(store.primary.client(), store.bucket, store.prefix) or {}
     except Exception as exc:
         return {"error": f"the primary store could not be read ({type(exc).__name__})"}
@@ -136,4 +136,5 @@ def status(
             "alerting": bool(DeadmanState(instance.root_directory).get().get("alerting")),
         },
         "outbox": outbox_messages(instance.root_directory),
+        "evidence": evidence_state(instance.root_directory),
     }
