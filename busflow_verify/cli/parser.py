@@ -73,7 +73,13 @@ def _add_status_and_history(commands) -> None:
         "evaluates the dead-man's switch (posts only when it trips or clears, as the sensor "
         "does).",
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument(
+        "--openmetrics",
+        action="store_true",
+        help="print the state as OpenMetrics text (a textfile collector, a cron'd scrape)",
+    )
     history = commands.add_parser(
         "history", help="one line per date: verdict, sizes, rows, failures"
     )

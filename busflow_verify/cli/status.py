@@ -10,6 +10,7 @@ import sys
 from busflow_verify.cli.parser import UsageError
 from busflow_verify.cli.scrub import scrub
 from busflow_verify.core import config as cfg
+from busflow_verify.core.report import openmetrics
 from busflow_verify.core.report.history import history_line, status_lines
 from busflow_verify.defs import environment
 from busflow_verify.defs import status as report
@@ -26,11 +27,12 @@ def status(args) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     with open_instance() as instance:
         state = report.status(instance, report.read_store_pointer(), now, config, log)
-    text = (
-        json.dumps(state, indent=2, default=str)
-        if args.json
-        else "\n".join(status_lines(state, now))
-    )
+    if args.openmetrics:
+        text = openmetrics.render(state, now).rstrip("\n")
+    elif args.json:
+        text = json.dumps(state, indent=2, default=str)
+    else:
+        text = "\n".join(status_lines(state, now))
     print(scrub(text))
     return 0
 

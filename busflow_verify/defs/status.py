@@ -84,16 +84,31 @@ def outbox_messages(home: str) -> list[dict[str, Any]]:
     return found
 
 
+def _when(timestamp: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None
+
+
 def _last_run(newest: NewestRun | None) -> dict[str, Any] | None:
+    """The newest run: its outcome and codes, and once it completed, its numbers."""
     if newest is None:
         return None
-    run = newest.run
+    run, verdict = newest.run, newest.verdict
+    failures = list(verdict.failures) if verdict else []
     return {
         "partition": run.tags.get(PARTITION_TAG),
         "status": run.status.value,
         "run_id": run.run_id,
         "verified": newest.verified,
         "failures": list(newest.failure_codes),
+        "failure_details": [{k: f.get(k) for k in ("code", "name", "severity")} for f in failures],
+        "started_at": _when(newest.record.start_time),
+        "ended_at": _when(newest.record.end_time),
+        "dump_bytes": ((verdict.dump if verdict else None) or {}).get("size_bytes"),
+        "restore_seconds": ((verdict.restore if verdict else None) or {}).get("restore_seconds"),
+        "orphans": [
+            {k: o.get(k) for k in ("child", "parent", "orphans", "max_orphans")}
+            for o in (verdict.orphans if verdict else ())
+        ],
     }
 
 
@@ -132,6 +147,8 @@ def status(
         "deadman": {
             "stale": age is not None and age > limit,
             "last_verified": obs.last_verified_partition,
+            "last_verified_at": obs.last_verified_at.isoformat() if obs.last_verified_at else None,
+            "age_seconds": age.total_seconds() if age is not None else None,
             "max_age_hours": limit.total_seconds() / 3600,
             "alerting": bool(DeadmanState(instance.root_directory).get().get("alerting")),
         },

@@ -175,3 +175,47 @@ def test_history_on_postgres_run_storage(home, source_pg):
     assert [r["partition"] for r in rows] == [day(-1), day(-2), day(-3)]
     assert rows[0]["run_id"] == ids[day(-1)] and rows[0]["failures"] == ["ROW_COUNT_DRIFT"]
     assert rows[1]["verified"] and rows[1]["orphans"] == 7
+
+
+def test_status_openmetrics_parses_and_carries_the_series(home, capsys, slack):
+    """`status --openmetrics`, read by prometheus_client's OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        several_runs(instance)
+    capsys.readouterr()
+    assert cli.main(["status", "--openmetrics"]) == 0
+    text = capsys.readouterr().out
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert all(name.startswith("busflow_verify_") for name in families)
+    assert not any(name.endswith("_total") for name in families)
+
+    def one(name):
+        [sample] = families[name].samples
+        return sample
+
+    verified = one("busflow_verify_last_verified_timestamp_seconds")
+    assert families["busflow_verify_last_verified_timestamp_seconds"].unit == "seconds"
+    assert verified.labels == {"partition": day(-2)}
+    assert 47 * HOUR < one("busflow_verify_last_verified_age_seconds").value < 49 * HOUR
+    assert one("busflow_verify_deadman_stale").value == 1
+    assert one("busflow_verify_deadman_max_age_seconds").value == 26 * HOUR
+    info = one("busflow_verify_last_run")  # an info family: its sample is ..._info
+    assert info.name == "busflow_verify_last_run_info" and info.labels["partition"] == day(-1)
+    assert one("busflow_verify_last_run_verified").value == 0
+    failure = one("busflow_verify_last_run_failure")
+    assert failure.labels == {
+        "code": "ROW_COUNT_DRIFT",
+        "name": "ROW_COUNT_DRIFT",
+        "severity": "P2",
+    }
+    assert one("busflow_verify_last_run_restore_seconds").value == 12.5
+    assert one("busflow_verify_last_run_dump_bytes").value == 1_000_000
+    assert families["busflow_verify_last_run_dump_bytes"].unit == "bytes"
+    orphans = one("busflow_verify_last_run_orphans")
+    assert orphans.labels == {"child": "communications.messages.booking_id"}
+    assert orphans.value == 0
+    assert one("busflow_verify_outbox_messages").value == 0
+    assert one("busflow_verify_evidence_signing").value == 0
+    assert one("busflow_verify_cutover_halted").value == 0
