@@ -42,12 +42,25 @@ def history(args) -> int:
     _require_instance_and_config(days=args.days)
     now = dt.datetime.now(dt.timezone.utc)
     with open_instance() as instance:
-        rows = report.history(instance, args.days, now)
-    for row in rows:
+        window = report.history_window(instance, args.days, now)
+    for row in window.rows:
         print(json.dumps(row, default=str) if args.json else history_line(row))
-    if not rows and not args.json:
-        print(f"no completed verify run in the last {args.days} day(s)")
+    note = outside_window(window, args.days)
+    if note:  # with --json, stdout stays one object per line
+        print(note, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def outside_window(window: report.History, days: int) -> str | None:
+    """What `history` says when the window is empty, or dates before it have completed runs."""
+    head = "" if window.rows else f"no completed verify run in the last {days} day(s)"
+    if not window.older:
+        return head or None
+    older = (
+        f"{len(window.older)} older date(s) have one (the newest {window.older[0]}, the oldest "
+        f"{window.older[-1]}): --days {window.days_for_all} shows them"
+    )
+    return f"{head}; {older}" if head else f"and {older}"
 
 
 def _require_instance_and_config(days: int | None = None) -> cfg.VerifyConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +39,39 @@ from busflow_verify.defs.schedules import backup_verify_schedule
 UTC = dt.timezone.utc
 
 
-def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None) -> list:
+@dataclass(frozen=True)
+class History:
+    """`history`'s window: a row per date in it, and the dates before it that have a completed
+    run (newest first), with the `--days` that would show them all."""
+
+    rows: list[dict[str, Any]]
+    older: list[str]
+    days_for_all: int | None
+
+
+def history_window(
+    instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None
+) -> History:
     """One row per date of the last `days` days (UTC), newest first: the date's latest
-    completed run."""
+    completed run; and the older dates that have one."""
     now = now or dt.datetime.now(UTC)
     first = (now.date() - dt.timedelta(days=days - 1)).isoformat()
     largest = cfg.load_verify_config(environment.config_dir()).size_guard.largest_tables
     halt = CutoverHalt(instance.root_directory).get()
-    rows = []
+    rows, older = [], []
     for partition, record in latest_completed_runs(instance).items():
         if partition < first:
-            break  # newest first: every partition after this one is older still
+            older.append(partition)  # newest first: only older dates follow
+            continue
         facts = run_facts(instance, record.dagster_run)
         rows.append(history_row(facts, verdict_from_facts(instance, facts, halt), largest))
-    return rows
+    oldest = dt.date.fromisoformat(older[-1]) if older else None
+    return History(rows, older, (now.date() - oldest).days + 1 if oldest else None)
+
+
+def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None) -> list:
+    """The rows of `history_window`."""
+    return history_window(instance, days, now).rows
 
 
 def read_store_pointer() -> dict[str, Any]:

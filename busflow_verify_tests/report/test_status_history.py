@@ -77,8 +77,12 @@ def test_history_one_line_per_date_text_and_json(home, capsys):
         ids = several_runs(instance)
     capsys.readouterr()
     assert cli.main(["history", "--days", "4"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    *lines, note = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [day(-1), day(-2), day(-3)]  # newest first
+    assert note == (
+        f"and 1 older date(s) have one (the newest {day(-5)}, the oldest {day(-5)}): "
+        "--days 6 shows them"
+    )
     assert "NOT VERIFIED" in lines[0] and "failures ROW_COUNT_DRIFT" in lines[0]
     assert "commerce.bookings 600 (-45.5%)" in lines[0]
     assert lines[1].split()[1] == "VERIFIED" and "orphans 7" in lines[1]
@@ -101,6 +105,13 @@ def test_history_one_line_per_date_text_and_json(home, capsys):
         "change": 0.1,
     }
     assert cli.main(["history", "--days", "0"]) == cli.EXIT_USAGE
+
+    # right after a backfill of older dates: the window is empty, and says which --days to use
+    assert cli.main(["history", "--days", "1"]) == 0
+    assert capsys.readouterr().out == (
+        "no completed verify run in the last 1 day(s); 4 older date(s) have one (the newest "
+        f"{day(-1)}, the oldest {day(-5)}): --days 6 shows them\n"
+    )
 
 
 def test_status_names_pointer_last_run_next_run_f5_outbox(home, capsys, slack, s3):
