@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from busflow_verify.core import config as cfg
+from busflow_verify.core.report.alerts import Links
 from busflow_verify.core.targets import settings as targets
 
 REQUIRED = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")  # by the CLI
@@ -95,15 +96,8 @@ def evidence_public_keys() -> str | None:
     return os.environ.get(EVIDENCE_PUBLIC_KEY) or None
 
 
-@dataclass(frozen=True)
-class Links:
-    """Where #ops messages link: the Dagster UI (its run pages) and the runbook (its sections)."""
-
-    ui_base: str | None = None
-    runbook: str | None = None
-
-
 def links() -> Links:
+    """Where #ops messages link: the Dagster UI (its run pages) and the runbook (its sections)."""
     return Links(
         (os.environ.get(UI_BASE_URL) or "").rstrip("/") or None,
         os.environ.get(RUNBOOK_URL) or None,

@@ -16,7 +16,7 @@ import dagster as dg
 from busflow_verify.core.report.alerts import notify
 from busflow_verify.core.report.cutover import CutoverHalt
 from busflow_verify.core.verdict import Verdict
-from busflow_verify.defs import promotion
+from busflow_verify.defs import environment, promotion
 from busflow_verify.defs.alerts import alert_settings
 from busflow_verify.defs.evidence import record_evidence
 from busflow_verify.defs.jobs import backup_verify_job
@@ -52,7 +52,7 @@ def alert_ops(verdict: Verdict, dagster_home: str, log) -> Verdict:
     """Post the run's #ops message. A delivery failure is an F4 in `failures`; `verified` stays
     what the checks said (runbook F4 step 2)."""
     channel, outbox, policy = alert_settings(dagster_home)
-    result = notify(verdict, channel, outbox, policy, log=log)
+    result = notify(verdict, channel, outbox, policy, log=log, links=environment.links())
     f4 = result.pop("f4")
     verdict = dataclasses.replace(verdict, alert=result)
     return verdict.with_failure(f4) if f4 else verdict

@@ -263,3 +263,17 @@ def test_a_failed_write_is_named_leaves_verified_and_is_retried(
     for text in (json.dumps(verdict), harness.last_stderr, logs, posted, json.dumps(status)):
         assert secret not in text
     assert "BUSFLOW_EVIDENCE_SIGNING_KEY" not in child_env()
+
+
+def test_a_run_that_found_no_dump_has_evidence_too(harness, keys, tmp_path, capsys):
+    harness.put("pg_dump_20261119_0100.dump", b"yesterday only")
+    code, verdict = harness.verify(DAY)
+    assert code == 1 and verdict["failures"][0]["code"] == "DUMP_MISSING"
+    statement = independently_verified(
+        stored(harness, verdict["evidence"]["key"]), keys[1], tmp_path
+    )
+    assert statement["subject"][0]["name"] == f"run/{verdict['run_id']}"
+    assert statement["predicate"]["verified"] is False and statement["predicate"]["dump"] is None
+    assert statement["predicate"]["failures"][0]["code"] == "DUMP_MISSING"
+    code, out = evidence_cli(capsys, "verify", "--date", DAY)
+    assert code == 0 and "NOT VERIFIED" in out
