@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from busflow_verify.cli.parser import UsageError
-from busflow_verify.cli.scrub import scrub
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import alert_settings
 
@@ -33,6 +32,7 @@ def repost(args) -> int:
 def _write_pending_evidence() -> bool:
     """The runs whose evidence could not be written (defs/evidence.py), written now; True when
     none is left pending."""
+    from busflow_verify.cli.evidence import print_written
     from busflow_verify.defs.evidence import PendingEvidence, write_pending
     from busflow_verify.defs.instance import open_instance
     from busflow_verify.defs.resources import built_backup_store
@@ -48,7 +48,4 @@ def _write_pending_evidence() -> bool:
         return False
     with open_instance() as instance, built_backup_store() as store:
         results = write_pending(instance, store, lambda m: None)
-    for r in results:
-        state = f"written {r['key']}" if r["written"] else f"NOT written: {r.get('reason')}"
-        print(scrub(f"evidence {r['partition']}  {r['run_id']}  {state}"))
-    return all(r["written"] for r in results)
+    return print_written(results)

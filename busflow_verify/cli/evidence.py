@@ -152,14 +152,19 @@ def _write(args) -> int:
         if args.pending:
             results = ev.write_pending(instance, store, log)
         else:
-            run_id = _run_to_write(instance, _date(args), args.run)
-            results = [
-                {"run_id": run_id, **ev.write_for_run(instance, run_id, store, log).to_json()}
-            ]
+            partition = _date(args)
+            run_id = _run_to_write(instance, partition, args.run)
+            outcome = ev.write_for_run(instance, run_id, store, log)
+            results = [{"partition": partition, "run_id": run_id, **outcome.to_json()}]
+    return EXIT_VERIFIED if print_written(results) else EXIT_NOT_VERIFIED
+
+
+def print_written(results: list[dict]) -> bool:
+    """A line per run whose evidence was written (or not, and why); True when all were."""
     for r in results:
         state = f"written {r['key']}" if r["written"] else f"NOT written: {r.get('reason')}"
-        print(scrub(f"{r['run_id']}  {state}"))
-    return EXIT_VERIFIED if all(r["written"] for r in results) else EXIT_NOT_VERIFIED
+        print(scrub(f"evidence {r['partition']}  {r['run_id']}  {state}"))
+    return all(r["written"] for r in results)
 
 
 def _run_to_write(instance, partition: str, run_id: str | None) -> str:
