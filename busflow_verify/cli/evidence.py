@@ -18,12 +18,21 @@ from busflow_verify.cli.scrub import scrub
 
 
 def evidence(args) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     _require_store()
-    if args.action == "verify":
-        return _verify(args)
-    if args.action == "list":
-        return _list(args)
-    return _write(args)
+    run = {"verify": _verify, "list": _list, "write": _write}[args.action]
+    try:
+        return run(args)
+    except (BotoCoreError, ClientError) as exc:  # the bucket itself: named, never a traceback
+        print(
+            scrub(
+                f"busflow-verify: the bucket could not be read ({type(exc).__name__}: {exc}); "
+                "check BACKUP_PRIMARY_ENDPOINT, BACKUP_BUCKET and the credentials"
+            ),
+            file=sys.stderr,
+        )
+        return EXIT_NOT_VERIFIED
 
 
 def _require_store() -> None:

@@ -277,3 +277,13 @@ def test_a_run_that_found_no_dump_has_evidence_too(harness, keys, tmp_path, caps
     assert statement["predicate"]["failures"][0]["code"] == "DUMP_MISSING"
     code, out = evidence_cli(capsys, "verify", "--date", DAY)
     assert code == 0 and "NOT VERIFIED" in out
+
+
+def test_an_unreachable_bucket_and_a_missing_key_are_named(harness, keys, capsys, monkeypatch):
+    monkeypatch.setenv("BACKUP_PRIMARY_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    code, out = evidence_cli(capsys, "verify", "--date", DAY)
+    assert code == 1 and "the bucket could not be read (EndpointConnectionError" in out
+    assert "Traceback" not in out
+    monkeypatch.delenv("BUSFLOW_EVIDENCE_PUBLIC_KEY")
+    code, out = evidence_cli(capsys, "verify", "--date", DAY)
+    assert code == 2 and "BUSFLOW_EVIDENCE_PUBLIC_KEY is not set" in out

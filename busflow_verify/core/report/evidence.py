@@ -25,7 +25,6 @@ from busflow_verify.core.report.signing import STATEMENT_TYPE, canonical_json
 from busflow_verify.core.verdict import Verdict
 
 PREDICATE_TYPE = "https://busflow.example/verify-evidence/v1"
-MANIFEST_SIGNATURE_STATES = ("verified", "not_signed", "not_checked", "no_manifest")
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,8 @@ class RunTimes:
 
 @dataclass(frozen=True)
 class ManifestFacts:
-    """The producer's manifest as the run read it: its SHA-256 and signature state
-    (MANIFEST_SIGNATURE_STATES), None / "no_manifest" when the run recorded none."""
+    """The producer's manifest as the run read it: its SHA-256 and signature state ("verified",
+    "not_signed", "not_checked" or "no_manifest"), None / "no_manifest" when there was none."""
 
     sha256: str | None = None
     signature: str = "no_manifest"

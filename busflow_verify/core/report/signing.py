@@ -14,7 +14,6 @@ file, never the key's bytes.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from dataclasses import dataclass
@@ -69,14 +68,6 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(keyid={self.keyid})"
-
-    def public_pem(self) -> str:
-        from cryptography.hazmat.primitives import serialization
-
-        key = self.signer.public_key._crypto_key()
-        return key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
 
 
 def load_signing_key(value: str, variable: str = SIGNING_KEY_ENV) -> SigningKey:
@@ -224,7 +215,3 @@ def signature_keyids(data: bytes) -> list[str]:
         return [str(s.get("keyid")) for s in json.loads(data).get("signatures", [])]
     except (ValueError, AttributeError):
         return []
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
