@@ -22,6 +22,7 @@ COMMANDS = {
     "history": ("status", "history"),
     "alerts": ("alerts", "repost"),
     "allowlist": ("allowlist", "check"),
+    "evidence": ("evidence", "evidence"),
     "dump": ("dump", "dump"),
 }
 

@@ -71,10 +71,7 @@ def _signing_key(path: str | None) -> SigningKey | None:
 
 
 def _upload(result) -> list[str]:
-    import dagster as dg
+    from busflow_verify.defs.resources import built_backup_store
 
-    from busflow_verify.defs.resources import build_resources
-
-    with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
-        store = res.backup_store
+    with built_backup_store() as store:
         return upload(store.primary.client(), store.bucket, store.prefix, result)

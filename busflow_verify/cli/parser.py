@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_status_and_history(commands)
     _add_alerts_and_allowlist(commands)
+    _add_evidence(commands)
     _add_dump(commands)
     return main
 
@@ -72,7 +73,13 @@ def _add_status_and_history(commands) -> None:
         "evaluates the dead-man's switch (posts only when it trips or clears, as the sensor "
         "does).",
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument(
+        "--openmetrics",
+        action="store_true",
+        help="print the state as OpenMetrics text (a textfile collector, a cron'd scrape)",
+    )
     history = commands.add_parser(
         "history", help="one line per date: verdict, sizes, rows, failures"
     )
@@ -101,6 +108,24 @@ def _add_alerts_and_allowlist(commands) -> None:
         help="the earlier version of the allowlist (e.g. the target branch's)",
     )
     allow.add_argument("--file", help="the changed allowlist (default: the config folder's)")
+
+
+def _add_evidence(commands) -> None:
+    evidence = commands.add_parser(
+        "evidence",
+        help="verify | list | write: the signed evidence of verify runs",
+        description="verify: check a date's evidence (signature with BUSFLOW_EVIDENCE_PUBLIC_KEY, "
+        "statement, chain, the dump now): exit 0 when it holds, 1 with the reason. list: the "
+        "date's evidence objects. write: (re)write a completed run's evidence "
+        "(BUSFLOW_EVIDENCE_SIGNING_KEY), or every pending one.",
+    )
+    evidence.add_argument("action", choices=["verify", "list", "write"])
+    evidence.add_argument("--date", help="the partition, YYYY-MM-DD (UTC)")
+    evidence.add_argument("--run", help="one run's evidence (default: the date's newest)")
+    evidence.add_argument(
+        "--pending", action="store_true", help="write: every run whose evidence is pending"
+    )
+    evidence.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_dump(commands) -> None:

@@ -10,6 +10,7 @@ import sys
 from busflow_verify.cli.parser import UsageError
 from busflow_verify.cli.scrub import scrub
 from busflow_verify.core import config as cfg
+from busflow_verify.core.report import openmetrics
 from busflow_verify.core.report.history import history_line, status_lines
 from busflow_verify.defs import environment
 from busflow_verify.defs import status as report
@@ -26,11 +27,12 @@ def status(args) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     with open_instance() as instance:
         state = report.status(instance, report.read_store_pointer(), now, config, log)
-    text = (
-        json.dumps(state, indent=2, default=str)
-        if args.json
-        else "\n".join(status_lines(state, now))
-    )
+    if args.openmetrics:
+        text = openmetrics.render(state, now).rstrip("\n")
+    elif args.json:
+        text = json.dumps(state, indent=2, default=str)
+    else:
+        text = "\n".join(status_lines(state, now))
     print(scrub(text))
     return 0
 
@@ -40,12 +42,25 @@ def history(args) -> int:
     _require_instance_and_config(days=args.days)
     now = dt.datetime.now(dt.timezone.utc)
     with open_instance() as instance:
-        rows = report.history(instance, args.days, now)
-    for row in rows:
+        window = report.history_window(instance, args.days, now)
+    for row in window.rows:
         print(json.dumps(row, default=str) if args.json else history_line(row))
-    if not rows and not args.json:
-        print(f"no completed verify run in the last {args.days} day(s)")
+    note = outside_window(window, args.days)
+    if note:  # with --json, stdout stays one object per line
+        print(note, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def outside_window(window: report.History, days: int) -> str | None:
+    """What `history` says when the window is empty, or dates before it have completed runs."""
+    head = "" if window.rows else f"no completed verify run in the last {days} day(s)"
+    if not window.older:
+        return head or None
+    older = (
+        f"{len(window.older)} older date(s) have one (the newest {window.older[0]}, the oldest "
+        f"{window.older[-1]}): --days {window.days_for_all} shows them"
+    )
+    return f"{head}; {older}" if head else f"and {older}"
 
 
 def _require_instance_and_config(days: int | None = None) -> cfg.VerifyConfig:

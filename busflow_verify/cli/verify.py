@@ -13,7 +13,8 @@ Exit status, one rule for every way a verify can end:
        or a crash outside the job (cli/crash.py); nothing was learnt about the backup, re-run
        the date once it is fixed
 
-F4 (an undelivered #ops message) never decides the status: it leaves `verified` as it is.
+F4 (an undelivered #ops message) and EVIDENCE_NOT_WRITTEN (the run's signed evidence could not be
+written) never decide the status: they leave `verified` as it is.
 
 Start-up: the disposable cluster is started first thing, and Dagster and the code location are
 imported inside the functions that need them, after it, so initdb and the server's start run
@@ -41,8 +42,9 @@ from busflow_verify.cli.scrub import scrub
 from busflow_verify.core.failures import VERIFIER_FAULTS
 
 # Failures that say nothing about the backup: the verifier's and its host's (core/failures.py
-# VERIFIER_FAULTS, by code: they are their own codes), and the #ops delivery (F4).
-NOT_ABOUT_THE_BACKUP = VERIFIER_FAULTS | {"F4"}
+# VERIFIER_FAULTS, by code: they are their own codes), the #ops delivery (F4) and the evidence's
+# write (EVIDENCE_NOT_WRITTEN): like F4, it never decides the status.
+NOT_ABOUT_THE_BACKUP = VERIFIER_FAULTS | {"F4", "EVIDENCE_NOT_WRITTEN"}
 
 
 def verify(args) -> int:
@@ -210,8 +212,9 @@ def run_verify(partition: str, log_level: str, promote: bool, progress: dict, ea
             return finish_run(
                 instance,
                 result.run_id,
-                store=built.backup_store if promote else None,
+                store=built.backup_store,
                 log=lambda m: print(m, file=sys.stderr),
+                promote=promote,
             )
 
 

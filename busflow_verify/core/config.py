@@ -161,6 +161,14 @@ class DeadmanConfig(_Strict):
     max_age_hours: Annotated[float, Field(gt=0, le=24 * 14)] = 26.0
 
 
+class EvidenceConfig(_Strict):
+    """The signed evidence of each run (core/report/evidence.py): on a bucket with Object Lock
+    enabled, each evidence object is kept in COMPLIANCE mode for this many days (0: no
+    retention is asked for; the object is still never overwritten)."""
+
+    retention_days: Annotated[int, Field(ge=0, le=36500)] = 0
+
+
 class VerifyConfig(_Strict):
     size_guard: SizeGuardConfig = SizeGuardConfig()
     row_counts: RowCountConfig = RowCountConfig()
@@ -170,6 +178,7 @@ class VerifyConfig(_Strict):
     restore_budget: RestoreBudgetConfig = RestoreBudgetConfig()
     disk_space: DiskSpaceConfig = DiskSpaceConfig()
     deadman: DeadmanConfig = DeadmanConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
 
 class ColumnRef(_Strict):

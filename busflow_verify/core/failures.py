@@ -48,6 +48,9 @@ Codes the runbook does not have, with their documented rows:
 - VERIFICATION_STALE: the dead-man's switch (core/report/deadman.py): no dump verified for
   longer than verify.yaml's deadman.max_age_hours (default 26 h) — runs failed, never started
   (daemon down, queue stuck) or hang. P1, @infra-oncall; posted once, and once more on recovery.
+- EVIDENCE_NOT_WRITTEN: the run's signed evidence (core/report/evidence.py) could not be written to
+  the bucket. P2, @platform-oncall: the audit record of a verification is missing, the backup is
+  not implicated; like F4 it never changes `verified` and never decides the CLI's exit status.
 """
 
 from __future__ import annotations
@@ -261,6 +264,16 @@ _MODES = [
         "(busflow-verify status), unstick the run queue, then verify the missing date "
         "(busflow-verify verify --date YYYY-MM-DD --promote); cutover must not rely on an "
         "unverified dump meanwhile.",
+    ),
+    FailureMode(
+        "EVIDENCE_NOT_WRITTEN",
+        "EVIDENCE_NOT_WRITTEN",
+        "P2",
+        ("@platform-oncall",),
+        "Evidence — EVIDENCE_NOT_WRITTEN",
+        "The backup verdict is unaffected. Fix what the summary names (the bucket's credentials "
+        "or reachability, the signing key), then write the run's evidence again: "
+        "busflow-verify evidence write --date YYYY-MM-DD --run RUN_ID (or alerts repost).",
     ),
 ]
 

@@ -94,6 +94,7 @@ class Verdict:
     promoted: bool = False
     promotion: dict[str, Any] | None = None  # verify --promote: the decision and the pointer
     alert: dict[str, Any] | None = None  # the #ops delivery
+    evidence: dict[str, Any] | None = None  # the signed evidence written (core/report/evidence.py)
 
     def with_failure(self, failure: dict[str, Any]) -> Verdict:
         return replace(self, failures=(*self.failures, failure))
@@ -123,6 +124,8 @@ class Verdict:
             out["promotion"] = self.promotion
         if self.alert is not None:
             out["alert"] = self.alert
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
         return out
 
 

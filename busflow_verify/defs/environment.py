@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from busflow_verify.core import config as cfg
+from busflow_verify.core.report.alerts import Links
 from busflow_verify.core.targets import settings as targets
 
 REQUIRED = ("BACKUP_PRIMARY_ENDPOINT", "BACKUP_BUCKET", "DAGSTER_HOME")  # by the CLI
@@ -83,4 +84,28 @@ def slack() -> SlackSettings:
         os.environ.get(BOT_TOKEN) or None,
         os.environ.get(CHANNEL) or None,
         os.environ.get(API_URL) or None,
+    )
+
+
+EVIDENCE_SIGNING_KEY = "BUSFLOW_EVIDENCE_SIGNING_KEY"  # a secret: PEM text or a PEM file's path
+EVIDENCE_PUBLIC_KEY = "BUSFLOW_EVIDENCE_PUBLIC_KEY"  # PEM text or a file: one or more keys
+UI_BASE_URL, RUNBOOK_URL = "BUSFLOW_UI_BASE_URL", "BUSFLOW_RUNBOOK_URL"
+
+
+def evidence_signing_key() -> str | None:
+    """The value of BUSFLOW_EVIDENCE_SIGNING_KEY (a secret: handed only to
+    core/report/signing.py `load_signing_key`), or None when evidence is not signed here."""
+    return os.environ.get(EVIDENCE_SIGNING_KEY) or None
+
+
+def evidence_public_keys() -> str | None:
+    """The value of BUSFLOW_EVIDENCE_PUBLIC_KEY: the public keys `evidence verify` trusts."""
+    return os.environ.get(EVIDENCE_PUBLIC_KEY) or None
+
+
+def links() -> Links:
+    """Where #ops messages link: the Dagster UI (its run pages) and the runbook (its sections)."""
+    return Links(
+        (os.environ.get(UI_BASE_URL) or "").rstrip("/") or None,
+        os.environ.get(RUNBOOK_URL) or None,
     )

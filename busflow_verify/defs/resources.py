@@ -238,6 +238,13 @@ def _run_ended_in(instance: dg.DagsterInstance):
     return run_ended
 
 
+@contextmanager
+def built_backup_store():
+    """This deployment's backup store with its EnvVars resolved, outside a run (the CLI)."""
+    with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as built:
+        yield built.backup_store
+
+
 def build_resources() -> dict:
     """The resources of the code location, from the environment contract
     (docs/deploying.md: Configuration)."""

@@ -140,6 +140,7 @@ def _summary(outcome: RestoreOutcome, transfer: Transfer, target_kind: str) -> d
         "digests_checked": sorted(transfer.digests),
         "restore_seconds": report.seconds,
         "restored_bytes": outcome.restored_bytes,  # pg_database_size
+        "dump_sha256": transfer.sha256,  # of the bytes restored (the run's evidence)
     }
 
 

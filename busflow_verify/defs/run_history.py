@@ -34,9 +34,21 @@ def _plain(metadata: dict) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
-def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFacts:
-    """What `run` recorded: its check evaluations, its assets' metadata and its step failures."""
-    run_id = run.run_id
+@dataclass(frozen=True)
+class Recorded:
+    """What one run recorded, as read from its event log."""
+
+    evaluations: dict[dg.AssetCheckKey, Any]  # the check evaluations, by check
+    assets: dict[str, dict[str, Any]]  # each materialized asset's metadata (plain values)
+    failures: list[dict[str, Any] | None]  # each failed step's finding (None: a blocked step)
+
+    def check_metadata(self, key: dg.AssetCheckKey) -> dict[str, Any]:
+        evaluation = self.evaluations.get(key)
+        return _plain(evaluation.metadata) if evaluation else {}
+
+
+def recorded(instance: dg.DagsterInstance, run_id: str) -> Recorded:
+    """The run's check evaluations, its assets' metadata and its step failures."""
     events = instance.all_logs(
         run_id,
         of_type={
@@ -57,6 +69,14 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFacts:
             )
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             failures.append(_step_failure(event.step_key, data))
+    return Recorded(evaluations, assets, failures)
+
+
+def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFacts:
+    """What `run` recorded: its check evaluations, its assets' metadata and its step failures."""
+    run_id = run.run_id
+    found = recorded(instance, run_id)
+    evaluations, assets, failures = found.evaluations, found.assets, found.failures
     checks = []
     for key in EXPECTED_CHECK_KEYS:
         ev = evaluations.get(key)

@@ -7,6 +7,8 @@ calls `report_stale_runs`, which marks every CLI run of the job whose process is
 (a step failure carrying a VERIFY_JOB_ERROR finding, "the verify process died", for each step
 that was in progress, then the run failure) and posts the run's #ops message through
 `finish_run`, like any failed run's. Marked failed, a run is no longer found: it is told once.
+With a signing key set, its evidence is kept as pending (defs/evidence.py), written by the next
+`alerts repost` or `evidence write --pending` (the sweep has no store at hand).
 
 Runs launched through the daemon (schedule, UI, backfill) are left to Dagster's run monitoring in
 the deployed instance, and their message to the failure sensor (defs/finish.py): the CLI cannot
@@ -27,9 +29,11 @@ from dagster._core.execution.plan.objects import StepFailureData, UserFailureDat
 
 from busflow_verify.core.failures import Finding
 from busflow_verify.core.proc import process_alive, process_start_time
+from busflow_verify.defs import environment
+from busflow_verify.defs.evidence import PendingEvidence
 from busflow_verify.defs.findings import FINDING_KEY
 from busflow_verify.defs.finish import LAUNCHED_BY_TAG, finish_run
-from busflow_verify.defs.run_history import JOB_NAME
+from busflow_verify.defs.run_history import JOB_NAME, PARTITION_TAG
 
 RUN_PID_TAG = "busflow/pid"  # the pid of the process executing the run
 RUN_HOST_TAG = "busflow/host"  # the host it runs on: a pid means something only there
@@ -91,11 +95,15 @@ def report_stale_runs(
     """`fail_stale_runs`, then each newly failed run's #ops message (its verdict: a
     VERIFY_JOB_ERROR, the verify process died). Returns the runs' ids."""
     failed = fail_stale_runs(instance, log, **kwargs)
+    pending = PendingEvidence(instance.root_directory)
     for run_id in failed:
         try:
             finish_run(instance, run_id, store=None, log=log)
         except Exception as exc:  # one run's message must not keep the others (or the run) back
             log(f"the #ops message of stale run {run_id} failed: {type(exc).__name__}: {exc}")
+        if environment.evidence_signing_key():  # no store here: written by the next repost
+            partition = instance.get_run_by_id(run_id).tags.get(PARTITION_TAG, "")
+            pending.keep(partition, run_id, "the run's process died; its evidence is pending")
     return failed
 
 

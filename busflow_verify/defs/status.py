@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.defs import environment
 from busflow_verify.defs.alerts import OUTBOX_DIR
 from busflow_verify.defs.deadman import evaluate, max_age, observation
-from busflow_verify.defs.resources import build_resources
+from busflow_verify.defs.evidence import evidence_state
+from busflow_verify.defs.resources import built_backup_store
 from busflow_verify.defs.run_history import (
     PARTITION_TAG,
     NewestRun,
@@ -37,20 +39,39 @@ from busflow_verify.defs.schedules import backup_verify_schedule
 UTC = dt.timezone.utc
 
 
-def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None) -> list:
+@dataclass(frozen=True)
+class History:
+    """`history`'s window: a row per date in it, and the dates before it that have a completed
+    run (newest first), with the `--days` that would show them all."""
+
+    rows: list[dict[str, Any]]
+    older: list[str]
+    days_for_all: int | None
+
+
+def history_window(
+    instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None
+) -> History:
     """One row per date of the last `days` days (UTC), newest first: the date's latest
-    completed run."""
+    completed run; and the older dates that have one."""
     now = now or dt.datetime.now(UTC)
     first = (now.date() - dt.timedelta(days=days - 1)).isoformat()
     largest = cfg.load_verify_config(environment.config_dir()).size_guard.largest_tables
     halt = CutoverHalt(instance.root_directory).get()
-    rows = []
+    rows, older = [], []
     for partition, record in latest_completed_runs(instance).items():
         if partition < first:
-            break  # newest first: every partition after this one is older still
+            older.append(partition)  # newest first: only older dates follow
+            continue
         facts = run_facts(instance, record.dagster_run)
         rows.append(history_row(facts, verdict_from_facts(instance, facts, halt), largest))
-    return rows
+    oldest = dt.date.fromisoformat(older[-1]) if older else None
+    return History(rows, older, (now.date() - oldest).days + 1 if oldest else None)
+
+
+def history(instance: dg.DagsterInstance, days: int, now: dt.datetime | None = None) -> list:
+    """The rows of `history_window`."""
+    return history_window(instance, days, now).rows
 
 
 def read_store_pointer() -> dict[str, Any]:
@@ -60,8 +81,7 @@ def read_store_pointer() -> dict[str, Any]:
     if missing:
         return {"error": f"{', '.join(missing)} not set"}
     try:
-        with dg.build_resources({"backup_store": build_resources()["backup_store"]}) as res:
-            store = res.backup_store
+        with built_backup_store() as store:
             return read_pointer(store.primary.client(), store.bucket, store.prefix) or {}
     except Exception as exc:
         return {"error": f"the primary store could not be read ({type(exc).__name__})"}
@@ -84,16 +104,31 @@ def outbox_messages(home: str) -> list[dict[str, Any]]:
     return found
 
 
+def _when(timestamp: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None
+
+
 def _last_run(newest: NewestRun | None) -> dict[str, Any] | None:
+    """The newest run: its outcome and codes, and once it completed, its numbers."""
     if newest is None:
         return None
-    run = newest.run
+    run, verdict = newest.run, newest.verdict
+    failures = list(verdict.failures) if verdict else []
     return {
         "partition": run.tags.get(PARTITION_TAG),
         "status": run.status.value,
         "run_id": run.run_id,
         "verified": newest.verified,
         "failures": list(newest.failure_codes),
+        "failure_details": [{k: f.get(k) for k in ("code", "name", "severity")} for f in failures],
+        "started_at": _when(newest.record.start_time),
+        "ended_at": _when(newest.record.end_time),
+        "dump_bytes": ((verdict.dump if verdict else None) or {}).get("size_bytes"),
+        "restore_seconds": ((verdict.restore if verdict else None) or {}).get("restore_seconds"),
+        "orphans": [
+            {k: o.get(k) for k in ("child", "parent", "orphans", "max_orphans")}
+            for o in (verdict.orphans if verdict else ())
+        ],
     }
 
 
@@ -132,8 +167,11 @@ def status(
         "deadman": {
             "stale": age is not None and age > limit,
             "last_verified": obs.last_verified_partition,
+            "last_verified_at": obs.last_verified_at.isoformat() if obs.last_verified_at else None,
+            "age_seconds": age.total_seconds() if age is not None else None,
             "max_age_hours": limit.total_seconds() / 3600,
             "alerting": bool(DeadmanState(instance.root_directory).get().get("alerting")),
         },
         "outbox": outbox_messages(instance.root_directory),
+        "evidence": evidence_state(instance.root_directory),
     }

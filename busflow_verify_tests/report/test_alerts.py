@@ -180,12 +180,71 @@ def test_the_failure_sensor_posts_for_a_run_that_failed_outside_the_checks(harne
         )
         assert not result.success
         event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="finish_failed_verify_run",
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
             dagster_event=event,
-        ).for_run_failure()
-        finish_failed_verify_run(context)
+            resources={"backup_store": build_defs().resources["backup_store"]},
+        ) as context:
+            finish_failed_verify_run(context.for_run_failure())
     [text] = slack.texts()
     assert "NOT VERIFIED" in text and "*DUMP_MISSING* — severity P1" in text
+
+
+UI = "https://dagster.busflow.example/"
+RUNBOOK = "https://git.busflow.example/ops/runbooks/backup-verify.md"
+
+
+def block_texts(blocks: list) -> str:
+    texts = [b["text"]["text"] for b in blocks if "text" in b]
+    texts += [e["text"] for b in blocks for e in b.get("elements", [])]
+    return "\n".join(texts)
+
+
+def test_block_kit_links_the_run_and_the_runbook_on_both_channels(
+    harness, make_dump, slack, monkeypatch
+):
+    monkeypatch.setenv("BUSFLOW_UI_BASE_URL", UI)
+    monkeypatch.setenv("BUSFLOW_RUNBOOK_URL", RUNBOOK)
+    harness.put(KEY, make_dump(orphans=250))
+    code, verdict = harness.verify(DAY)
+    [posted] = [p["json"] for p in slack.posts]
+    page = f"https://dagster.busflow.example/runs/{verdict['run_id']}"
+    assert posted["text"].endswith(f"Run {verdict['run_id']}: {page}")  # the fallback text
+    assert "*F3 ORPHAN_FK_SURGE* — severity P2" in posted["text"]
+    blocks = posted["blocks"]
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": f"Backup verify {DAY}: NOT VERIFIED"},
+    }
+    shown = block_texts(blocks)
+    assert "*F3 ORPHAN_FK_SURGE* — severity P2 — page @data-oncall + @security-oncall" in shown
+    assert f"<{RUNBOOK}#f3--orphan_fk_surge|Runbook (F3 — ORPHAN_FK_SURGE)>" in shown
+    assert f"<{page}|Run {verdict['run_id']} in the Dagster UI>" in shown
+    assert "250 orphans, allowlist max_orphans 200" in shown
+
+    monkeypatch.delenv("SLACK_OPS_WEBHOOK")  # the bot token's channel: chat.postMessage
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-" + "8" * 24)
+    monkeypatch.setenv("SLACK_OPS_CHANNEL", "#ops")
+    monkeypatch.setenv("SLACK_API_URL", slack.url.split("/services")[0] + "/api/")
+    slack.replies = [{"ok": True}]
+    code, verdict = harness.verify(DAY)
+    posted = slack.posts[-1]
+    assert posted["path"] == "/api/chat.postMessage"
+    blocks = posted["json"]["blocks"]
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    assert blocks[0]["type"] == "header" and "NOT VERIFIED" in blocks[0]["text"]["text"]
+    assert f"/runs/{verdict['run_id']}|Run" in block_texts(blocks)
+    assert "NOT VERIFIED" in posted["json"]["text"]
+
+
+def test_without_a_ui_base_url_the_blocks_have_no_links_and_the_text_is_as_before(
+    harness, make_dump, slack
+):
+    harness.put(KEY, make_dump())
+    code, verdict = harness.verify(DAY)
+    [posted] = [p["json"] for p in slack.posts]
+    assert posted["text"].endswith(f"Run {verdict['run_id']}")
+    shown = block_texts(posted["blocks"])
+    assert "<" not in shown and f"Run {verdict['run_id']}" in shown

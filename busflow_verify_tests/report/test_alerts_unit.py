@@ -37,7 +37,7 @@ class FakeChannel:
         self.outcomes = list(outcomes)
         self.sent: list[str] = []
 
-    def send(self, text: str) -> tuple[int, bool]:
+    def send(self, text: str, blocks=None) -> tuple[int, bool]:
         self.sent.append(text)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -147,7 +147,7 @@ def test_the_backoff_doubles_and_there_is_no_sleep_after_the_last_attempt(
 
 def test_the_default_sleep_is_time_sleep():
     """The production default the fake stands in for (read, not called)."""
-    assert post.__defaults__ == (alerts.time.sleep,)
+    assert post.__defaults__ == (alerts.time.sleep, None)
 
 
 def test_an_exceptions_text_never_reaches_the_delivery_or_the_f4():
@@ -281,7 +281,7 @@ def test_the_webhook_channel_rejects_4xx_but_429(status, rejected):
     channel = WebhookChannel(SECRET_URL, timeout_seconds=1)  # builds the client, sends nothing
 
     class Client:
-        def send(self, text):
+        def send(self, text, blocks=None):
             return FakeResponse(status)
 
     channel._client = Client()
@@ -311,7 +311,7 @@ def test_the_bot_channel_reads_web_api_errors_as_statuses(status, error, answer)
         def __init__(self):
             self.posted = []
 
-        def chat_postMessage(self, channel, text):  # noqa: N802 (the SDK's name)
+        def chat_postMessage(self, channel, text, blocks=None):  # noqa: N802 (the SDK's name)
             self.posted.append((channel, text))
             if status is not None:
                 raise SlackApiError("failed", FakeResponse(status, error))
@@ -379,9 +379,9 @@ class KeyedChannel(FakeChannel):
         super().__init__()
         self.by_text = {text: list(outcomes) for text, outcomes in by_text.items()}
 
-    def send(self, text: str) -> tuple[int, bool]:
+    def send(self, text: str, blocks=None) -> tuple[int, bool]:
         self.outcomes = self.by_text[text]
-        return super().send(text)
+        return super().send(text, blocks)
 
 
 @pytest.mark.parametrize(

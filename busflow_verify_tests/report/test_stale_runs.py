@@ -148,3 +148,18 @@ def test_report_posts_each_dead_run_to_ops_once(instance, slack):
         assert "the verify process died" in text
     assert report_stale_runs(instance, print) == []
     assert len(slack.posts) == 2
+
+
+def test_with_a_signing_key_a_dead_runs_evidence_is_kept_pending(instance, monkeypatch):
+    from busflow_verify.defs.evidence import PendingEvidence
+
+    monkeypatch.setenv("BUSFLOW_EVIDENCE_SIGNING_KEY", "/nonexistent/key.pem")
+    dead = add_run(instance, tags_of(dead_pid()))
+    assert report_stale_runs(instance, print) == [dead.run_id]
+    assert PendingEvidence(instance.root_directory).pending() == [
+        {
+            "partition": DAY,
+            "run_id": dead.run_id,
+            "reason": "the run's process died; its evidence is pending",
+        }
+    ]

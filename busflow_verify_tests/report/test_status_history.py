@@ -77,8 +77,12 @@ def test_history_one_line_per_date_text_and_json(home, capsys):
         ids = several_runs(instance)
     capsys.readouterr()
     assert cli.main(["history", "--days", "4"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    *lines, note = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [day(-1), day(-2), day(-3)]  # newest first
+    assert note == (
+        f"and 1 older date(s) have one (the newest {day(-5)}, the oldest {day(-5)}): "
+        "--days 6 shows them"
+    )
     assert "NOT VERIFIED" in lines[0] and "failures ROW_COUNT_DRIFT" in lines[0]
     assert "commerce.bookings 600 (-45.5%)" in lines[0]
     assert lines[1].split()[1] == "VERIFIED" and "orphans 7" in lines[1]
@@ -101,6 +105,13 @@ def test_history_one_line_per_date_text_and_json(home, capsys):
         "change": 0.1,
     }
     assert cli.main(["history", "--days", "0"]) == cli.EXIT_USAGE
+
+    # right after a backfill of older dates: the window is empty, and says which --days to use
+    assert cli.main(["history", "--days", "1"]) == 0
+    assert capsys.readouterr().out == (
+        "no completed verify run in the last 1 day(s); 4 older date(s) have one (the newest "
+        f"{day(-1)}, the oldest {day(-5)}): --days 6 shows them\n"
+    )
 
 
 def test_status_names_pointer_last_run_next_run_f5_outbox(home, capsys, slack, s3):
@@ -175,3 +186,47 @@ def test_history_on_postgres_run_storage(home, source_pg):
     assert [r["partition"] for r in rows] == [day(-1), day(-2), day(-3)]
     assert rows[0]["run_id"] == ids[day(-1)] and rows[0]["failures"] == ["ROW_COUNT_DRIFT"]
     assert rows[1]["verified"] and rows[1]["orphans"] == 7
+
+
+def test_status_openmetrics_parses_and_carries_the_series(home, capsys, slack):
+    """`status --openmetrics`, read by prometheus_client's OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        several_runs(instance)
+    capsys.readouterr()
+    assert cli.main(["status", "--openmetrics"]) == 0
+    text = capsys.readouterr().out
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert all(name.startswith("busflow_verify_") for name in families)
+    assert not any(name.endswith("_total") for name in families)
+
+    def one(name):
+        [sample] = families[name].samples
+        return sample
+
+    verified = one("busflow_verify_last_verified_timestamp_seconds")
+    assert families["busflow_verify_last_verified_timestamp_seconds"].unit == "seconds"
+    assert verified.labels == {"partition": day(-2)}
+    assert 47 * HOUR < one("busflow_verify_last_verified_age_seconds").value < 49 * HOUR
+    assert one("busflow_verify_deadman_stale").value == 1
+    assert one("busflow_verify_deadman_max_age_seconds").value == 26 * HOUR
+    info = one("busflow_verify_last_run")  # an info family: its sample is ..._info
+    assert info.name == "busflow_verify_last_run_info" and info.labels["partition"] == day(-1)
+    assert one("busflow_verify_last_run_verified").value == 0
+    failure = one("busflow_verify_last_run_failure")
+    assert failure.labels == {
+        "code": "ROW_COUNT_DRIFT",
+        "name": "ROW_COUNT_DRIFT",
+        "severity": "P2",
+    }
+    assert one("busflow_verify_last_run_restore_seconds").value == 12.5
+    assert one("busflow_verify_last_run_dump_bytes").value == 1_000_000
+    assert families["busflow_verify_last_run_dump_bytes"].unit == "bytes"
+    orphans = one("busflow_verify_last_run_orphans")
+    assert orphans.labels == {"child": "communications.messages.booking_id"}
+    assert orphans.value == 0
+    assert one("busflow_verify_outbox_messages").value == 0
+    assert one("busflow_verify_evidence_signing").value == 0
+    assert one("busflow_verify_cutover_halted").value == 0

@@ -12,6 +12,7 @@ The webhook URL is a secret: it is never put in a message, an exception, a log l
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -56,9 +57,9 @@ def failure_lines(f: dict[str, Any]) -> list[str]:
     return lines
 
 
-def ops_message(verdict: Verdict) -> str:
+def ops_message(verdict: Verdict, links: Links | None = None) -> str:
     """The #ops text: partition, dump, and per failure code, severity, who to page, the numbers
-    and the runbook step."""
+    and the runbook step; with a UI base URL, the run's page. Block Kit's fallback `text`."""
     dump = verdict.dump or {}
     key = dump.get("key", "no dump")
     where = f" ({dump['endpoint']} endpoint)" if dump.get("endpoint") else ""
@@ -78,8 +79,88 @@ def ops_message(verdict: Verdict) -> str:
     counts = verdict.row_counts
     if counts:
         lines.append("Rows: " + ", ".join(f"{t} {n:,}" for t, n in list(counts.items())[:5]))
-    lines.append(f"Run {verdict.run_id}")
+    page = (links or Links()).run_page(verdict.run_id)
+    lines.append(f"Run {verdict.run_id}" + (f": {page}" if page else ""))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where a message links: the Dagster UI's base URL and the runbook's (none: no links)."""
+
+    ui_base: str | None = None
+    runbook: str | None = None
+
+    def run_page(self, run_id: str | None) -> str | None:
+        return f"{self.ui_base.rstrip('/')}/runs/{run_id}" if self.ui_base and run_id else None
+
+    def runbook_section(self, section: str | None) -> str | None:
+        """The section's anchor as GitHub and GitLab make it from its heading."""
+        if not self.runbook or not section:
+            return None
+        slug = re.sub(r"[^\w\- ]", "", section.lower()).replace(" ", "-")
+        return f"{self.runbook.split('#')[0]}#{slug}"
+
+
+_SECTION_LIMIT = 2900  # Slack's limit for a section's text is 3000 characters
+
+
+def _section(text: str) -> dict[str, Any]:
+    text = text if len(text) <= _SECTION_LIMIT else text[: _SECTION_LIMIT - 1] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _failure_block(f: dict[str, Any], links: Links) -> dict[str, Any]:
+    """One failure: code, severity, who to page, the summary and the step, linked to its
+    runbook section when the runbook's URL is known."""
+    lines = failure_lines(f)
+    url = links.runbook_section(f.get("runbook_section"))
+    if url and f.get("next_step"):
+        section = f.get("runbook_section", f["code"])
+        lines[-1] = f"> <{url}|Runbook ({section})>: {f['next_step']}"
+    return _section("\n".join(lines))
+
+
+def ops_blocks(verdict: Verdict, links: Links | None = None) -> list[dict[str, Any]]:
+    """The #ops message in Block Kit: a header, the dump, a section per failure, the notices,
+    the cutover halt, the rows, and the run (linked to its page in the Dagster UI)."""
+    links = links or Links()
+    head = "VERIFIED" if verdict.verified else "NOT VERIFIED"
+    dump = verdict.dump or {}
+    where = f" ({dump['endpoint']} endpoint)" if dump.get("endpoint") else ""
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"Backup verify {verdict.partition}: {head}"},
+        },
+        _section(f"Dump `{dump.get('key', 'no dump')}`{where}"),
+    ]
+    blocks += [_failure_block(f, links) for f in verdict.failures]
+    notices = [f"_{failure_label(n)} (informational)_: {n['summary']}" for n in verdict.notices]
+    if verdict.cutover_halt:
+        notices.append(
+            f":octagonal_sign: Cutover work is halted since {verdict.cutover_halt['since']} "
+            "until a verified dump is promoted (F5)."
+        )
+    if notices:
+        blocks.append(_section("\n".join(notices)))
+    page = links.run_page(verdict.run_id)
+    run = f"<{page}|Run {verdict.run_id} in the Dagster UI>" if page else f"Run {verdict.run_id}"
+    counts = list(verdict.row_counts.items())[:5]
+    rows = ["Rows: " + ", ".join(f"{t} {n:,}" for t, n in counts)] if counts else []
+    blocks.append(
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join([*rows, run])}]}
+    )
+    return blocks
+
+
+@dataclass(frozen=True)
+class Message:
+    """One #ops message: the plain text (the fallback, and what the outbox and logs show) and
+    its Block Kit blocks."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
 
 
 class WebhookChannel:
@@ -92,9 +173,9 @@ class WebhookChannel:
 
         self._client = WebhookClient(url, timeout=int(max(1, timeout_seconds)), retry_handlers=[])
 
-    def send(self, text: str) -> tuple[int, bool]:
+    def send(self, text: str, blocks: list | None = None) -> tuple[int, bool]:
         """(HTTP status, rejected?) of one attempt; raises when Slack is not reached."""
-        status = self._client.send(text=text).status_code
+        status = self._client.send(text=text, blocks=blocks).status_code
         return status, _secret_rejected(status)
 
 
@@ -117,11 +198,11 @@ class BotChannel:
     def __init__(self, client, channel: str):
         self._client, self._channel = client, channel
 
-    def send(self, text: str) -> tuple[int, bool]:
+    def send(self, text: str, blocks: list | None = None) -> tuple[int, bool]:
         from slack_sdk.errors import SlackApiError
 
         try:
-            self._client.chat_postMessage(channel=self._channel, text=text)
+            self._client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
             return 200, False
         except SlackApiError as exc:
             status, error = exc.response.status_code, exc.response.get("error")
@@ -130,7 +211,9 @@ class BotChannel:
             return status if status >= 400 else 500, _secret_rejected(status)
 
 
-def post(channel, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
+def post(
+    channel, text: str, policy: RetryPolicy, sleep=time.sleep, blocks: list | None = None
+) -> Delivery:
     """Post to #ops, retrying what can recover: 5xx, 429, timeouts, refused connections."""
     delivery = Delivery(delivered=False, attempts=0)
     delay = policy.backoff_seconds
@@ -138,7 +221,7 @@ def post(channel, text: str, policy: RetryPolicy, sleep=time.sleep) -> Delivery:
         delivery.attempts = attempt
         rejected = False
         try:
-            delivery.status, rejected = channel.send(text)
+            delivery.status, rejected = channel.send(text, blocks)
             delivery.error = None
         except Exception as exc:  # connection refused, timeout: Slack not reached
             delivery.status, delivery.error = None, type(exc).__name__
@@ -189,21 +272,12 @@ class Outbox:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
-    def keep(self, partition: str, run_id: str | None, text: str, reason: str) -> Path:
+    def keep(self, partition: str, run_id: str | None, text: str, reason: str, blocks=None) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "partition": partition,
-                    "run_id": run_id,
-                    "text": text,
-                    "reason": reason,
-                    "kept_at": time.time(),
-                }
-            )
-        )
+        kept = {"partition": partition, "run_id": run_id, "text": text, "reason": reason}
+        tmp.write_text(json.dumps({**kept, "blocks": blocks, "kept_at": time.time()}))
         tmp.rename(path)  # a reader never sees half a message
         return path
 
@@ -214,7 +288,7 @@ class Outbox:
         results = []
         for path in self.pending():
             message = json.loads(path.read_text())
-            delivery = post(channel, message["text"], policy, sleep)
+            delivery = post(channel, message["text"], policy, sleep, message.get("blocks"))
             if delivery.delivered:
                 path.unlink()
             results.append(
@@ -224,19 +298,25 @@ class Outbox:
 
 
 def notify(
-    verdict: Verdict, channel, outbox: Outbox, policy: RetryPolicy, log, sleep=time.sleep
+    verdict: Verdict,
+    channel,
+    outbox: Outbox,
+    policy: RetryPolicy,
+    log,
+    sleep=time.sleep,
+    links: Links | None = None,
 ) -> dict[str, Any]:
-    """Post the run's message; on failure keep it in the outbox and return the F4 finding.
+    """Post the run's message (text and Block Kit); on failure keep it in the outbox and return
+    the F4 finding.
 
     Returns {"delivered": bool, "attempts": n, "status": ..., "f4": finding dict or None}.
     """
-    return deliver(
-        ops_message(verdict), verdict.partition, verdict.run_id, channel, outbox, policy, log, sleep
-    )
+    message = Message(ops_message(verdict, links), ops_blocks(verdict, links))
+    return deliver(message, verdict.partition, verdict.run_id, channel, outbox, policy, log, sleep)
 
 
 def deliver(
-    text: str,
+    message: str | Message,
     partition: str,
     run_id,
     channel,
@@ -245,13 +325,16 @@ def deliver(
     log,
     sleep=time.sleep,
 ) -> dict[str, Any]:
-    """Post one #ops text (a run's message, or the dead-man's switch's); undelivered, keep it in
+    """Post one #ops message (a run's, or the dead-man's switch's text); undelivered, keep it in
     the outbox and return the F4 finding (`notify`'s return)."""
+    if isinstance(message, str):
+        message = Message(message)
+    text, blocks = message.text, message.blocks
     if channel is None:
         log(
             f"SLACK_OPS_WEBHOOK is not set: the #ops message goes to the log and the outbox\n{text}"
         )
-        outbox.keep(partition, run_id, text, "no webhook configured")
+        outbox.keep(partition, run_id, text, "no webhook configured", blocks)
         return {
             "delivered": False,
             "attempts": 0,
@@ -259,7 +342,7 @@ def deliver(
             "f4": None,
             "reason": "no webhook configured",
         }
-    delivery = post(channel, text, policy, sleep)
+    delivery = post(channel, text, policy, sleep, blocks)
     if delivery.delivered:
         return {
             "delivered": True,
@@ -268,7 +351,7 @@ def deliver(
             "f4": None,
         }
     finding = f4_finding(delivery, channel.secret_name)
-    outbox.keep(partition, run_id, text, finding.details["cause"])
+    outbox.keep(partition, run_id, text, finding.details["cause"], blocks)
     log(f"F4 {finding.summary}")
     return {
         "delivered": False,

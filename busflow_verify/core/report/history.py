@@ -107,4 +107,19 @@ def status_lines(status: dict[str, Any], now: dt.datetime) -> list[str]:
     outbox = status["outbox"]
     lines.append(f"undelivered #ops messages: {len(outbox)}")
     lines += [f"  {m['partition']}  {m['file']}  ({m['reason']})" for m in outbox]
+    return lines + evidence_lines(status.get("evidence") or {})
+
+
+def evidence_lines(evidence: dict[str, Any]) -> list[str]:
+    """Whether runs are signed, and the runs whose evidence is pending."""
+    if evidence.get("signing"):
+        lines = [f"evidence: signed (key {evidence['keyid'][:16]}...)"]
+    else:
+        lines = [f"evidence: NOT written ({evidence.get('problem')})"]
+    pending = evidence.get("pending") or []
+    if pending:
+        lines.append(
+            f"  {len(pending)} run(s) whose evidence is pending (busflow-verify alerts repost):"
+        )
+        lines += [f"  {p['partition']}  {p['run_id']}" for p in pending]
     return lines

@@ -212,12 +212,13 @@ def download(
     expected: list[Expected] = (),
 ) -> dict[str, str]:
     """The dump, all `size_bytes` of it (HEAD's size), to `dest`, checked against `expected`;
-    returns the digests computed ({algorithm: hex}). With `report`, progress lines (bytes of the
+    returns the digests computed ({algorithm: hex}: the expected ones and always the SHA-256). With `report`, progress lines (bytes of the
     total, rate) every quarter of the dump and every 10 s, from this thread."""
     bucket, key, size = dump.bucket, dump.key, dump.size_bytes
     progress = Progress(f"downloading {key}", size, report or (lambda line: None), step=0.25)
     fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    digests = _Digests(fd, size, {e.algorithm for e in expected})
+    # the SHA-256 always: the run's evidence names the bytes it restored by it
+    digests = _Digests(fd, size, {e.algorithm for e in expected} | {"sha256"})
     try:
         os.ftruncate(fd, size)  # the threads fill in a file of its final size
         parts = _Parts(client, bucket, key, size, fd, progress, digests.part_done)

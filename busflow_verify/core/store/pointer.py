@@ -106,8 +106,10 @@ def read_pointer(client, bucket: str, prefix: str) -> dict[str, Any] | None:
 
 
 def pointer_record(verdict: Verdict) -> dict[str, Any]:
+    """The pointer's record of a verified dump; with the key and SHA-256 of the run's signed
+    evidence when it was written (the exact proof behind verified-latest)."""
     dump = verdict.dump
-    return {
+    record = {
         "key": dump["key"],
         "partition": verdict.partition,
         "size_bytes": dump["size_bytes"],
@@ -115,6 +117,10 @@ def pointer_record(verdict: Verdict) -> dict[str, Any]:
         "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": verdict.run_id,
     }
+    evidence = verdict.evidence or {}
+    if evidence.get("key") and evidence.get("sha256"):
+        record["evidence"] = {"key": evidence["key"], "sha256": evidence["sha256"]}
+    return record
 
 
 def moves_forward(current: dict[str, Any] | None, candidate: dict[str, Any]) -> bool:

@@ -35,8 +35,9 @@ TRANSIT_CAUSES = {"integrity_mismatch", "transfer_incomplete"}  # bytes that dif
 class Transfer:
     dump: DumpObject  # as the endpoint that served it describes it
     seconds: float
-    digests: dict[str, str]
+    digests: dict[str, str]  # the digests the bytes were checked against
     faults: list[Finding] = field(default_factory=list)  # endpoints that could not deliver
+    sha256: str | None = None  # of the bytes downloaded, checked against something or not
 
 
 def fetch_dump(
@@ -65,13 +66,21 @@ def fetch_dump(
             log(f"F5 {faults[-1].summary}; trying the next endpoint")
             continue
         started = time.monotonic()
+        expected = expected_for(candidate)
         try:
-            digests = _download_checked(endpoint, candidate, dest, expected_for(candidate), log)
+            digests = _download_checked(endpoint, candidate, dest, expected, log)
         except _EndpointFault as fault:
             faults.append(fault.finding)
             log(f"F5 {fault.finding.summary}; trying the next endpoint")
             continue
-        return Transfer(candidate, round(time.monotonic() - started, 3), digests, faults)
+        checked = {e.algorithm for e in expected}
+        return Transfer(
+            candidate,
+            round(time.monotonic() - started, 3),
+            {a: d for a, d in digests.items() if a in checked},
+            faults,
+            digests.get("sha256"),
+        )
     raise FindingError(_unavailable(dump, tried, faults))
 
 
