@@ -1,7 +1,7 @@
 """What the content fingerprints cost: the producer and verify, with and without them.
 
-    .venv/bin/python bench/verify_bench.py --fingerprints [--shapes busflow] [--scales 1600]
-                                           [--fingerprint-runs 2] [--write-docs]
+    .venv/bin/python bench/fingerprint_cost.py [--shape busflow] [--scale 1600] [--runs 2]
+                                               [--write-docs]
 
 One database of the shape at the scale (the largest default Busflow size unless told), kept up
 while `busflow-verify dump` (core/store/producer.produce) dumps it, alternately count-only
@@ -16,15 +16,17 @@ Everything it made is removed, interrupted or not. Not part of `make test`.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_report import machine, replace_block
-from bench_shapes import Shape
+from bench_shapes import SHAPES, Shape
 from verify_bench import (
     BUCKET,
     REPO,
@@ -131,8 +133,7 @@ def _report(shape, scale, db_bytes, produced, verified, host, runs) -> str:
 
     lines = [
         MARKERS[0],
-        "### Fingerprints: latest run (written by `bench/verify_bench.py --fingerprints "
-        "--write-docs`)",
+        "### Fingerprints: latest run (written by `bench/fingerprint_cost.py --write-docs`)",
         "",
         f"Measured {host['date']} on {host['arch']}, {host['cores']} cores, PostgreSQL "
         f"{host['postgres']}; load average {host['load_before'][0]:.2f} before and "
@@ -163,3 +164,28 @@ def _report(shape, scale, db_bytes, produced, verified, host, runs) -> str:
 
 def write(text: str) -> None:
     replace_block(REPO / "docs/performance.md", *MARKERS, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="busflow", choices=sorted(SHAPES))
+    parser.add_argument("--scale", type=int, help="default: the shape's largest default scale")
+    parser.add_argument("--runs", type=int, default=2, help="each measurement, alternated")
+    parser.add_argument("--workdir", default=tempfile.gettempdir())
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    shape = SHAPES[args.shape]
+    try:
+        text = measure(args.workdir, shape, args.scale or max(shape.default_scales), args.runs)
+    except KeyboardInterrupt:
+        print("\ninterrupted: removed what the bench started", file=sys.stderr)
+        return 130
+    print(text, flush=True)
+    if args.write_docs:
+        write(text)
+        print("written to docs/performance.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

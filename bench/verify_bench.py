@@ -1,11 +1,10 @@
-"""Restore-path benchmark (issue 6): a naive job, the floor and this project, side by side.
+"""Restore-path benchmark: a naive job, the floor and this project, side by side.
 
     .venv/bin/python bench/verify_bench.py [--shapes pgbench busflow] [--scales N ...]
                                            [--workdir DIR] [--write-docs]
-    .venv/bin/python bench/verify_bench.py --fingerprints [--scales N] [--write-docs]
 
-`--fingerprints` measures instead what the content fingerprints cost, the producer and verify
-with and without them (bench/fingerprint_cost.py).
+What the content fingerprints cost, the producer and verify with and without them, is
+bench/fingerprint_cost.py's to measure.
 
 For each shape (both by default, one after the other) and each of its scales (bench_shapes.py):
 pgbench's schema and data (`pgbench -i -s N`, with a filler of md5 text so that the dump
@@ -640,13 +639,10 @@ def main() -> int:
         default=3,
         help="floor and project on the shape's tiny dump, alternated this many times (medians)",
     )
-    _fingerprint_options(parser)
     args = parser.parse_args()
     if args.scales and len(args.shapes) > 1:
         parser.error("--scales is per shape: give one shape with it")
     signal.signal(signal.SIGTERM, _interrupt)
-    if args.fingerprints:
-        return _fingerprints(args)
     try:
         for name in args.shapes:
             shape = SHAPES[name]
@@ -660,39 +656,6 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: removed what the bench started", file=sys.stderr)
         return 130
-    return 0
-
-
-def _fingerprint_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fingerprints",
-        action="store_true",
-        help="instead: the cost of the content fingerprints, producer and verify, with and "
-        "without, at one scale (bench/fingerprint_cost.py; default busflow at its largest)",
-    )
-    parser.add_argument(
-        "--fingerprint-runs",
-        type=int,
-        default=2,
-        help="with --fingerprints: each measurement this many times, alternated (medians)",
-    )
-
-
-def _fingerprints(args) -> int:
-    """--fingerprints: one shape (busflow unless --shapes names one), one scale."""
-    import fingerprint_cost
-
-    shape = SHAPES[args.shapes[0] if len(args.shapes) == 1 else "busflow"]
-    scale = (args.scales or [max(shape.default_scales)])[0]
-    try:
-        text = fingerprint_cost.measure(args.workdir, shape, scale, args.fingerprint_runs)
-    except KeyboardInterrupt:
-        print("\ninterrupted: removed what the bench started", file=sys.stderr)
-        return 130
-    print(text, flush=True)
-    if args.write_docs:
-        fingerprint_cost.write(text)
-        print("written to docs/performance.md", flush=True)
     return 0
 
 

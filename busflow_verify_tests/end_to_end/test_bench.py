@@ -25,10 +25,10 @@ def workdir(server_user_dir):
     return server_user_dir
 
 
-def _bench(workdir, *args: str) -> subprocess.CompletedProcess:
-    """bench/verify_bench.py with `args`, its work in `workdir`, without the job's variables."""
+def _bench(workdir, *args: str, script: str = "verify_bench.py") -> subprocess.CompletedProcess:
+    """bench/`script` with `args`, its work in `workdir`, without the job's variables."""
     return subprocess.run(
-        [sys.executable, str(REPO / "bench/verify_bench.py"), *args, "--workdir", str(workdir)],
+        [sys.executable, str(REPO / "bench" / script), *args, "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -62,10 +62,11 @@ def test_bench_measures_the_three_paths_and_cleans_up(workdir, shape, scale):
 
 
 def test_fingerprint_bench_measures_both_kinds_and_cleans_up(workdir):
-    """`--fingerprints` at a tiny scale: the producer and verify, with and without fingerprints,
-    every verify verified (the bench fails otherwise), the table written, nothing left."""
+    """bench/fingerprint_cost.py at a tiny scale: the producer and verify, with and without
+    fingerprints, every verify verified (the bench fails otherwise), the table written, nothing
+    left."""
     proc = _bench(
-        workdir, "--fingerprints", "--shapes", "busflow", "--scales", "3", "--fingerprint-runs", "1"
+        workdir, "--shape", "busflow", "--scale", "3", "--runs", "1", script="fingerprint_cost.py"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -173,6 +173,24 @@ def produce(
     conninfo, password = split_dsn(dsn, password)
     pg_env = child_env({"PGPASSWORD": password} if password else None)
     partial = _partial(out)
+    snapshot, (tool, dump_version), counts, run, timings = _dump_in_snapshot(
+        dsn, conninfo, pg_env, out, listed, fingerprints, pg_bin, log
+    )
+    os.replace(partial, out)
+    manifest = _manifest(out, snapshot, (tool, dump_version), listed, counts, run)
+    signed = _write_manifest(manifest_path, manifest, signing_key)
+    seconds = round(time.monotonic() - started, 3)
+    log(
+        f"wrote {out} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256[:12]}…) and "
+        f"{manifest_path.name} ({len(counts)} tables) in {seconds} s"
+    )
+    return DumpResult(out, manifest_path, manifest, seconds, timings, signed)
+
+
+def _dump_in_snapshot(dsn, conninfo, pg_env, out: Path, listed, fingerprints: bool, pg_bin, log):
+    """Export a snapshot, then pg_dump it to the partial file while the same snapshot is counted
+    (and fingerprinted). A failure of the source leaves no dump and no manifest behind."""
+    partial = _partial(out)
     try:
         conn = psycopg.connect(dsn, autocommit=False, application_name="busflow-verify dump")
     except psycopg.Error as exc:
@@ -197,15 +215,7 @@ def produce(
             f"the source failed during the snapshot: {_first_line(exc)}; no dump and no manifest "
             f"were written to {out}"
         ) from None
-    os.replace(partial, out)
-    manifest = _manifest(out, snapshot, (tool, dump_version), listed, counts, run)
-    signed = _write_manifest(manifest_path, manifest, signing_key)
-    seconds = round(time.monotonic() - started, 3)
-    log(
-        f"wrote {out} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256[:12]}…) and "
-        f"{manifest_path.name} ({len(counts)} tables) in {seconds} s"
-    )
-    return DumpResult(out, manifest_path, manifest, seconds, timings, signed)
+    return snapshot, (tool, dump_version), counts, run, timings
 
 
 def _write_manifest(path: Path, manifest: Manifest, signing_key: SigningKey | None) -> Path | None:
