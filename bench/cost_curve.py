@@ -1,4 +1,4 @@
-"""The cost curve to production size (issue 18): the floor and the project at growing sizes.
+"""The cost curve to production size: the floor and the project at growing sizes.
 
     .venv/bin/python bench/cost_curve.py --scales 400 1600 7200 --dumps /var/tmp/bench-dumps \
         --results docs/cost-curve.json --write-docs      (what `make bench-curve` runs)
