@@ -35,7 +35,8 @@ HOSTILE = """
 CREATE SCHEMA s;
 CREATE FUNCTION s.payload() RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-  IF {condition} THEN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {canary}'''; END IF;
+  -- cat reads the row it is sent (touch would not, and COPY could then fail on a broken pipe)
+  IF {condition} THEN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''cat > {canary}'''; END IF;
 END $$;
 CREATE FUNCTION s.looks_harmless(x int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -260,7 +261,7 @@ def test_an_extension_outside_the_allow_list_is_refused_by_name(source_pg, tmp_p
 @pytest.mark.parametrize(
     "statement",
     [
-        "COPY (SELECT 1) TO PROGRAM 'touch {canary}';",
+        "COPY (SELECT 1) TO PROGRAM 'cat > {canary}';",
         "SELECT pg_catalog.lo_export(pg_catalog.lo_import('/etc/hostname'), '{canary}');",
         "COPY commerce.bookings FROM '/etc/hostname';",
     ],
