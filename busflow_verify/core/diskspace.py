@@ -59,6 +59,7 @@ def check_space(needs: list[SpaceNeed], headroom: float = 1.0) -> Finding | None
             group[0].path,
             needed,
             cause="not_enough_free_space",
+            free=free,
         )
         finding.summary = (
             f"not enough free space on the verify host at {group[0].path}: {free:,} bytes free, "

@@ -69,9 +69,13 @@ def out_of_space(
     where: str = "the verify host",
     error: str = "",
     cause: str = "out_of_space",
+    free: int | None = None,
 ) -> Finding:
-    """HOST_OUT_OF_SPACE naming the path, its free bytes now and the bytes needed (when known)."""
-    free = free_bytes(path) if path and where == "the verify host" else None
+    """HOST_OUT_OF_SPACE naming the path, its free bytes and the bytes needed (when known).
+    `free` is the caller's measurement when it has one (measured once: a second reading of a
+    busy filesystem would disagree with the first), else it is measured here."""
+    if free is None and path and where == "the verify host":
+        free = free_bytes(path)
     said = [f"{where} ran out of disk space during {stage}"]
     if path:
         said.append(f"at {path}")
