@@ -196,6 +196,18 @@ def pg_dump_of(pg: DisposablePostgres, dbname: str, out: Path) -> Path:
     return out
 
 
+def ed25519_keypair(directory: Path, name: str = "evidence") -> tuple[Path, Path]:
+    """(private PEM path, public PEM path), made as the README says: openssl genpkey."""
+    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True
+    )
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True
+    )
+    return private, public
+
+
 def check_evaluation(run_id: str, check):
     """The evaluation of `check` (an AssetCheckKey) in the run `run_id`, from the instance."""
     import dagster as dg

@@ -5,6 +5,9 @@ as the UI drives it. The runs start in their own containers of the run image (Do
 each restore in a container of the restore image (BUSFLOW_RESTORE_TARGET=docker, compose's
 default). S3 is rclone on loopback holding real dumps, #ops a loopback HTTP endpoint.
 
+Evidence is signed by the code server (the key as PEM text in compose's environment) and checked
+by `evidence verify` on this host with the public key, as an auditor would; #ops links to the UI.
+
 The tests share one deployment and run in file order: one verify end to end; the schedule's tick,
 a backfill from the job's page and one from the asset catalog, together (one verify per restore
 host at a time); a run container killed mid-restore, then a broken dump, whose run removes the
@@ -14,11 +17,14 @@ killed run's restore container.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import itertools
+import json
 import secrets
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -26,11 +32,18 @@ import pytest
 import yaml
 
 from busflow_verify import cli
+from busflow_verify.core.store.evidence import folder
 from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.core.targets.docker import RUN_LABEL
 from busflow_verify.defs.jobs import RESTORE_HOST_TAG
 from busflow_verify.defs.run_history import verdict_for_run
-from busflow_verify_tests.conftest import ACCESS_KEY, SECRET_KEY, FakeSlack, expected_counts
+from busflow_verify_tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    FakeSlack,
+    ed25519_keypair,
+    expected_counts,
+)
 from busflow_verify_tests.deployed.engine import Engine
 from busflow_verify_tests.deployed.topology import LOCATION, REPOSITORY, Topology
 
@@ -51,7 +64,9 @@ def key_for(day: str) -> str:
 class Deployment:
     """The topology, what it reads (bucket, config) and what it posts to (#ops)."""
 
-    def __init__(self, engine: Engine, topology: Topology, s3, bucket: str, slack: FakeSlack):
+    def __init__(
+        self, engine: Engine, topology: Topology, s3, bucket: str, slack: FakeSlack, keys: Path
+    ):
         self.engine, self.topology, self.s3, self.bucket, self.slack = (
             engine,
             topology,
@@ -61,6 +76,16 @@ class Deployment:
         )
         self.docker = engine.client()
         self.gql = topology.graphql
+        self.private_key, self.public_key = keys / "evidence.pem", keys / "evidence.pub.pem"
+
+    @property
+    def ui(self) -> str:
+        return self.topology.settings["BUSFLOW_UI_BASE_URL"]
+
+    def evidence_of(self, day: str, run_id: str) -> Path | None:
+        """The run's evidence object in the bucket (None until the sensor has written it)."""
+        found = list((self.s3.bucket_dir(self.bucket) / folder("", day)).glob(f"*-{run_id}.*"))
+        return found[0] if found else None
 
     def put(self, day: str, data: bytes) -> None:
         folder = self.s3.bucket_dir(self.bucket)
@@ -92,6 +117,8 @@ def deployment(docker_engine, s3, tmp_path_factory, monkeypatch_module):
     config.chmod(0o755)
     write_config(config)
     bucket = "deploy-" + secrets.token_hex(4)
+    keys = tmp_path_factory.mktemp("deploy-keys")
+    private, _ = ed25519_keypair(keys)
     topology = Topology(
         docker_engine,
         {
@@ -101,14 +128,18 @@ def deployment(docker_engine, s3, tmp_path_factory, monkeypatch_module):
             "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
             "SLACK_OPS_WEBHOOK": slack.url,
             "BUSFLOW_CONFIG_HOST_DIR": str(config),
+            # PEM text in the environment, as docs/deploying.md allows (no file to mount)
+            "BUSFLOW_EVIDENCE_SIGNING_KEY": private.read_text(),
         },
     )
+    ui = f"http://127.0.0.1:{topology.ports['BUSFLOW_WEBSERVER_PORT']}"
+    topology.settings["BUSFLOW_UI_BASE_URL"] = ui  # #ops links to the run's page there
     for name, value in topology.settings.items():  # for the instance read from this host
         if name.startswith("DAGSTER_POSTGRES_"):
             monkeypatch_module.setenv(name, value)
     try:
         topology.up()
-        yield Deployment(docker_engine, topology, s3, bucket, slack)
+        yield Deployment(docker_engine, topology, s3, bucket, slack, keys)
     finally:
         topology.down()
         slack.close()
@@ -261,6 +292,54 @@ def ops_texts(deployment: Deployment, day: str) -> list[str]:
     return [t for t in deployment.slack.texts() if day in t]
 
 
+def ops_blocks_text(deployment: Deployment, day: str) -> str:
+    """The Block Kit sections' text of the #ops messages about `day`."""
+    posts = [p["json"] for p in deployment.slack.posts if day in p["json"].get("text", "")]
+    return json.dumps([p.get("blocks") for p in posts])
+
+
+SECRETS_OF_THE_JOB = {
+    "BACKUP_SECRET_ACCESS_KEY",
+    "BACKUP_ACCESS_KEY_ID",
+    "SLACK_OPS_WEBHOOK",
+    "SLACK_BOT_TOKEN",
+    "BUSFLOW_EVIDENCE_SIGNING_KEY",
+}
+
+THE_STORES_KEYS = frozenset({"BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY"})  # a run reads
+
+
+def holds_no_secret_of(deployment: Deployment, env: list[str], allowed=frozenset()) -> None:
+    """No variable of the job's secrets (but `allowed`) and no secret's value in `env`."""
+    names = {e.split("=", 1)[0] for e in env}
+    assert not names & (SECRETS_OF_THE_JOB - allowed), sorted(names)
+    signing_key = deployment.private_key.read_text().strip().splitlines()[1]
+    for value in env:
+        assert deployment.slack.SECRET_PATH not in value
+        assert signing_key not in value
+        if "BACKUP_SECRET_ACCESS_KEY" not in allowed:
+            assert SECRET_KEY not in value
+
+
+def evidence_verify(deployment: Deployment, day: str, run_id: str, monkeypatch, capsys) -> dict:
+    """`busflow-verify evidence verify --date D --run R --json` on this host, as an auditor runs
+    it against the bucket with the public key only."""
+    for name, value in {
+        "BACKUP_PRIMARY_ENDPOINT": deployment.s3.endpoint,
+        "BACKUP_BUCKET": deployment.bucket,
+        "BACKUP_ACCESS_KEY_ID": ACCESS_KEY,
+        "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
+        "BUSFLOW_EVIDENCE_PUBLIC_KEY": str(deployment.public_key),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("BUSFLOW_EVIDENCE_SIGNING_KEY", raising=False)
+    capsys.readouterr()
+    code = cli.main(["evidence", "verify", "--date", day, "--run", run_id, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
 def watch_restore_container(deployment: Deployment, run_id: str, timeout: float = 180.0):
     """The run's restore container, seen while it runs: (its name, its environment)."""
 
@@ -285,19 +364,20 @@ def assert_one_at_a_time(records) -> None:
 
 
 # -- the scenarios ---------------------------------------------------------------------------------
-def test_one_verify_end_to_end(deployment, make_dump, tmp_path, monkeypatch):
+def test_one_verify_end_to_end(deployment, make_dump, tmp_path, monkeypatch, capsys):
     """Launched as the job page's "Materialize": the daemon starts the run in its own container of
     the run image, the restore runs in a container of the restore image (labelled with the run,
     given no secret of the job's) and is removed after; the checks, counts and orphans are the
-    ephemeral target's on the same dump; the sensor moves the pointer and posts to #ops."""
+    ephemeral target's on the same dump. The sensor (in the code server, which alone holds the
+    signing key and the webhook) writes the run's signed evidence, moves the pointer recording
+    it, and posts to #ops with a link to the run's page in the UI; an auditor's `evidence
+    verify` on another host accepts the evidence."""
     deployment.put(FIRST, make_dump().read_bytes())
     run_id = launch(deployment.gql, FIRST)
     name, env, image = watch_restore_container(deployment, run_id)
     assert image == RESTORE_IMAGE
-    env_names = {e.split("=", 1)[0] for e in env}
-    assert {"POSTGRES_PASSWORD", "PGPORT"} <= env_names
-    assert not env_names & {"BACKUP_SECRET_ACCESS_KEY", "SLACK_OPS_WEBHOOK", "BACKUP_ACCESS_KEY_ID"}
-    assert not any(SECRET_KEY in e or deployment.slack.SECRET_PATH in e for e in env)
+    assert {"POSTGRES_PASSWORD", "PGPORT"} <= {e.split("=", 1)[0] for e in env}
+    holds_no_secret_of(deployment, env)
     assert wait_finished(deployment, [run_id]) == {run_id: "SUCCESS"}
     assert deployment.restore_containers(run_id) == []  # removed with the run
 
@@ -311,14 +391,27 @@ def test_one_verify_end_to_end(deployment, make_dump, tmp_path, monkeypatch):
     assert local["restore"]["restore_target"] == "ephemeral"
     assert verdict.row_counts == local["row_counts"] == expected_counts()
     assert list(verdict.orphans) == local["orphans"]
-    assert deployment.docker.containers.get(container_id).attrs["Config"]["Image"] == (
-        "busflow-verify:latest"
-    )  # the run's own container, kept (exited) as Docker keeps it
+    run_container = deployment.docker.containers.get(container_id).attrs["Config"]
+    assert run_container["Image"] == "busflow-verify:latest"  # kept (exited), as Docker keeps it
+    # the run reads the bucket; it never posts to #ops nor signs (the sensors do)
+    holds_no_secret_of(deployment, run_container["Env"], allowed=THE_STORES_KEYS)
 
     pointer = wait_until(deployment.pointer, 90, "the sensor to move the pointer")
     assert (pointer["partition"], pointer["key"]) == (FIRST, key_for(FIRST))
+    envelope = deployment.evidence_of(FIRST, run_id)
+    assert pointer["evidence"] == {
+        "key": str(envelope.relative_to(deployment.s3.bucket_dir(deployment.bucket))),
+        "sha256": hashlib.sha256(envelope.read_bytes()).hexdigest(),
+    }
     [text] = wait_until(lambda: ops_texts(deployment, FIRST), 60, "the #ops message")
     assert "verified" in text.lower()
+    page = f"{deployment.ui}/runs/{run_id}"
+    assert f"<{page}|" in ops_blocks_text(deployment, FIRST)
+    with urllib.request.urlopen(page, timeout=30) as answer:  # the link opens the UI
+        assert answer.status == 200
+
+    audited = evidence_verify(deployment, FIRST, run_id, monkeypatch, capsys)
+    assert audited["holds"] is True and audited["run_id"] == run_id
 
 
 def test_schedule_tick_and_backfills_run_one_verify_at_a_time(deployment, make_dump, tmp_path):
@@ -362,12 +455,12 @@ def test_schedule_tick_and_backfills_run_one_verify_at_a_time(deployment, make_d
 
 
 def test_killed_run_leaves_no_restore_container_and_a_broken_dump_reaches_ops(
-    deployment, make_dump, tmp_path
+    deployment, make_dump, tmp_path, monkeypatch, capsys
 ):
     """A run container killed mid-restore leaves its restore container behind (nothing in it
     survives to remove it); run monitoring marks the run failed, and the next run on the engine
-    (a broken dump's) removes the container by its run label. The broken dump's F2 reaches #ops
-    and the pointer stays where it was."""
+    (a broken dump's) removes the container by its run label. The broken dump's F2 reaches #ops,
+    the pointer stays where it was, and the failed run's evidence says it did not verify."""
     deployment.put(KILLED, make_dump(padding=20000).read_bytes())
     data = make_dump().read_bytes()
     deployment.put(BROKEN, data[: len(data) // 2])
@@ -387,6 +480,9 @@ def test_killed_run_leaves_no_restore_container_and_a_broken_dump_reaches_ops(
     texts = wait_until(lambda: ops_texts(deployment, BROKEN), 90, "the broken dump's #ops message")
     assert "F2" in texts[0] and "RESTORE_FAILED" in texts[0]
     assert deployment.pointer() == pointer_before
+    wait_until(lambda: deployment.evidence_of(BROKEN, broken), 60, "the broken run's evidence")
+    audited = evidence_verify(deployment, BROKEN, broken, monkeypatch, capsys)
+    assert audited["holds"] is True and audited["verified"] is False
 
 
 def test_compose_file_alone_is_what_docker_compose_accepts(docker_engine):

@@ -20,24 +20,13 @@ from busflow_verify import cli
 from busflow_verify.core.proc import child_env
 from busflow_verify.core.store.evidence import EvidenceExists, create_only, folder
 from busflow_verify.core.store.pointer import POINTER_NAME
+from busflow_verify_tests.conftest import ed25519_keypair as keypair
 
 pytestmark = pytest.mark.e2e
 
 DAY = "2026-11-20"
 KEY = "pg_dump_20261120_0100.dump"
 PREDICATE_TYPE = "https://busflow.example/verify-evidence/v1"
-
-
-def keypair(directory, name: str = "evidence"):
-    """(private PEM path, public PEM path), made as the README says: openssl genpkey."""
-    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
-    subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True
-    )
-    subprocess.run(
-        ["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True
-    )
-    return private, public
 
 
 @pytest.fixture
