@@ -20,7 +20,7 @@ RUN PG_MAJOR=${PG_MAJOR} sh /opt/busflow-verify/docker/install-postgres.sh && rm
 ENV PATH=/opt/busflow-pg/${PG_MAJOR}/bin:${PATH} \
     PGDATA=/var/lib/postgresql/data \
     PGHOST=/var/run/postgresql
-COPY docker/postgres-entrypoint.sh /usr/local/bin/
+COPY docker/postgres-entrypoint.sh docker/restore-lease.sh /usr/local/bin/
 RUN install -d -o postgres -g postgres -m 0700 "$PGDATA"
 VOLUME /var/lib/postgresql/data
 USER postgres

@@ -10,8 +10,9 @@ by `evidence verify` on this host with the public key, as an auditor would; #ops
 
 The tests share one deployment and run in file order: one verify end to end; the schedule's tick,
 a backfill from the job's page and one from the asset catalog, together (one verify per restore
-host at a time); a run container killed mid-restore, then a broken dump, whose run removes the
-killed run's restore container.
+host at a time); a run container killed mid-restore (its restore container's watchdog deletes
+the restored data when the run's lease ends), then a broken dump, whose run removes the killed
+run's stopped restore container.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pytest
 import yaml
 
 from busflow_verify import cli
+from busflow_verify.core.postgres.privilege import RESTORE_ROLE
 from busflow_verify.core.store.evidence import folder
 from busflow_verify.core.store.pointer import read_pointer
 from busflow_verify.core.targets.docker import RUN_LABEL
@@ -44,7 +46,7 @@ from busflow_verify_tests.conftest import (
     ed25519_keypair,
     expected_counts,
 )
-from busflow_verify_tests.deployed.engine import Engine
+from busflow_verify_tests.deployed.engine import Engine, data_left, wait_exited
 from busflow_verify_tests.deployed.topology import LOCATION, REPOSITORY, Topology
 
 pytestmark = pytest.mark.deploy
@@ -351,6 +353,15 @@ def watch_restore_container(deployment: Deployment, run_id: str, timeout: float 
     return container.name, container.attrs["Config"]["Env"], container.attrs["Config"]["Image"]
 
 
+def provisioned(deployment: Deployment, name: str) -> bool:
+    """Has the run re-created its restore container's database for its restore role (it has
+    taken its lease, and the restore is about to start)?"""
+    container = deployment.docker.containers.get(name)
+    query = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'restored'"
+    result = container.exec_run(["psql", "-XtAq", "-d", "postgres", "-c", query])
+    return result.exit_code == 0 and result.output.decode().strip() == RESTORE_ROLE
+
+
 def run_records(instance: dg.DagsterInstance, run_ids: list[str]) -> list:
     return instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
 
@@ -457,20 +468,26 @@ def test_schedule_tick_and_backfills_run_one_verify_at_a_time(deployment, make_d
 def test_killed_run_leaves_no_restore_container_and_a_broken_dump_reaches_ops(
     deployment, make_dump, tmp_path, monkeypatch, capsys
 ):
-    """A run container killed mid-restore leaves its restore container behind (nothing in it
-    survives to remove it); run monitoring marks the run failed, and the next run on the engine
-    (a broken dump's) removes the container by its run label. The broken dump's F2 reaches #ops,
-    the pointer stays where it was, and the failed run's evidence says it did not verify."""
+    """A run container killed mid-restore cannot remove its restore container, but its lease
+    ends with it: the container's watchdog stops the server and deletes the restored data. Run
+    monitoring marks the run failed, and the next run on the engine (a broken dump's) removes the
+    stopped container by its run label. The broken dump's F2 reaches #ops, the pointer stays
+    where it was, and the failed run's evidence says it did not verify."""
     deployment.put(KILLED, make_dump(padding=20000).read_bytes())
     data = make_dump().read_bytes()
     deployment.put(BROKEN, data[: len(data) // 2])
     pointer_before = deployment.pointer()
     killed = launch(deployment.gql, KILLED)
     name, _, _ = watch_restore_container(deployment, killed)
+    wait_until(lambda: provisioned(deployment, name), 120, "the restore database", 0.2)
     with deployment.instance(tmp_path / "home") as instance:
         run_container = instance.get_run_by_id(killed).tags["docker/container_id"]
         deployment.docker.containers.get(run_container).kill()
-        assert [c.name for c in deployment.restore_containers(killed)] == [name]
+        [left] = deployment.restore_containers(killed)
+        assert left.name == name
+        log = wait_exited(left)
+        assert "its run's lease (busflow-verify-lease) has been gone for" in log, log
+        assert data_left(left) == []  # the restored data went with the run
         broken = launch(deployment.gql, BROKEN)
         statuses = wait_finished(deployment, [killed, broken], timeout=240)
         assert statuses == {killed: "FAILURE", broken: "FAILURE"}

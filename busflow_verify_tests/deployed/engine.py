@@ -167,3 +167,20 @@ def _unmount_under(root: Path) -> None:
         points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
         for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def wait_exited(container, timeout: float = 60.0) -> str:
+    """The container's log once it has exited (e.g. its watchdog stopped it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            return container.logs().decode(errors="replace")
+        time.sleep(0.5)
+    raise AssertionError(f"{container.name} still {container.status} after {timeout:g} s")
+
+
+def data_left(container) -> list[str]:
+    """What is left in a restore container's data volume, read on the engine's host."""
+    [mount] = [m for m in container.attrs["Mounts"] if m["Destination"].endswith("/data")]
+    return os.listdir(mount["Source"])

@@ -8,17 +8,28 @@ No stand-in Docker client is left."""
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 
 import psycopg
 import pytest
 
 from busflow_verify.core.failures import FindingError
+from busflow_verify.core.postgres.cluster import free_port
 from busflow_verify.core.restore.restorer import Restorer
 from busflow_verify.core.targets.base import RestoreTargetError, RestoreTargetNotReady
-from busflow_verify.core.targets.docker import RUN_LABEL, DockerSettings, DockerTarget
+from busflow_verify.core.targets.docker import (
+    LEASE_APPLICATION,
+    RUN_LABEL,
+    DockerSettings,
+    DockerTarget,
+)
 from busflow_verify_tests.conftest import expected_counts
+from busflow_verify_tests.deployed.engine import data_left, wait_exited
 
 pytestmark = pytest.mark.deploy
 
@@ -51,10 +62,16 @@ def test_docker_target_starts_the_image_restores_and_removes_the_container(
             ).run()
             with psycopg.connect(**restored.owner.kwargs()) as conn:
                 bookings = conn.execute("SELECT count(*) FROM commerce.bookings").fetchone()[0]
+            with psycopg.connect(**restored.admin.kwargs()) as conn:
+                leases = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    [LEASE_APPLICATION],
+                ).fetchone()[0]
         finally:
             target.close()
     assert [s.section for s in report.sections] == ["pre-data", "data", "post-data"]
     assert bookings == expected_counts()["commerce.bookings"]
+    assert leases == 1  # the run's lease, held while the target is open
     assert config["Image"] == IMAGE and container.attrs["HostConfig"]["NetworkMode"] == "host"
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["POSTGRES_DB"] == "restored" and env["POSTGRES_LISTEN_ADDRESSES"] == "127.0.0.1"
@@ -166,3 +183,68 @@ def test_the_job_on_the_docker_target(docker_engine, harness, make_dump, monkeyp
     actions = [e["Action"] for e in events]
     assert actions[0] == "create" and "start" in actions and actions[-1] == "destroy", actions
     assert containers(docker_engine, verdict["run_id"]) == []
+
+
+HOLDER = """
+import json, sys, time
+from busflow_verify.core.targets.docker import DockerSettings, DockerTarget
+target = DockerTarget(DockerSettings(**json.loads(sys.argv[1])))
+target.open("2026-11-20", sys.argv[2])
+print(target.container.name, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_killed_outright_leaves_no_restored_data_its_container_stops(docker_engine):
+    """A real run process holding the target is SIGKILLed (nothing of it runs to remove the
+    container): its lease connection ends with it, the container's watchdog stops the server and
+    deletes the restored data, and the stopped container is the next run's to remove."""
+    run_id = "kill0000-0000-4000-8000-000000000000"
+    settings = {"image": IMAGE, "network": "host", "ready_timeout": 60.0, "lease_grace_seconds": 3}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, json.dumps(settings), run_id],
+        env=docker_engine.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        name = holder.stdout.readline().strip()
+        [container] = containers(docker_engine, run_id)
+        assert container.name == name and container.status == "running"
+        assert "PG_VERSION" in data_left(container)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        log = wait_exited(container)
+        assert "its run's lease (busflow-verify-lease) has been gone for" in log, log
+        assert "the restored data is deleted" in log
+        assert data_left(container) == []
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        for left in containers(docker_engine, run_id):
+            left.remove(force=True, v=True)
+
+
+def test_a_restore_container_no_run_ever_leased_stops_on_its_own(docker_engine):
+    """A run killed between starting the container and taking its lease: the watchdog waits
+    BUSFLOW_LEASE_FIRST_SECONDS for a first lease, then stops the server, deleting its data."""
+    run_id = "nole0000-0000-4000-8000-000000000000"
+    container = docker_engine.client().containers.run(
+        IMAGE,
+        detach=True,
+        network_mode="host",
+        labels={RUN_LABEL: run_id},
+        environment={
+            "POSTGRES_PASSWORD": "never-used",
+            "PGPORT": str(free_port()),
+            "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
+            "BUSFLOW_LEASE_APPLICATION": LEASE_APPLICATION,
+            "BUSFLOW_LEASE_FIRST_SECONDS": "6",
+        },
+    )
+    try:
+        log = wait_exited(container)
+        assert "no run took its lease (busflow-verify-lease) within" in log, log
+        assert data_left(container) == []
+    finally:
+        container.remove(force=True, v=True)

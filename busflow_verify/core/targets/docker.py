@@ -1,6 +1,6 @@
 """The `docker` restore target: the restore image (docker/restore-target.Dockerfile, built with
 the extensions of docker/backup/producer.env) started through the Docker SDK for the run, labelled
-with the run's id, and removed after it."""
+with the run's id, held by the run's lease while it lives, and removed after it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ from busflow_verify.core.targets.settings import DOCKER_ENV, TARGET_ENV
 CONTAINER_PREFIX = "busflow-verify-restore-"
 RUN_LABEL = "busflow-verify.run-id"
 DEFAULT_IMAGE = "busflow-verify-restore:latest"
+# The run's lease on its restore container: a connection with this application_name, held from
+# when the server is ready until the container is removed. The container's watchdog
+# (docker/restore-lease.sh) stops the server and deletes the restored data when it is gone.
+LEASE_APPLICATION = "busflow-verify-lease"
 
 
 def docker_client():
@@ -50,6 +54,7 @@ class DockerSettings:
     image: str = DEFAULT_IMAGE
     network: str | None = None  # a network shared with the run's container; else a local port
     ready_timeout: float = 120.0
+    lease_grace_seconds: int = 15  # the lease gone this long: the container's watchdog acts
 
 
 class DockerTarget(Target):
@@ -62,9 +67,11 @@ class DockerTarget(Target):
     a host with an engine). The superuser password is random per run, handed to the container in
     its environment and never logged.
 
-    The container carries its run's id as a label. A run killed outright cannot remove its
-    container; the next run on the engine removes the containers of runs that `run_ended` says
-    have ended (None: the runs are not known here, and nothing is removed).
+    The container carries its run's id as a label, and the run holds a lease on it (a
+    connection named LEASE_APPLICATION). A run killed outright cannot remove its container, but
+    its lease ends with it: the container's watchdog then stops the server and deletes the
+    restored data, and the next run on the engine removes the containers of runs that `run_ended`
+    says have ended (None: the runs are not known here, and nothing is removed).
     """
 
     data_host = "the Docker host of the restore container"
@@ -87,6 +94,7 @@ class DockerTarget(Target):
         self.run_ended = run_ended
         self.container = None
         self._host_port: int | None = None
+        self._lease: psycopg.Connection | None = None
 
     def open(self, partition: str, run_id: str, choice: Choice | None = None) -> RestoreDatabase:
         import docker
@@ -106,6 +114,7 @@ class DockerTarget(Target):
                 environment={
                     "POSTGRES_PASSWORD": password,
                     "POSTGRES_DB": RESTORED_DB,
+                    **self._lease_environment(),
                     **environment,
                 },
                 **options,
@@ -126,7 +135,17 @@ class DockerTarget(Target):
         self.log.info(f"restore container {name} started from {self.settings.image}")
         admin = self._address(password)
         wait_until_ready(self.container, admin, self.settings.ready_timeout)
+        self._lease = take_lease(admin, self.container.name)
         return provision(admin, RESTORED_DB, RESTORE_ROLE)
+
+    def _lease_environment(self) -> dict[str, str]:
+        """What the container's watchdog is told: the lease's name, how long a lost lease is
+        waited for, and how long the first may take (the server's start, then the connection)."""
+        return {
+            "BUSFLOW_LEASE_APPLICATION": LEASE_APPLICATION,
+            "BUSFLOW_LEASE_GRACE_SECONDS": str(int(self.settings.lease_grace_seconds)),
+            "BUSFLOW_LEASE_FIRST_SECONDS": str(int(self.settings.ready_timeout) + 120),
+        }
 
     def _network_options(self) -> tuple[dict, dict]:
         """The container's network (run options) and what its server is told of it (env)."""
@@ -173,6 +192,9 @@ class DockerTarget(Target):
     def close(self) -> None:
         """Remove the container and its data volume, whatever happened in the run."""
         self._remove_scratch()
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            lease.close()
         if self.container is None:
             return
         container, self.container = self.container, None
@@ -185,6 +207,27 @@ class DockerTarget(Target):
             )
             return
         self.log.info(f"restore container {container.name} removed")
+
+
+def take_lease(admin: ConnInfo, name: str) -> psycopg.Connection:
+    """The run's lease on restore container `name`: an idle connection named LEASE_APPLICATION,
+    with TCP keepalives so that neither end mistakes a quiet restore for a dead one."""
+    try:
+        return psycopg.connect(
+            **admin.kwargs(),
+            application_name=LEASE_APPLICATION,
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+    except psycopg.OperationalError as exc:
+        raise RestoreTargetNotReady(
+            f"restore container {name} accepted a connection, then refused the run's lease "
+            f"({str(exc).strip() or type(exc).__name__}); see its log: docker logs {name}"
+        ) from None
 
 
 def _remove_half_started(client, name: str) -> None:
