@@ -18,8 +18,7 @@ exit status (verify; the other commands: 0 done, 1 failed, 2 usage error):
   2  usage or configuration error, found before anything is launched
   3  not verified: the verifier or its host broke; fix it and re-run the date
 
-A command's options: busflow-verify COMMAND --help.
-Reference: README.md and docs/ (docs/operating.md: operating it).
+A command's options: busflow-verify COMMAND --help. Reference: README.md, docs/.
 """
 
 
@@ -32,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="busflow-verify",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=_formatter,
+        formatter_class=_Formatter,
     )
-    commands = main.add_subparsers(dest="command", required=True, title="commands")
+    commands = main.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND"
+    )
     _add_verify(commands)
     _add_status_and_history(commands)
     _add_alerts_and_allowlist(commands)
@@ -43,9 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     return main
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    """The epilog as written; each command's help on its own line on an 80-column terminal."""
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=16)
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The epilog as written; each command's help on its own line on an 80-column terminal,
+    the commands listed under their title without argparse's line of the COMMAND metavar."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=16)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            actions = action._get_subactions()
+        else:
+            actions = [action]
+        format_one = super()._format_action
+        return "".join(format_one(a) for a in actions)
 
 
 def _add_verify(commands) -> None:
