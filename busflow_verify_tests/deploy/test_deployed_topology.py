@@ -84,6 +84,17 @@ class Deployment:
     def ui(self) -> str:
         return self.topology.settings["BUSFLOW_UI_BASE_URL"]
 
+    def cli_env(self, monkeypatch, **more: str) -> None:
+        """This host's environment for the CLI against the deployment's bucket, and `more`."""
+        for name, value in {
+            "BACKUP_PRIMARY_ENDPOINT": self.s3.endpoint,
+            "BACKUP_BUCKET": self.bucket,
+            "BACKUP_ACCESS_KEY_ID": ACCESS_KEY,
+            "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
+            **more,
+        }.items():
+            monkeypatch.setenv(name, value)
+
     def evidence_of(self, day: str, run_id: str) -> Path | None:
         """The run's evidence object in the bucket (None until the sensor has written it)."""
         found = list((self.s3.bucket_dir(self.bucket) / folder("", day)).glob(f"*-{run_id}.*"))
@@ -267,21 +278,16 @@ def wait_finished(deployment: Deployment, run_ids: list[str], timeout: float = 2
 
 def ephemeral_verdict(deployment: Deployment, day: str, tmp_path: Path, monkeypatch) -> dict:
     """The same dump verified by the CLI on this host with the embedded (ephemeral) target."""
-    for name, value in {
-        "BACKUP_PRIMARY_ENDPOINT": deployment.s3.endpoint,
-        "BACKUP_BUCKET": deployment.bucket,
-        "BACKUP_ACCESS_KEY_ID": ACCESS_KEY,
-        "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
-        "DAGSTER_HOME": str(tmp_path / "cli_home"),
-        "BUSFLOW_VERIFY_CONFIG_DIR": deployment.topology.settings["BUSFLOW_CONFIG_HOST_DIR"],
-        "BUSFLOW_RESTORE_TARGET": "ephemeral",
-    }.items():
-        monkeypatch.setenv(name, value)
+    deployment.cli_env(
+        monkeypatch,
+        DAGSTER_HOME=str(tmp_path / "cli_home"),
+        BUSFLOW_VERIFY_CONFIG_DIR=deployment.topology.settings["BUSFLOW_CONFIG_HOST_DIR"],
+        BUSFLOW_RESTORE_TARGET="ephemeral",
+    )
     monkeypatch.delenv("SLACK_OPS_WEBHOOK", raising=False)
     (tmp_path / "cli_home").mkdir()
     import contextlib
     import io
-    import json
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -326,14 +332,7 @@ def holds_no_secret_of(deployment: Deployment, env: list[str], allowed=frozenset
 def evidence_verify(deployment: Deployment, day: str, run_id: str, monkeypatch, capsys) -> dict:
     """`busflow-verify evidence verify --date D --run R --json` on this host, as an auditor runs
     it against the bucket with the public key only."""
-    for name, value in {
-        "BACKUP_PRIMARY_ENDPOINT": deployment.s3.endpoint,
-        "BACKUP_BUCKET": deployment.bucket,
-        "BACKUP_ACCESS_KEY_ID": ACCESS_KEY,
-        "BACKUP_SECRET_ACCESS_KEY": SECRET_KEY,
-        "BUSFLOW_EVIDENCE_PUBLIC_KEY": str(deployment.public_key),
-    }.items():
-        monkeypatch.setenv(name, value)
+    deployment.cli_env(monkeypatch, BUSFLOW_EVIDENCE_PUBLIC_KEY=str(deployment.public_key))
     monkeypatch.delenv("BUSFLOW_EVIDENCE_SIGNING_KEY", raising=False)
     capsys.readouterr()
     code = cli.main(["evidence", "verify", "--date", day, "--run", run_id, "--json"])

@@ -143,7 +143,7 @@ class DockerTarget(Target):
         waited for, and how long the first may take (the server's start, then the connection)."""
         return {
             "BUSFLOW_LEASE_APPLICATION": LEASE_APPLICATION,
-            "BUSFLOW_LEASE_GRACE_SECONDS": str(int(self.settings.lease_grace_seconds)),
+            "BUSFLOW_LEASE_GRACE_SECONDS": str(self.settings.lease_grace_seconds),
             "BUSFLOW_LEASE_FIRST_SECONDS": str(int(self.settings.ready_timeout) + 120),
         }
 
